@@ -1,0 +1,393 @@
+//! ICMP and ICMPv6 error messages the router originates (RFC 1812 section 4.3, RFC 4443).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::checksum;
+use crate::wire::{
+    self, ETHERTYPE_IPV4, ETHERTYPE_IPV6, IPV4_HEADER_LEN, IPV6_HEADER_LEN, PROTO_ICMP,
+    PROTO_ICMPV6,
+};
+
+/// The errors the forwarding path reports to a packet's source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IcmpError {
+    /// TTL or hop limit exhausted in transit.
+    TimeExceeded,
+    /// No route to the destination network.
+    NetUnreachable,
+    /// The next hop did not answer address resolution.
+    HostUnreachable,
+    /// Larger than the egress MTU with fragmentation forbidden (IPv4 DF, or any IPv6).
+    TooBig { mtu: u16 },
+}
+
+/// ICMP header length (type, code, checksum, 4 bytes of rest-of-header).
+const ICMP_HEADER_LEN: usize = 8;
+/// RFC 1812 4.3.2.3: an IPv4 error carries as much of the original as fits in 576 bytes.
+const IPV4_ERROR_MAX: usize = 576;
+/// RFC 4443 2.4(c): an ICMPv6 error must not exceed the minimum IPv6 MTU.
+const IPV6_ERROR_MAX: usize = 1280;
+/// Largest frame [`write_error`] writes.
+pub const ERROR_FRAME_MAX: usize = wire::ETHERNET_HEADER_LEN + wire::VLAN_TAG_LEN + IPV6_ERROR_MAX;
+/// Hop limit of the packets the router originates.
+pub const ORIGINATED_TTL: u8 = 64;
+
+/// The link-layer header of the error: back to the frame's sender, from the interface it came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrorLink {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub vlan: Option<u16>,
+}
+
+/// Writes an Ethernet frame with the ICMP(v6) error `kind` about `original` (an IP packet, from its
+/// header on) into `out` (at least [`ERROR_FRAME_MAX`] bytes), from `source`. Returns the frame
+/// length, or `None` when no error may be sent about this packet: it is itself an ICMP error, a
+/// non-first fragment, to a multicast or broadcast address, or from an address that does not name
+/// a single host.
+pub fn write_error(
+    out: &mut [u8],
+    original: &[u8],
+    kind: IcmpError,
+    link: ErrorLink,
+    source: IpAddr,
+) -> Option<usize> {
+    match (original.first()? >> 4, source) {
+        (4, IpAddr::V4(source)) => write_error_v4(out, original, kind, link, source),
+        (6, IpAddr::V6(source)) => write_error_v6(out, original, kind, link, source),
+        _ => None,
+    }
+}
+
+fn write_error_v4(
+    out: &mut [u8],
+    original: &[u8],
+    kind: IcmpError,
+    link: ErrorLink,
+    source: Ipv4Addr,
+) -> Option<usize> {
+    if original.len() < IPV4_HEADER_LEN {
+        return None;
+    }
+    let header_len = usize::from(original[0] & 0x0f) * 4;
+    let src = Ipv4Addr::from(<[u8; 4]>::try_from(&original[12..16]).ok()?);
+    let dst = Ipv4Addr::from(<[u8; 4]>::try_from(&original[16..20]).ok()?);
+    let fragment_offset =
+        wire::read_u16(original, wire::ipv4::FLAGS_FRAGMENT) & wire::ipv4::FRAGMENT_OFFSET_MASK;
+    let is_icmp_error = original[wire::ipv4::PROTOCOL] == PROTO_ICMP
+        && original
+            .get(header_len)
+            .is_some_and(|&t| !matches!(t, 0 | 8 | 13 | 14 | 15 | 16 | 17 | 18));
+    if is_icmp_error
+        || fragment_offset != 0
+        || dst.is_multicast()
+        || dst.is_broadcast()
+        || src.is_unspecified()
+        || src.is_loopback()
+        || src.is_multicast()
+        || src.is_broadcast()
+        || src.octets()[0] >= 240
+    {
+        return None;
+    }
+    let (icmp_type, code, rest) = match kind {
+        IcmpError::TimeExceeded => (11, 0, [0; 4]),
+        IcmpError::NetUnreachable => (3, 0, [0; 4]),
+        IcmpError::HostUnreachable => (3, 1, [0; 4]),
+        IcmpError::TooBig { mtu } => {
+            let m = mtu.to_be_bytes();
+            (3, 4, [0, 0, m[0], m[1]])
+        }
+    };
+    let quoted = original
+        .len()
+        .min(IPV4_ERROR_MAX - IPV4_HEADER_LEN - ICMP_HEADER_LEN);
+    let total = IPV4_HEADER_LEN + ICMP_HEADER_LEN + quoted;
+    let l2 = wire::write_ethernet(out, link.dst_mac, link.src_mac, link.vlan, ETHERTYPE_IPV4);
+    let ip = out.get_mut(l2..l2 + total)?;
+    ip[0] = 0x45;
+    ip[1] = 0xc0; // precedence: internetwork control, as Linux sends errors
+    wire::write_u16(ip, wire::ipv4::TOTAL_LENGTH, total as u16);
+    ip[4..8].fill(0);
+    ip[wire::ipv4::TTL] = ORIGINATED_TTL;
+    ip[wire::ipv4::PROTOCOL] = PROTO_ICMP;
+    wire::write_u16(ip, wire::ipv4::CHECKSUM, 0);
+    ip[12..16].copy_from_slice(&source.octets());
+    ip[16..20].copy_from_slice(&src.octets());
+    let header_checksum = checksum::checksum(&ip[..IPV4_HEADER_LEN]);
+    wire::write_u16(ip, wire::ipv4::CHECKSUM, header_checksum);
+    let icmp = &mut ip[IPV4_HEADER_LEN..];
+    icmp[0] = icmp_type;
+    icmp[1] = code;
+    icmp[2..4].fill(0);
+    icmp[4..8].copy_from_slice(&rest);
+    icmp[ICMP_HEADER_LEN..].copy_from_slice(&original[..quoted]);
+    let icmp_checksum = checksum::checksum(icmp);
+    wire::write_u16(icmp, 2, icmp_checksum);
+    Some(l2 + total)
+}
+
+fn write_error_v6(
+    out: &mut [u8],
+    original: &[u8],
+    kind: IcmpError,
+    link: ErrorLink,
+    source: Ipv6Addr,
+) -> Option<usize> {
+    if original.len() < IPV6_HEADER_LEN {
+        return None;
+    }
+    let src = Ipv6Addr::from(<[u8; 16]>::try_from(&original[8..24]).ok()?);
+    let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&original[24..40]).ok()?);
+    let is_icmp_error = original[wire::ipv6::NEXT_HEADER] == PROTO_ICMPV6
+        && original.get(IPV6_HEADER_LEN).is_some_and(|&t| t < 128);
+    let multicast_allowed = matches!(kind, IcmpError::TooBig { .. });
+    if is_icmp_error
+        || (dst.is_multicast() && !multicast_allowed)
+        || src.is_unspecified()
+        || src.is_multicast()
+    {
+        return None;
+    }
+    let (icmp_type, code, rest) = match kind {
+        IcmpError::TimeExceeded => (3, 0, [0; 4]),
+        IcmpError::NetUnreachable => (1, 0, [0; 4]),
+        IcmpError::HostUnreachable => (1, 3, [0; 4]),
+        IcmpError::TooBig { mtu } => (2, 0, u32::from(mtu).to_be_bytes()),
+    };
+    let quoted = original
+        .len()
+        .min(IPV6_ERROR_MAX - IPV6_HEADER_LEN - ICMP_HEADER_LEN);
+    let payload = ICMP_HEADER_LEN + quoted;
+    let l2 = wire::write_ethernet(out, link.dst_mac, link.src_mac, link.vlan, ETHERTYPE_IPV6);
+    let ip = out.get_mut(l2..l2 + IPV6_HEADER_LEN + payload)?;
+    ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
+    wire::write_u16(ip, wire::ipv6::PAYLOAD_LENGTH, payload as u16);
+    ip[wire::ipv6::NEXT_HEADER] = PROTO_ICMPV6;
+    ip[wire::ipv6::HOP_LIMIT] = ORIGINATED_TTL;
+    ip[8..24].copy_from_slice(&source.octets());
+    ip[24..40].copy_from_slice(&src.octets());
+    let icmp = &mut ip[IPV6_HEADER_LEN..];
+    icmp[0] = icmp_type;
+    icmp[1] = code;
+    icmp[2..4].fill(0);
+    icmp[4..8].copy_from_slice(&rest);
+    icmp[ICMP_HEADER_LEN..].copy_from_slice(&original[..quoted]);
+    let sum = checksum::ipv6_pseudo_header_sum(
+        &source.octets(),
+        &src.octets(),
+        payload as u32,
+        PROTO_ICMPV6,
+    );
+    let icmp_checksum = !checksum::ones_complement_sum(icmp, sum);
+    wire::write_u16(icmp, 2, icmp_checksum);
+    Some(l2 + IPV6_HEADER_LEN + payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::{Icmpv4Type, Icmpv6Type, SlicedPacket, TransportSlice};
+
+    const LINK: ErrorLink = ErrorLink {
+        dst_mac: [2, 0, 0, 0, 0, 0xaa],
+        src_mac: [2, 0, 0, 0, 0, 1],
+        vlan: None,
+    };
+
+    fn udp_v4(len: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        etherparse::PacketBuilder::ipv4([198, 18, 1, 2], [198, 19, 0, 1], 1)
+            .udp(1000, 2000)
+            .write(&mut out, &vec![0x5a; len])
+            .expect("build");
+        out
+    }
+
+    fn udp_v6(len: usize) -> Vec<u8> {
+        let src: Ipv6Addr = "2001:2:0:1::2".parse().expect("addr");
+        let dst: Ipv6Addr = "2001:2:0:ff00::1".parse().expect("addr");
+        let mut out = Vec::new();
+        etherparse::PacketBuilder::ipv6(src.octets(), dst.octets(), 1)
+            .udp(1000, 2000)
+            .write(&mut out, &vec![0x5a; len])
+            .expect("build");
+        out
+    }
+
+    fn source_v4() -> IpAddr {
+        IpAddr::from([198, 18, 1, 1])
+    }
+
+    #[test]
+    fn time_exceeded_v4_is_valid_and_quotes_the_original() {
+        let original = udp_v4(100);
+        let mut out = [0u8; ERROR_FRAME_MAX];
+        let len = write_error(
+            &mut out,
+            &original,
+            IcmpError::TimeExceeded,
+            LINK,
+            source_v4(),
+        )
+        .expect("sent");
+        let packet = SlicedPacket::from_ethernet(&out[..len]).expect("parses");
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &packet.net else {
+            panic!("not ipv4")
+        };
+        assert_eq!(ip.header().source(), [198, 18, 1, 1]);
+        assert_eq!(ip.header().destination(), [198, 18, 1, 2]);
+        assert!(
+            checksum::is_valid(ip.header().slice()),
+            "IPv4 header checksum"
+        );
+        let Some(TransportSlice::Icmpv4(icmp)) = &packet.transport else {
+            panic!("not icmp")
+        };
+        assert_eq!(
+            icmp.icmp_type(),
+            Icmpv4Type::TimeExceeded(etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit)
+        );
+        assert!(checksum::is_valid(icmp.slice()), "ICMP checksum");
+        assert_eq!(icmp.payload(), &original[..]);
+    }
+
+    #[test]
+    fn frag_needed_carries_the_mtu_and_is_capped_at_576() {
+        let original = udp_v4(1600);
+        let mut out = [0u8; ERROR_FRAME_MAX];
+        let len = write_error(
+            &mut out,
+            &original,
+            IcmpError::TooBig { mtu: 1500 },
+            LINK,
+            source_v4(),
+        )
+        .expect("sent");
+        assert_eq!(len, 14 + 576);
+        let packet = SlicedPacket::from_ethernet(&out[..len]).expect("parses");
+        let Some(TransportSlice::Icmpv4(icmp)) = &packet.transport else {
+            panic!("not icmp")
+        };
+        assert_eq!(
+            icmp.icmp_type(),
+            Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
+                    next_hop_mtu: 1500
+                }
+            )
+        );
+        assert!(checksum::is_valid(icmp.slice()));
+    }
+
+    #[test]
+    fn unreachable_codes_v4() {
+        let original = udp_v4(10);
+        let mut out = [0u8; ERROR_FRAME_MAX];
+        for (kind, code) in [
+            (IcmpError::NetUnreachable, 0),
+            (IcmpError::HostUnreachable, 1),
+        ] {
+            let len = write_error(&mut out, &original, kind, LINK, source_v4()).expect("sent");
+            assert_eq!(&out[14 + 20..14 + 22], &[3, code]);
+            assert!(len > 14 + 28);
+        }
+    }
+
+    #[test]
+    fn no_error_about_errors_fragments_or_broadcasts() {
+        let mut out = [0u8; ERROR_FRAME_MAX];
+        let mut error = vec![0u8; ERROR_FRAME_MAX];
+        let len = write_error(
+            &mut error,
+            &udp_v4(10),
+            IcmpError::TimeExceeded,
+            LINK,
+            source_v4(),
+        )
+        .expect("sent");
+        assert_eq!(
+            write_error(
+                &mut out,
+                &error[14..len],
+                IcmpError::TimeExceeded,
+                LINK,
+                source_v4()
+            ),
+            None
+        );
+        let mut fragment = udp_v4(10);
+        fragment[7] = 8; // offset 64 bytes
+        assert_eq!(
+            write_error(
+                &mut out,
+                &fragment,
+                IcmpError::TimeExceeded,
+                LINK,
+                source_v4()
+            ),
+            None
+        );
+        let mut broadcast = udp_v4(10);
+        broadcast[16..20].copy_from_slice(&[255; 4]);
+        assert_eq!(
+            write_error(
+                &mut out,
+                &broadcast,
+                IcmpError::TimeExceeded,
+                LINK,
+                source_v4()
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn packet_too_big_v6_is_valid() {
+        let original = udp_v6(1600);
+        let mut out = [0u8; ERROR_FRAME_MAX];
+        let source = IpAddr::V6("2001:2:0:1::1".parse().expect("addr"));
+        let len = write_error(
+            &mut out,
+            &original,
+            IcmpError::TooBig { mtu: 1500 },
+            LINK,
+            source,
+        )
+        .expect("sent");
+        assert_eq!(len, 14 + 1280);
+        let packet = SlicedPacket::from_ethernet(&out[..len]).expect("parses");
+        let Some(TransportSlice::Icmpv6(icmp)) = &packet.transport else {
+            panic!("not icmpv6")
+        };
+        assert_eq!(icmp.icmp_type(), Icmpv6Type::PacketTooBig { mtu: 1500 });
+        let src: Ipv6Addr = "2001:2:0:1::1".parse().expect("addr");
+        let dst: Ipv6Addr = "2001:2:0:1::2".parse().expect("addr");
+        let sum = checksum::ipv6_pseudo_header_sum(
+            &src.octets(),
+            &dst.octets(),
+            icmp.slice().len() as u32,
+            PROTO_ICMPV6,
+        );
+        assert_eq!(
+            checksum::ones_complement_sum(icmp.slice(), sum),
+            0xffff,
+            "ICMPv6 checksum"
+        );
+    }
+
+    #[test]
+    fn time_exceeded_and_unreachable_v6_types() {
+        let original = udp_v6(10);
+        let mut out = [0u8; ERROR_FRAME_MAX];
+        let source = IpAddr::V6("2001:2:0:1::1".parse().expect("addr"));
+        for (kind, t, c) in [
+            (IcmpError::TimeExceeded, 3, 0),
+            (IcmpError::NetUnreachable, 1, 0),
+            (IcmpError::HostUnreachable, 1, 3),
+        ] {
+            write_error(&mut out, &original, kind, LINK, source).expect("sent");
+            assert_eq!(&out[14 + 40..14 + 42], &[t, c]);
+        }
+    }
+}

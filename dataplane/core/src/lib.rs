@@ -1,0 +1,24 @@
+//! The VFN's packet pipeline, free of I/O: the same code runs on AF_XDP rings (through
+//! `vfn-xdp`) and on in-memory frames in tests and benchmarks (through [`mem_io::MemIo`]).
+//!
+//! A worker ([`worker::Worker`]) polls its ports in bursts, runs each packet through
+//! [`pipeline::Pipeline`], which returns a closed [`pipeline::Verdict`], and acts on it: transmit,
+//! drop with a counted reason, hand to the slow path ([`slowpath`], which answers for the router's
+//! own addresses with smoltcp and resolves neighbours), or park until a neighbour is resolved.
+//! Routes ([`fib`]) and neighbours ([`neigh`]) are shared between workers without locks.
+
+pub mod checksum;
+pub mod counters;
+pub mod fib;
+pub mod icmp;
+pub mod iface;
+pub mod io;
+pub mod mem_io;
+pub mod neigh;
+pub mod pcap;
+pub mod pipeline;
+pub mod ratelimit;
+pub mod router;
+pub mod slowpath;
+pub mod wire;
+pub mod worker;

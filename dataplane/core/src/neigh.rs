@@ -1,0 +1,592 @@
+//! The neighbour table (ARP for IPv4, NDP for IPv6): bounded, shared by all workers without locks.
+//!
+//! The slow-path thread is the only writer ([`NeighbourManager`]). Each entry lives in a fixed
+//! slot whose state and MAC address are one atomic word, so a resolved neighbour becomes visible to
+//! every worker with one store, and routes through a gateway point straight at its slot. The map
+//! from (interface, address) to slot is an immutable snapshot published with `arc-swap`; workers
+//! load it once per burst. A freed slot is only reused after a quarantine longer than any burst, so
+//! a worker holding an older snapshot never reads another neighbour's address.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, Guard};
+use hashbrown::HashMap;
+
+use crate::iface::IfIndex;
+
+/// A neighbour is an address on an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NeighbourKey {
+    pub iface: IfIndex,
+    pub addr: IpAddr,
+}
+
+/// Index of a slot in the neighbour table.
+pub type NeighbourSlot = u32;
+
+/// What a worker may do with packets for a neighbour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// Send to this MAC address.
+    Reachable([u8; 6]),
+    /// Resolution in progress: queue the packet (bounded) and wait.
+    Incomplete,
+    /// Resolution failed recently: drop and report the host unreachable.
+    Failed,
+}
+
+const STATE_SHIFT: u32 = 48;
+const STATE_INCOMPLETE: u64 = 0;
+const STATE_REACHABLE: u64 = 1;
+const STATE_FAILED: u64 = 2;
+const MAC_MASK: u64 = (1 << STATE_SHIFT) - 1;
+
+fn encode(resolution: Resolution) -> u64 {
+    match resolution {
+        Resolution::Incomplete => STATE_INCOMPLETE << STATE_SHIFT,
+        Resolution::Failed => STATE_FAILED << STATE_SHIFT,
+        Resolution::Reachable(mac) => {
+            let mut word = [0u8; 8];
+            word[2..].copy_from_slice(&mac);
+            (STATE_REACHABLE << STATE_SHIFT) | u64::from_be_bytes(word)
+        }
+    }
+}
+
+fn decode(word: u64) -> Resolution {
+    match word >> STATE_SHIFT {
+        STATE_REACHABLE => {
+            let bytes = (word & MAC_MASK).to_be_bytes();
+            Resolution::Reachable([bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]])
+        }
+        STATE_FAILED => Resolution::Failed,
+        _ => Resolution::Incomplete,
+    }
+}
+
+/// The map from neighbour to slot, as of one publication.
+#[derive(Debug, Default)]
+pub struct NeighbourIndex {
+    map: HashMap<NeighbourKey, NeighbourSlot>,
+}
+
+impl NeighbourIndex {
+    #[inline]
+    pub fn slot(&self, key: &NeighbourKey) -> Option<NeighbourSlot> {
+        self.map.get(key).copied()
+    }
+}
+
+/// The shared part: slots and the published index.
+#[derive(Debug)]
+pub struct NeighbourTable {
+    slots: Box<[AtomicU64]>,
+    index: ArcSwap<NeighbourIndex>,
+}
+
+impl NeighbourTable {
+    pub fn new(capacity: usize) -> Arc<NeighbourTable> {
+        Arc::new(NeighbourTable {
+            slots: (0..capacity)
+                .map(|_| AtomicU64::new(encode(Resolution::Incomplete)))
+                .collect(),
+            index: ArcSwap::from_pointee(NeighbourIndex::default()),
+        })
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The current index; load once per burst.
+    #[inline]
+    pub fn index(&self) -> Guard<Arc<NeighbourIndex>> {
+        self.index.load()
+    }
+
+    #[inline]
+    pub fn resolution(&self, slot: NeighbourSlot) -> Resolution {
+        match self.slots.get(slot as usize) {
+            Some(word) => decode(word.load(Ordering::Acquire)),
+            None => Resolution::Failed,
+        }
+    }
+
+    /// Resolution of a neighbour through an index snapshot; `None` when it has no entry.
+    #[inline]
+    pub fn lookup(&self, index: &NeighbourIndex, key: &NeighbourKey) -> Option<Resolution> {
+        index.slot(key).map(|slot| self.resolution(slot))
+    }
+
+    fn set(&self, slot: NeighbourSlot, resolution: Resolution) {
+        if let Some(word) = self.slots.get(slot as usize) {
+            word.store(encode(resolution), Ordering::Release);
+        }
+    }
+}
+
+/// Timers of neighbour resolution (defaults close to Linux's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NeighbourTimers {
+    /// Time between two solicitations of the same neighbour.
+    pub retransmit: Duration,
+    /// Solicitations before giving up.
+    pub max_probes: u32,
+    /// How long a confirmation keeps a neighbour reachable before it is probed again.
+    pub reachable: Duration,
+    /// How long a failed neighbour keeps its entry (packets to it are refused at once).
+    pub failed_hold: Duration,
+    /// How long a freed slot waits before reuse (longer than any burst).
+    pub reuse_quarantine: Duration,
+}
+
+impl Default for NeighbourTimers {
+    fn default() -> Self {
+        NeighbourTimers {
+            retransmit: Duration::from_secs(1),
+            max_probes: 3,
+            reachable: Duration::from_secs(30),
+            failed_hold: Duration::from_secs(3),
+            reuse_quarantine: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A solicitation the slow path must send: ARP request or neighbour solicitation for `key`,
+/// broadcast/multicast, or unicast to `known_mac` when re-confirming a neighbour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Solicitation {
+    pub key: NeighbourKey,
+    pub known_mac: Option<[u8; 6]>,
+}
+
+/// A change worth an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NeighbourChange {
+    Resolved { key: NeighbourKey, mac: [u8; 6] },
+    Failed { key: NeighbourKey },
+    Removed { key: NeighbourKey },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EntryState {
+    /// Being resolved: `probes` sent, the next one due at `next_at`.
+    Incomplete { probes: u32, next_at: Duration },
+    /// Confirmed at `confirmed_at`.
+    Reachable {
+        mac: [u8; 6],
+        confirmed_at: Duration,
+    },
+    /// Reachable but unconfirmed for too long: still used, probed by unicast.
+    Probing {
+        mac: [u8; 6],
+        probes: u32,
+        next_at: Duration,
+    },
+    /// Unreachable until `until`.
+    Failed { until: Duration },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    key: NeighbourKey,
+    state: EntryState,
+    /// Next hops of routes: never removed, re-resolved after failure.
+    pinned: bool,
+}
+
+/// The table is full: no slot for a new neighbour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("neighbour table full ({capacity} entries)")]
+pub struct TableFull {
+    pub capacity: usize,
+}
+
+/// The single writer of the neighbour table, run by the slow-path thread. Times are durations
+/// since a fixed start (the caller's clock), so the logic is testable without waiting.
+#[derive(Debug)]
+pub struct NeighbourManager {
+    table: Arc<NeighbourTable>,
+    timers: NeighbourTimers,
+    entries: Vec<Option<Entry>>,
+    map: HashMap<NeighbourKey, NeighbourSlot>,
+    free: Vec<NeighbourSlot>,
+    quarantined: VecDeque<(NeighbourSlot, Duration)>,
+    dirty: bool,
+}
+
+impl NeighbourManager {
+    pub fn new(table: Arc<NeighbourTable>, timers: NeighbourTimers) -> NeighbourManager {
+        let capacity = table.capacity();
+        NeighbourManager {
+            table,
+            timers,
+            entries: vec![None; capacity],
+            map: HashMap::with_capacity(capacity),
+            // Pop from the end: lowest slots first.
+            free: (0..capacity as NeighbourSlot).rev().collect(),
+            quarantined: VecDeque::with_capacity(capacity),
+            dirty: false,
+        }
+    }
+
+    pub fn table(&self) -> &Arc<NeighbourTable> {
+        &self.table
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// A worker needs `key`: create an entry to resolve if there is none.
+    pub fn resolve(
+        &mut self,
+        key: NeighbourKey,
+        now: Duration,
+    ) -> Result<NeighbourSlot, TableFull> {
+        if let Some(&slot) = self.map.get(&key) {
+            return Ok(slot);
+        }
+        self.insert(key, false, now)
+    }
+
+    /// A route's gateway: an entry that is never removed. Returns its slot for the FIB.
+    pub fn pin(&mut self, key: NeighbourKey, now: Duration) -> Result<NeighbourSlot, TableFull> {
+        if let Some(&slot) = self.map.get(&key) {
+            if let Some(entry) = self.entries[slot as usize].as_mut() {
+                entry.pinned = true;
+            }
+            return Ok(slot);
+        }
+        self.insert(key, true, now)
+    }
+
+    fn insert(
+        &mut self,
+        key: NeighbourKey,
+        pinned: bool,
+        now: Duration,
+    ) -> Result<NeighbourSlot, TableFull> {
+        self.release_quarantined(now);
+        let slot = self.free.pop().ok_or(TableFull {
+            capacity: self.table.capacity(),
+        })?;
+        self.entries[slot as usize] = Some(Entry {
+            key,
+            state: EntryState::Incomplete {
+                probes: 0,
+                next_at: now,
+            },
+            pinned,
+        });
+        self.table.set(slot, Resolution::Incomplete);
+        self.map.insert(key, slot);
+        self.dirty = true;
+        Ok(slot)
+    }
+
+    /// An ARP or NDP message told us `key` is at `mac`. Updates an existing entry; creates one
+    /// only when `create` (the message was addressed to us, as Linux does).
+    pub fn learned(
+        &mut self,
+        key: NeighbourKey,
+        mac: [u8; 6],
+        create: bool,
+        now: Duration,
+    ) -> Option<NeighbourChange> {
+        let slot = match self.map.get(&key) {
+            Some(&slot) => slot,
+            None if create => self.insert(key, false, now).ok()?,
+            None => return None,
+        };
+        let entry = self.entries[slot as usize].as_mut()?;
+        let was = entry.state;
+        entry.state = EntryState::Reachable {
+            mac,
+            confirmed_at: now,
+        };
+        self.table.set(slot, Resolution::Reachable(mac));
+        match was {
+            EntryState::Reachable { mac: old, .. } | EntryState::Probing { mac: old, .. }
+                if old == mac =>
+            {
+                None
+            }
+            _ => Some(NeighbourChange::Resolved { key, mac }),
+        }
+    }
+
+    /// Advances timers: solicitations due go to `solicit`, state changes to `changes`. Bounded by
+    /// the table size.
+    pub fn poll(
+        &mut self,
+        now: Duration,
+        solicit: &mut Vec<Solicitation>,
+        changes: &mut Vec<NeighbourChange>,
+    ) {
+        let timers = self.timers;
+        for slot in 0..self.entries.len() {
+            let Some(entry) = self.entries[slot].as_mut() else {
+                continue;
+            };
+            let key = entry.key;
+            match entry.state {
+                EntryState::Incomplete { probes, next_at } if now >= next_at => {
+                    if probes >= timers.max_probes {
+                        entry.state = EntryState::Failed {
+                            until: now + timers.failed_hold,
+                        };
+                        self.table.set(slot as NeighbourSlot, Resolution::Failed);
+                        changes.push(NeighbourChange::Failed { key });
+                    } else {
+                        entry.state = EntryState::Incomplete {
+                            probes: probes + 1,
+                            next_at: now + timers.retransmit,
+                        };
+                        solicit.push(Solicitation {
+                            key,
+                            known_mac: None,
+                        });
+                    }
+                }
+                EntryState::Reachable { mac, confirmed_at }
+                    if now >= confirmed_at + timers.reachable =>
+                {
+                    entry.state = EntryState::Probing {
+                        mac,
+                        probes: 1,
+                        next_at: now + timers.retransmit,
+                    };
+                    solicit.push(Solicitation {
+                        key,
+                        known_mac: Some(mac),
+                    });
+                }
+                EntryState::Probing {
+                    mac,
+                    probes,
+                    next_at,
+                } if now >= next_at => {
+                    if probes >= timers.max_probes {
+                        entry.state = EntryState::Failed {
+                            until: now + timers.failed_hold,
+                        };
+                        self.table.set(slot as NeighbourSlot, Resolution::Failed);
+                        changes.push(NeighbourChange::Failed { key });
+                    } else {
+                        entry.state = EntryState::Probing {
+                            mac,
+                            probes: probes + 1,
+                            next_at: now + timers.retransmit,
+                        };
+                        solicit.push(Solicitation {
+                            key,
+                            known_mac: Some(mac),
+                        });
+                    }
+                }
+                EntryState::Failed { until } if now >= until => {
+                    if entry.pinned {
+                        // A gateway is retried for as long as routes use it.
+                        entry.state = EntryState::Incomplete {
+                            probes: 0,
+                            next_at: now,
+                        };
+                        self.table
+                            .set(slot as NeighbourSlot, Resolution::Incomplete);
+                    } else {
+                        self.entries[slot] = None;
+                        self.map.remove(&key);
+                        self.quarantined.push_back((slot as NeighbourSlot, now));
+                        self.dirty = true;
+                        changes.push(NeighbourChange::Removed { key });
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.release_quarantined(now);
+    }
+
+    fn release_quarantined(&mut self, now: Duration) {
+        while let Some(&(slot, since)) = self.quarantined.front() {
+            if now < since + self.timers.reuse_quarantine {
+                break;
+            }
+            self.quarantined.pop_front();
+            self.free.push(slot);
+        }
+    }
+
+    /// Publishes the index if entries were added or removed since the last publication.
+    pub fn publish(&mut self) {
+        if self.dirty {
+            self.table.index.store(Arc::new(NeighbourIndex {
+                map: self.map.clone(),
+            }));
+            self.dirty = false;
+        }
+    }
+
+    /// Every entry with its resolution, for listing.
+    pub fn entries(&self) -> impl Iterator<Item = (NeighbourKey, Resolution)> + '_ {
+        self.entries.iter().enumerate().filter_map(|(slot, entry)| {
+            entry.map(|e| (e.key, self.table.resolution(slot as NeighbourSlot)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAC: [u8; 6] = [2, 0, 0, 0, 0, 9];
+
+    fn key(last: u8) -> NeighbourKey {
+        NeighbourKey {
+            iface: 0,
+            addr: IpAddr::from([198, 18, 1, last]),
+        }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn manager(capacity: usize) -> NeighbourManager {
+        NeighbourManager::new(NeighbourTable::new(capacity), NeighbourTimers::default())
+    }
+
+    #[test]
+    fn resolve_solicits_then_learns() {
+        let mut m = manager(4);
+        let slot = m.resolve(key(2), secs(0)).expect("room");
+        m.publish();
+        let table = m.table().clone();
+        assert_eq!(
+            table.lookup(&table.index(), &key(2)),
+            Some(Resolution::Incomplete)
+        );
+        let (mut solicit, mut changes) = (Vec::new(), Vec::new());
+        m.poll(secs(0), &mut solicit, &mut changes);
+        assert_eq!(
+            solicit,
+            vec![Solicitation {
+                key: key(2),
+                known_mac: None
+            }]
+        );
+        assert_eq!(
+            m.learned(key(2), MAC, false, secs(0)),
+            Some(NeighbourChange::Resolved {
+                key: key(2),
+                mac: MAC
+            })
+        );
+        assert_eq!(table.resolution(slot), Resolution::Reachable(MAC));
+    }
+
+    #[test]
+    fn unanswered_neighbour_fails_after_max_probes_then_is_removed() {
+        let mut m = manager(4);
+        m.resolve(key(2), secs(0)).expect("room");
+        let (mut solicit, mut changes) = (Vec::new(), Vec::new());
+        for s in 0..3 {
+            m.poll(secs(s), &mut solicit, &mut changes);
+        }
+        assert_eq!(solicit.len(), 3);
+        m.poll(secs(3), &mut solicit, &mut changes);
+        assert_eq!(changes, vec![NeighbourChange::Failed { key: key(2) }]);
+        m.publish();
+        let table = m.table().clone();
+        assert_eq!(
+            table.lookup(&table.index(), &key(2)),
+            Some(Resolution::Failed)
+        );
+        m.poll(secs(6), &mut solicit, &mut changes);
+        m.publish();
+        assert_eq!(table.lookup(&table.index(), &key(2)), None);
+        assert!(m.is_empty());
+    }
+
+    #[test]
+    fn table_is_bounded_and_freed_slots_are_reused_after_quarantine() {
+        let mut m = manager(1);
+        m.resolve(key(2), secs(0)).expect("room");
+        assert_eq!(m.resolve(key(3), secs(0)), Err(TableFull { capacity: 1 }));
+        let (mut solicit, mut changes) = (Vec::new(), Vec::new());
+        for s in 0..=6 {
+            m.poll(secs(s), &mut solicit, &mut changes);
+        }
+        assert!(m.is_empty());
+        assert_eq!(
+            m.resolve(key(3), secs(6)),
+            Err(TableFull { capacity: 1 }),
+            "still quarantined"
+        );
+        assert!(m.resolve(key(3), secs(8)).is_ok());
+    }
+
+    #[test]
+    fn pinned_gateway_is_retried_not_removed() {
+        let mut m = manager(2);
+        m.pin(key(1), secs(0)).expect("room");
+        let (mut solicit, mut changes) = (Vec::new(), Vec::new());
+        for s in 0..=7 {
+            m.poll(secs(s), &mut solicit, &mut changes);
+        }
+        assert_eq!(m.len(), 1);
+        assert!(solicit.len() > 3, "re-solicited after the failed hold");
+    }
+
+    #[test]
+    fn reachable_neighbour_is_reprobed_by_unicast_and_stays_usable() {
+        let mut m = manager(2);
+        let slot = m.resolve(key(2), secs(0)).expect("room");
+        m.learned(key(2), MAC, false, secs(0));
+        let (mut solicit, mut changes) = (Vec::new(), Vec::new());
+        m.poll(secs(31), &mut solicit, &mut changes);
+        assert_eq!(
+            solicit,
+            vec![Solicitation {
+                key: key(2),
+                known_mac: Some(MAC)
+            }]
+        );
+        assert_eq!(m.table().resolution(slot), Resolution::Reachable(MAC));
+        assert_eq!(
+            m.learned(key(2), MAC, false, secs(31)),
+            None,
+            "same MAC is no change"
+        );
+    }
+
+    #[test]
+    fn learning_creates_only_when_asked() {
+        let mut m = manager(2);
+        assert_eq!(m.learned(key(7), MAC, false, secs(0)), None);
+        assert!(m.is_empty());
+        assert!(m.learned(key(7), MAC, true, secs(0)).is_some());
+        assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        for r in [
+            Resolution::Incomplete,
+            Resolution::Failed,
+            Resolution::Reachable([0xff; 6]),
+            Resolution::Reachable(MAC),
+        ] {
+            assert_eq!(decode(encode(r)), r);
+        }
+    }
+}

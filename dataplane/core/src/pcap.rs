@@ -1,0 +1,132 @@
+//! Offline replay: frames from a pcap file run through the very same worker on a [`MemIo`], and
+//! what leaves each port is written to a pcap file of its own.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::Path;
+use std::time::Duration;
+
+use pcap_file::DataLink;
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
+
+use crate::io::{PacketIo, PortIndex};
+use crate::mem_io::MemIo;
+use crate::worker::Worker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PcapError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Format {
+        path: String,
+        source: pcap_file::PcapError,
+    },
+    #[error("{path}: link type {link:?} is not Ethernet")]
+    NotEthernet { path: String, link: DataLink },
+}
+
+/// A captured frame and its capture time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CapturedFrame {
+    pub timestamp: Duration,
+    pub data: Vec<u8>,
+}
+
+/// Reads every frame of an Ethernet pcap file.
+pub fn read(path: &Path) -> Result<Vec<CapturedFrame>, PcapError> {
+    let name = path.display().to_string();
+    let file = File::open(path).map_err(|source| PcapError::Io {
+        path: name.clone(),
+        source,
+    })?;
+    let mut reader = PcapReader::new(BufReader::new(file)).map_err(|source| PcapError::Format {
+        path: name.clone(),
+        source,
+    })?;
+    let link = reader.header().datalink;
+    if link != DataLink::ETHERNET {
+        return Err(PcapError::NotEthernet { path: name, link });
+    }
+    let mut frames = Vec::new();
+    while let Some(packet) = reader.next_packet() {
+        let packet = packet.map_err(|source| PcapError::Format {
+            path: name.clone(),
+            source,
+        })?;
+        frames.push(CapturedFrame {
+            timestamp: packet.timestamp,
+            data: packet.data.into_owned(),
+        });
+    }
+    Ok(frames)
+}
+
+/// Writes frames to an Ethernet pcap file.
+pub fn write(path: &Path, frames: &[CapturedFrame]) -> Result<(), PcapError> {
+    let name = path.display().to_string();
+    let file = File::create(path).map_err(|source| PcapError::Io {
+        path: name.clone(),
+        source,
+    })?;
+    let header = PcapHeader {
+        datalink: DataLink::ETHERNET,
+        ..PcapHeader::default()
+    };
+    let mut writer = PcapWriter::with_header(BufWriter::new(file), header).map_err(|source| {
+        PcapError::Format {
+            path: name.clone(),
+            source,
+        }
+    })?;
+    for frame in frames {
+        let packet = PcapPacket::new(frame.timestamp, frame.data.len() as u32, &frame.data);
+        writer
+            .write_packet(&packet)
+            .map_err(|source| PcapError::Format {
+                path: name.clone(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+/// Runs `input` (frames received on `port`, in capture order) through `worker` and returns what
+/// left each port, stamped with the capture time of the frame that caused it. Frames are fed as
+/// fast as the pool takes them; the capture's timing only stamps the output.
+pub fn replay(
+    worker: &mut Worker<MemIo>,
+    port: PortIndex,
+    input: &[CapturedFrame],
+) -> Vec<Vec<CapturedFrame>> {
+    let port_count = worker.io().port_count();
+    let mut output: Vec<Vec<CapturedFrame>> = vec![Vec::new(); port_count];
+    let mut collect = |worker: &mut Worker<MemIo>, stamp: Duration| {
+        for (egress, out) in output.iter_mut().enumerate() {
+            for data in worker.io_mut().take_sent(egress as PortIndex) {
+                out.push(CapturedFrame {
+                    timestamp: stamp,
+                    data,
+                });
+            }
+        }
+    };
+    let start = input.first().map_or(Duration::ZERO, |f| f.timestamp);
+    for frame in input {
+        let now = frame.timestamp.saturating_sub(start);
+        // A frame the port cannot take now is retried after the worker has made room.
+        for _ in 0..2 {
+            if worker.io_mut().inject(port, &frame.data).is_ok() {
+                break;
+            }
+            worker.poll_once(now);
+            collect(worker, frame.timestamp);
+        }
+        worker.poll_once(now);
+        collect(worker, frame.timestamp);
+    }
+    output
+}

@@ -1,0 +1,519 @@
+//! The forwarding decision for one packet, as a router does it (RFC 1812, RFC 8200, RFC 4861).
+//!
+//! [`Pipeline::process`] reads a received frame, rewrites it in place when it is forwarded
+//! (Ethernet header with the egress VLAN tag, TTL or hop limit, IPv4 checksum per RFC 1624) and
+//! returns a closed [`Verdict`]. It reads the FIB and the neighbour index of the current burst,
+//! never allocates, and never panics on any input: every malformed packet becomes a counted
+//! [`DropReason`].
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use etherparse::err::{ipv4 as ipv4_err, ipv6 as ipv6_err};
+use etherparse::{Ipv4HeaderSlice, Ipv6HeaderSlice};
+
+use crate::checksum;
+use crate::counters::DropReason;
+use crate::fib::{Fib, NextHop};
+use crate::icmp::IcmpError;
+use crate::iface::{IfIndex, Interface, Interfaces, RpFilter};
+use crate::io::PortIndex;
+use crate::neigh::{NeighbourIndex, NeighbourKey, NeighbourTable, Resolution};
+use crate::wire::{self, ETHERNET_HEADER_LEN, IPV6_HEADER_LEN, VLAN_TAG_LEN, ipv4, ipv6};
+
+/// What the worker does with a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Transmit the first `len` bytes of the frame, rewritten in place, on `port`.
+    Forward { port: PortIndex, len: usize },
+    /// Rewritten for `port` except the destination MAC: park until `key` resolves, then write its
+    /// MAC into bytes 0..6 and transmit `len` bytes.
+    AwaitNeighbour {
+        port: PortIndex,
+        len: usize,
+        key: NeighbourKey,
+    },
+    /// For the router itself (ARP, NDP, ping to its addresses): an untagged Ethernet frame at
+    /// `start..start + len` of the buffer, received on `iface`.
+    ToHost {
+        iface: IfIndex,
+        start: usize,
+        len: usize,
+    },
+    /// Dropped with `reason`; report `error` to the source with the original IP packet at
+    /// `ip_start..ip_start + ip_len`, through `iface` to the frame's source MAC.
+    Error {
+        reason: DropReason,
+        error: IcmpError,
+        iface: IfIndex,
+        ip_start: usize,
+        ip_len: usize,
+    },
+    /// Dropped and counted.
+    Drop(DropReason),
+}
+
+/// What a burst shares: one FIB and one neighbour index for all its packets.
+pub struct BurstView<'a> {
+    pub fib: &'a Fib,
+    pub neighbours: &'a NeighbourIndex,
+}
+
+/// The parsed link layer of a received frame.
+struct Link {
+    iface: IfIndex,
+    l3: usize,
+    /// Sent to a group or broadcast address: may be for us, never forwarded.
+    group_destination: bool,
+}
+
+/// Packet processing of one worker: the interfaces and the shared neighbour slots.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    ifaces: Arc<Interfaces>,
+    neighbours: Arc<NeighbourTable>,
+}
+
+type Decision<T> = Result<T, Verdict>;
+
+impl Pipeline {
+    pub fn new(ifaces: Arc<Interfaces>, neighbours: Arc<NeighbourTable>) -> Pipeline {
+        Pipeline { ifaces, neighbours }
+    }
+
+    pub fn interfaces(&self) -> &Arc<Interfaces> {
+        &self.ifaces
+    }
+
+    /// Decides the fate of the frame in `buf[..len]` received on `port`. `buf` is the whole frame
+    /// buffer (its spare room lets an egress VLAN tag be inserted).
+    #[inline]
+    pub fn process(
+        &self,
+        view: &BurstView<'_>,
+        buf: &mut [u8],
+        len: usize,
+        port: PortIndex,
+    ) -> Verdict {
+        match self.decide(view, buf, len, port) {
+            Ok(verdict) | Err(verdict) => verdict,
+        }
+    }
+
+    fn decide(
+        &self,
+        view: &BurstView<'_>,
+        buf: &mut [u8],
+        len: usize,
+        port: PortIndex,
+    ) -> Decision<Verdict> {
+        let len = len.min(buf.len());
+        let link = self.link(&buf[..len], port)?;
+        match wire::read_u16(buf, link.l3 - 2) {
+            wire::ETHERTYPE_ARP => Ok(self.to_host(buf, len, &link)),
+            wire::ETHERTYPE_IPV4 => self.ipv4(view, buf, len, &link),
+            wire::ETHERTYPE_IPV6 => self.ipv6(view, buf, len, &link),
+            _ => Err(Verdict::Drop(DropReason::UnsupportedEthertype)),
+        }
+    }
+
+    #[inline]
+    fn link(&self, frame: &[u8], port: PortIndex) -> Decision<Link> {
+        if frame.len() < ETHERNET_HEADER_LEN {
+            return Err(Verdict::Drop(DropReason::EthernetTruncated));
+        }
+        let group_destination = frame[0] & 1 == 1;
+        if !group_destination && frame[0..6] != self.ifaces.port_mac(port) {
+            return Err(Verdict::Drop(DropReason::NotForUs));
+        }
+        let (vlan, l3) = match wire::read_u16(frame, 12) {
+            wire::ETHERTYPE_QINQ => return Err(Verdict::Drop(DropReason::StackedVlan)),
+            wire::ETHERTYPE_VLAN => {
+                if frame.len() < ETHERNET_HEADER_LEN + VLAN_TAG_LEN {
+                    return Err(Verdict::Drop(DropReason::EthernetTruncated));
+                }
+                if matches!(
+                    wire::read_u16(frame, 16),
+                    wire::ETHERTYPE_VLAN | wire::ETHERTYPE_QINQ
+                ) {
+                    return Err(Verdict::Drop(DropReason::StackedVlan));
+                }
+                (
+                    Some(wire::read_u16(frame, 14) & 0x0fff),
+                    ETHERNET_HEADER_LEN + VLAN_TAG_LEN,
+                )
+            }
+            _ => (None, ETHERNET_HEADER_LEN),
+        };
+        let iface = self
+            .ifaces
+            .ingress(port, vlan)
+            .ok_or(Verdict::Drop(DropReason::UnknownVlan))?;
+        Ok(Link {
+            iface,
+            l3,
+            group_destination,
+        })
+    }
+
+    /// Hands the frame to the slow path untagged: a tag is removed by moving the MAC addresses
+    /// over it, so the frame then starts 4 bytes later.
+    fn to_host(&self, buf: &mut [u8], len: usize, link: &Link) -> Verdict {
+        let start = link.l3 - ETHERNET_HEADER_LEN;
+        if start > 0 {
+            buf.copy_within(0..12, start);
+        }
+        Verdict::ToHost {
+            iface: link.iface,
+            start,
+            len: len - start,
+        }
+    }
+
+    fn interface(&self, index: IfIndex) -> Decision<&Interface> {
+        // Indices come from `Interfaces` itself; a miss would be a bug, handled as a drop.
+        self.ifaces
+            .get(index)
+            .ok_or(Verdict::Drop(DropReason::UnknownVlan))
+    }
+
+    fn ipv4(
+        &self,
+        view: &BurstView<'_>,
+        buf: &mut [u8],
+        len: usize,
+        link: &Link,
+    ) -> Decision<Verdict> {
+        let l3 = link.l3;
+        let header = Ipv4HeaderSlice::from_slice(&buf[l3..len]).map_err(|e| {
+            Verdict::Drop(match e {
+                ipv4_err::HeaderSliceError::Len(_) => DropReason::Ipv4Truncated,
+                ipv4_err::HeaderSliceError::Content(ipv4_err::HeaderError::UnexpectedVersion {
+                    ..
+                }) => DropReason::Ipv4BadVersion,
+                ipv4_err::HeaderSliceError::Content(
+                    ipv4_err::HeaderError::HeaderLengthSmallerThanHeader { .. },
+                ) => DropReason::Ipv4BadHeaderLength,
+            })
+        })?;
+        let header_len = header.slice().len();
+        let total_len = usize::from(header.total_len());
+        if total_len < header_len || l3 + total_len > len {
+            return Err(Verdict::Drop(DropReason::Ipv4BadTotalLength));
+        }
+        if !checksum::is_valid(header.slice()) {
+            return Err(Verdict::Drop(DropReason::Ipv4BadChecksum));
+        }
+        let src = header.source_addr();
+        let dst = header.destination_addr();
+        let protocol = header.protocol().0;
+        let fragment_word = wire::read_u16(buf, l3 + ipv4::FLAGS_FRAGMENT);
+        let first_fragment = fragment_word & ipv4::FRAGMENT_OFFSET_MASK == 0;
+        let more_fragments = fragment_word & 0x2000 != 0;
+        if first_fragment {
+            check_l4(
+                protocol,
+                &buf[l3 + header_len..l3 + total_len],
+                !more_fragments,
+            )?;
+        }
+
+        if is_martian_v4(src) || src.is_multicast() || src.is_broadcast() {
+            return Err(Verdict::Drop(DropReason::MartianSource));
+        }
+        let fib = view.fib;
+        if let Some(NextHop::Local { .. }) = fib.lookup_v4(dst) {
+            return Ok(self.to_host(buf, l3 + total_len, link));
+        }
+        if link.group_destination || dst.is_multicast() || dst.is_broadcast() {
+            return Err(Verdict::Drop(DropReason::MulticastNotRouted));
+        }
+        if src.is_link_local() || dst.is_link_local() {
+            return Err(Verdict::Drop(DropReason::LinkLocalNotForwarded));
+        }
+        if is_martian_v4(dst) {
+            return Err(Verdict::Drop(DropReason::MartianDestination));
+        }
+        let ingress = self.interface(link.iface)?;
+        reverse_path_check(ingress.rp_filter, link.iface, fib.lookup_v4(src))?;
+        let error = |reason, error| Verdict::Error {
+            reason,
+            error,
+            iface: link.iface,
+            ip_start: l3,
+            ip_len: total_len,
+        };
+        let ttl = buf[l3 + ipv4::TTL];
+        if ttl <= 1 {
+            return Err(error(DropReason::TtlExceeded, IcmpError::TimeExceeded));
+        }
+        let next_hop = *fib
+            .lookup_v4(dst)
+            .ok_or(error(DropReason::NoRoute, IcmpError::NetUnreachable))?;
+        let egress = self.interface(next_hop.iface())?;
+        if total_len > usize::from(egress.mtu) {
+            return Err(if fragment_word & ipv4::FLAG_DONT_FRAGMENT != 0 {
+                error(DropReason::TooBig, IcmpError::TooBig { mtu: egress.mtu })
+            } else {
+                Verdict::Drop(DropReason::FragmentationUnsupported)
+            });
+        }
+        let (key, resolution) = self.resolve(view, next_hop, IpAddr::V4(dst));
+        if resolution == Some(Resolution::Failed) {
+            return Err(error(
+                DropReason::NeighbourFailed,
+                IcmpError::HostUnreachable,
+            ));
+        }
+
+        // Decrement the TTL: the word at TTL holds (TTL, protocol); RFC 1624 update.
+        let old_word = wire::read_u16(buf, l3 + ipv4::TTL);
+        buf[l3 + ipv4::TTL] = ttl - 1;
+        let new_word = wire::read_u16(buf, l3 + ipv4::TTL);
+        let old_checksum = wire::read_u16(buf, l3 + ipv4::CHECKSUM);
+        wire::write_u16(
+            buf,
+            l3 + ipv4::CHECKSUM,
+            checksum::update_word(old_checksum, old_word, new_word),
+        );
+
+        self.rewrite_link(
+            buf,
+            l3,
+            total_len,
+            egress,
+            wire::ETHERTYPE_IPV4,
+            key,
+            resolution,
+        )
+    }
+
+    fn ipv6(
+        &self,
+        view: &BurstView<'_>,
+        buf: &mut [u8],
+        len: usize,
+        link: &Link,
+    ) -> Decision<Verdict> {
+        let l3 = link.l3;
+        let header = Ipv6HeaderSlice::from_slice(&buf[l3..len]).map_err(|e| {
+            Verdict::Drop(match e {
+                ipv6_err::HeaderSliceError::Len(_) => DropReason::Ipv6Truncated,
+                ipv6_err::HeaderSliceError::Content(_) => DropReason::Ipv6BadVersion,
+            })
+        })?;
+        let payload_len = usize::from(header.payload_length());
+        let total_len = IPV6_HEADER_LEN + payload_len;
+        // A payload length of 0 with a hop-by-hop header would be a jumbogram: not supported.
+        if l3 + total_len > len || (payload_len == 0 && header.next_header().0 == 0) {
+            return Err(Verdict::Drop(DropReason::Ipv6BadPayloadLength));
+        }
+        let src = header.source_addr();
+        let dst = header.destination_addr();
+        check_l4(
+            header.next_header().0,
+            &buf[l3 + IPV6_HEADER_LEN..l3 + total_len],
+            true,
+        )?;
+
+        if src.is_multicast() || src.is_loopback() || is_ipv4_mapped(src) {
+            return Err(Verdict::Drop(DropReason::MartianSource));
+        }
+        let ingress = self.interface(link.iface)?;
+        let fib = view.fib;
+        let for_us = if dst.is_multicast() {
+            // Link-scope groups (all-nodes, solicited-node, all-routers) carry NDP.
+            dst.segments()[0] & 0xff0f == 0xff02
+        } else if dst.is_unicast_link_local() {
+            dst == ingress.link_local()
+        } else {
+            matches!(fib.lookup_v6(dst), Some(NextHop::Local { .. }))
+        };
+        if for_us {
+            return Ok(self.to_host(buf, l3 + total_len, link));
+        }
+        if src.is_unspecified() {
+            return Err(Verdict::Drop(DropReason::MartianSource));
+        }
+        if link.group_destination || dst.is_multicast() {
+            return Err(Verdict::Drop(DropReason::MulticastNotRouted));
+        }
+        if src.is_unicast_link_local() || dst.is_unicast_link_local() {
+            return Err(Verdict::Drop(DropReason::LinkLocalNotForwarded));
+        }
+        if dst.is_unspecified() || dst.is_loopback() || is_ipv4_mapped(dst) {
+            return Err(Verdict::Drop(DropReason::MartianDestination));
+        }
+        reverse_path_check(ingress.rp_filter, link.iface, fib.lookup_v6(src))?;
+        let error = |reason, error| Verdict::Error {
+            reason,
+            error,
+            iface: link.iface,
+            ip_start: l3,
+            ip_len: total_len,
+        };
+        let hop_limit = buf[l3 + ipv6::HOP_LIMIT];
+        if hop_limit <= 1 {
+            return Err(error(DropReason::TtlExceeded, IcmpError::TimeExceeded));
+        }
+        let next_hop = *fib
+            .lookup_v6(dst)
+            .ok_or(error(DropReason::NoRoute, IcmpError::NetUnreachable))?;
+        let egress = self.interface(next_hop.iface())?;
+        if total_len > usize::from(egress.mtu) {
+            return Err(error(
+                DropReason::TooBig,
+                IcmpError::TooBig { mtu: egress.mtu },
+            ));
+        }
+        let (key, resolution) = self.resolve(view, next_hop, IpAddr::V6(dst));
+        if resolution == Some(Resolution::Failed) {
+            return Err(error(
+                DropReason::NeighbourFailed,
+                IcmpError::HostUnreachable,
+            ));
+        }
+        buf[l3 + ipv6::HOP_LIMIT] = hop_limit - 1;
+        self.rewrite_link(
+            buf,
+            l3,
+            total_len,
+            egress,
+            wire::ETHERTYPE_IPV6,
+            key,
+            resolution,
+        )
+    }
+
+    /// The neighbour a next hop leads to and what is known of it (`None`: no entry yet).
+    #[inline]
+    fn resolve(
+        &self,
+        view: &BurstView<'_>,
+        next_hop: NextHop,
+        dst: IpAddr,
+    ) -> (NeighbourKey, Option<Resolution>) {
+        match next_hop {
+            NextHop::Gateway {
+                iface,
+                gateway,
+                slot,
+            } => (
+                NeighbourKey {
+                    iface,
+                    addr: gateway,
+                },
+                Some(self.neighbours.resolution(slot)),
+            ),
+            NextHop::Connected { iface } | NextHop::Local { iface } => {
+                let key = NeighbourKey { iface, addr: dst };
+                (key, self.neighbours.lookup(view.neighbours, &key))
+            }
+        }
+    }
+
+    /// Writes the egress Ethernet header in front of the IP packet at `buf[l3..l3 + ip_len]`,
+    /// moving the packet when the header length changes (a VLAN tag added or removed).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; the arguments are the decision"
+    )]
+    fn rewrite_link(
+        &self,
+        buf: &mut [u8],
+        l3: usize,
+        ip_len: usize,
+        egress: &Interface,
+        ethertype: u16,
+        key: NeighbourKey,
+        resolution: Option<Resolution>,
+    ) -> Decision<Verdict> {
+        let header_len = wire::ethernet_header_len(egress.vlan);
+        let len = header_len + ip_len;
+        if len > buf.len() {
+            // Only an added tag can grow a frame past its buffer.
+            return Err(Verdict::Drop(DropReason::TooBig));
+        }
+        if header_len != l3 {
+            buf.copy_within(l3..l3 + ip_len, header_len);
+        }
+        let dst_mac = match resolution {
+            Some(Resolution::Reachable(mac)) => mac,
+            _ => [0; 6],
+        };
+        wire::write_ethernet(buf, dst_mac, egress.mac, egress.vlan, ethertype);
+        Ok(match resolution {
+            Some(Resolution::Reachable(_)) => Verdict::Forward {
+                port: egress.port,
+                len,
+            },
+            _ => Verdict::AwaitNeighbour {
+                port: egress.port,
+                len,
+                key,
+            },
+        })
+    }
+}
+
+/// Checks the UDP or TCP header of a packet whose transport header starts `payload`. `complete`:
+/// the packet is not a fragment, so the whole segment must be there.
+#[inline]
+fn check_l4(protocol: u8, payload: &[u8], complete: bool) -> Decision<()> {
+    match protocol {
+        wire::PROTO_UDP => {
+            if payload.len() < 8 {
+                return Err(Verdict::Drop(DropReason::UdpBadLength));
+            }
+            let udp_len = usize::from(wire::read_u16(payload, 4));
+            if udp_len < 8 || (complete && udp_len > payload.len()) {
+                return Err(Verdict::Drop(DropReason::UdpBadLength));
+            }
+        }
+        wire::PROTO_TCP => {
+            if payload.len() < 20 {
+                return Err(Verdict::Drop(DropReason::TcpBadHeader));
+            }
+            let data_offset = usize::from(payload[12] >> 4) * 4;
+            if data_offset < 20 || (complete && data_offset > payload.len()) {
+                return Err(Verdict::Drop(DropReason::TcpBadHeader));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Addresses that never appear on the wire as a source or destination of routed traffic
+/// (RFC 1812 5.3.7, RFC 6890): "this network", loopback, reserved class E.
+#[inline]
+fn is_martian_v4(addr: Ipv4Addr) -> bool {
+    let first = addr.octets()[0];
+    first == 0 || first == 127 || (first >= 240 && !addr.is_broadcast())
+}
+
+#[inline]
+fn is_ipv4_mapped(addr: Ipv6Addr) -> bool {
+    let s = addr.segments();
+    s[..5] == [0; 5] && s[5] == 0xffff
+}
+
+/// RFC 3704: strict, the route back must use the ingress interface; loose, some route back must
+/// exist. Either way a packet claiming one of our own addresses as source is spoofed.
+#[inline]
+fn reverse_path_check(mode: RpFilter, ingress: IfIndex, back: Option<&NextHop>) -> Decision<()> {
+    let passes = match (mode, back) {
+        (RpFilter::Off, _) => true,
+        (_, None | Some(NextHop::Local { .. })) => false,
+        (RpFilter::Loose, Some(_)) => true,
+        (RpFilter::Strict, Some(next_hop)) => next_hop.iface() == ingress,
+    };
+    if passes {
+        Ok(())
+    } else {
+        Err(Verdict::Drop(DropReason::ReversePath))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,431 @@
+//! The slow path: one thread, off the workers, that speaks for the router's own addresses and
+//! resolves neighbours.
+//!
+//! Workers hand it frames for the router (ARP, NDP, ping) and neighbour misses through a bounded
+//! channel; it answers with smoltcp (one smoltcp interface per logical interface), learns neighbour
+//! bindings from ARP and NDP, runs the [`NeighbourManager`] timers, and hands the frames to send
+//! (replies, ARP requests, neighbour solicitations) back to a worker, which owns the ports.
+//! Nothing here is on the per-packet fast path; queues on both sides are bounded and a full queue
+//! drops and counts.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use smoltcp::iface::{Config as StackConfig, Interface as Stack, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
+
+use crate::counters::Counter;
+use crate::iface::{IfIndex, Interface, Interfaces};
+use crate::io::PortIndex;
+use crate::neigh::{NeighbourChange, NeighbourKey, NeighbourManager, Solicitation};
+use crate::wire::{self, ETHERNET_HEADER_LEN, VLAN_TAG_LEN};
+
+/// Largest frame exchanged with the slow path. Larger frames for the router are dropped (a ping
+/// to the router larger than this goes unanswered).
+pub const HOST_FRAME_MAX: usize = 2048;
+
+/// A frame in a fixed buffer, passed by value through bounded channels (no allocation).
+#[derive(Clone)]
+pub struct HostFrame {
+    len: u16,
+    bytes: [u8; HOST_FRAME_MAX],
+}
+
+impl HostFrame {
+    /// A copy of `data`, or `None` when it is larger than [`HOST_FRAME_MAX`].
+    pub fn copy_from(data: &[u8]) -> Option<HostFrame> {
+        let mut frame = HostFrame {
+            len: 0,
+            bytes: [0; HOST_FRAME_MAX],
+        };
+        frame.bytes.get_mut(..data.len())?.copy_from_slice(data);
+        frame.len = data.len() as u16;
+        Some(frame)
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Debug for HostFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HostFrame({} bytes)", self.len)
+    }
+}
+
+/// What workers tell the slow path.
+#[derive(Debug)]
+pub enum ToSlowPath {
+    /// A frame for the router, untagged, received on `iface`.
+    Frame { iface: IfIndex, frame: HostFrame },
+    /// A packet waits for this neighbour.
+    Resolve(NeighbourKey),
+}
+
+/// A frame the slow path wants sent on `port` (already tagged for its VLAN).
+#[derive(Debug)]
+pub struct Outbound {
+    pub port: PortIndex,
+    pub frame: HostFrame,
+}
+
+/// Counters of the slow path.
+#[derive(Debug, Default)]
+pub struct SlowPathCounters {
+    pub frames_in: Counter,
+    pub frames_out: Counter,
+    pub outbound_queue_full: Counter,
+    pub neighbour_table_full: Counter,
+    pub solicitations: Counter,
+}
+
+/// Bounds of the channels between workers and the slow path.
+pub const TO_SLOW_PATH_CAPACITY: usize = 1024;
+pub const OUTBOUND_CAPACITY: usize = 1024;
+/// Frames one smoltcp poll may emit (a reply, maybe an ARP request of its own).
+const STACK_TX_MAX: usize = 8;
+
+/// A smoltcp device over one punted frame in and a few frames out.
+struct PuntDevice {
+    rx: Option<HostFrame>,
+    tx: Vec<HostFrame>,
+    mtu: usize,
+}
+
+struct PuntRx(HostFrame);
+struct PuntTx<'a>(&'a mut Vec<HostFrame>);
+
+impl smoltcp::phy::RxToken for PuntRx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.0.as_slice())
+    }
+}
+
+impl smoltcp::phy::TxToken for PuntTx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut frame = HostFrame {
+            len: len.min(HOST_FRAME_MAX) as u16,
+            bytes: [0; HOST_FRAME_MAX],
+        };
+        let result = f(&mut frame.bytes[..usize::from(frame.len)]);
+        self.0.push(frame);
+        result
+    }
+}
+
+impl Device for PuntDevice {
+    type RxToken<'a> = PuntRx;
+    type TxToken<'a> = PuntTx<'a>;
+
+    fn receive(&mut self, _now: smoltcp::time::Instant) -> Option<(PuntRx, PuntTx<'_>)> {
+        if self.tx.len() >= STACK_TX_MAX {
+            return None;
+        }
+        let frame = self.rx.take()?;
+        Some((PuntRx(frame), PuntTx(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _now: smoltcp::time::Instant) -> Option<PuntTx<'_>> {
+        (self.tx.len() < STACK_TX_MAX).then_some(PuntTx(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = self.mtu;
+        caps
+    }
+}
+
+/// The router's own IP stack on one logical interface.
+struct HostStack {
+    stack: Stack,
+    device: PuntDevice,
+}
+
+impl HostStack {
+    fn new(iface: &Interface, now: smoltcp::time::Instant, seed: u64) -> HostStack {
+        let mut device = PuntDevice {
+            rx: None,
+            tx: Vec::with_capacity(STACK_TX_MAX),
+            mtu: (usize::from(iface.mtu) + ETHERNET_HEADER_LEN).min(HOST_FRAME_MAX - VLAN_TAG_LEN),
+        };
+        let mut config = StackConfig::new(HardwareAddress::Ethernet(EthernetAddress(iface.mac)));
+        config.random_seed = seed;
+        let mut stack = Stack::new(config, &mut device, now);
+        stack.update_ip_addrs(|addrs| {
+            let cidrs = iface
+                .ipv4
+                .iter()
+                .map(|net| IpCidr::new(IpAddr::V4(net.addr()).into(), net.prefix_len()))
+                .chain(iface.ipv6.iter().map(|net| IpCidr::new(IpAddr::V6(net.addr()).into(), net.prefix_len())))
+                .chain(std::iter::once(IpCidr::new(IpAddr::V6(iface.link_local()).into(), 64)));
+            for cidr in cidrs {
+                // Capacity is smoltcp's IFACE_MAX_ADDR_COUNT (8); the config allows at most 8
+                // addresses with the link-local one, so a full list only loses extras.
+                if addrs.push(cidr).is_err() {
+                    tracing::warn!(interface = %iface.name, %cidr, "more addresses than the host stack holds");
+                }
+            }
+        });
+        HostStack { stack, device }
+    }
+}
+
+/// The slow path's state; [`SlowPath::run`] is its thread.
+pub struct SlowPath {
+    ifaces: Arc<Interfaces>,
+    neighbours: NeighbourManager,
+    stacks: Vec<HostStack>,
+    sockets: SocketSet<'static>,
+    inbox: Receiver<ToSlowPath>,
+    outbox: Sender<Outbound>,
+    counters: Arc<SlowPathCounters>,
+    epoch: Instant,
+    solicitations: Vec<Solicitation>,
+    changes: Vec<NeighbourChange>,
+    on_change: Box<dyn FnMut(NeighbourChange) + Send>,
+}
+
+impl SlowPath {
+    /// `outbox` is shared by all workers: whichever takes a frame sends it, since every worker
+    /// serves every port. `on_change` hears of neighbour changes (logging, events).
+    pub fn new(
+        ifaces: Arc<Interfaces>,
+        neighbours: NeighbourManager,
+        inbox: Receiver<ToSlowPath>,
+        outbox: Sender<Outbound>,
+        epoch: Instant,
+        on_change: Box<dyn FnMut(NeighbourChange) + Send>,
+    ) -> SlowPath {
+        let now = smoltcp::time::Instant::from_micros(0);
+        let stacks = ifaces
+            .iter()
+            .map(|(index, iface)| HostStack::new(iface, now, 0x5eed ^ u64::from(index)))
+            .collect();
+        SlowPath {
+            ifaces,
+            neighbours,
+            stacks,
+            sockets: SocketSet::new(Vec::new()),
+            inbox,
+            outbox,
+            counters: Arc::default(),
+            epoch,
+            solicitations: Vec::new(),
+            changes: Vec::new(),
+            on_change,
+        }
+    }
+
+    pub fn counters(&self) -> Arc<SlowPathCounters> {
+        self.counters.clone()
+    }
+
+    pub fn neighbours(&self) -> &NeighbourManager {
+        &self.neighbours
+    }
+
+    pub fn neighbours_mut(&mut self) -> &mut NeighbourManager {
+        &mut self.neighbours
+    }
+
+    /// Runs until `stop`: handles messages as they come and timers at least every 10 ms.
+    pub fn run(&mut self, stop: &AtomicBool) {
+        const TICK: Duration = Duration::from_millis(10);
+        let mut next_tick = Duration::ZERO;
+        while !stop.load(Ordering::Relaxed) {
+            match self.inbox.recv_timeout(TICK) {
+                Ok(message) => {
+                    let now = self.epoch.elapsed();
+                    self.handle(message, now);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let now = self.epoch.elapsed();
+            if now >= next_tick {
+                self.tick(now);
+                next_tick = now + TICK;
+            }
+        }
+    }
+
+    /// Handles every message waiting, then the timers, without blocking (for tests and replay).
+    pub fn step(&mut self, now: Duration) {
+        while let Ok(message) = self.inbox.try_recv() {
+            self.handle(message, now);
+        }
+        self.tick(now);
+    }
+
+    /// Handles one message from a worker.
+    pub fn handle(&mut self, message: ToSlowPath, now: Duration) {
+        match message {
+            ToSlowPath::Frame { iface, frame } => {
+                self.counters.frames_in.add(1);
+                self.learn(iface, frame.as_slice(), now);
+                self.answer(iface, frame, now);
+            }
+            ToSlowPath::Resolve(key) => {
+                if self.neighbours.resolve(key, now).is_err() {
+                    self.counters.neighbour_table_full.add(1);
+                }
+                // Solicit at once rather than at the next tick.
+                self.tick(now);
+            }
+        }
+    }
+
+    /// Timers: neighbour solicitations and expiry, then publication of the neighbour index.
+    pub fn tick(&mut self, now: Duration) {
+        self.neighbours
+            .poll(now, &mut self.solicitations, &mut self.changes);
+        self.neighbours.publish();
+        let solicitations = std::mem::take(&mut self.solicitations);
+        for solicitation in &solicitations {
+            self.solicit(*solicitation);
+        }
+        self.solicitations = solicitations;
+        self.solicitations.clear();
+        for change in self.changes.drain(..) {
+            (self.on_change)(change);
+        }
+    }
+
+    fn learn(&mut self, iface_index: IfIndex, frame: &[u8], now: Duration) {
+        let Some(iface) = self.ifaces.get(iface_index) else {
+            return;
+        };
+        let payload = frame.get(ETHERNET_HEADER_LEN..).unwrap_or_default();
+        let hint = match wire::read_u16(frame, 12) {
+            wire::ETHERTYPE_ARP => {
+                wire::arp_hint(payload, |a| iface.ipv4.iter().any(|net| net.addr() == a))
+            }
+            wire::ETHERTYPE_IPV6 => wire::ndp_hint(payload, |a| {
+                a == iface.link_local() || iface.ipv6.iter().any(|net| net.addr() == a)
+            }),
+            _ => None,
+        };
+        let Some(hint) = hint else { return };
+        let on_link = iface.is_on_link(hint.addr)
+            || matches!(hint.addr, IpAddr::V6(a) if a.is_unicast_link_local());
+        if !on_link {
+            return;
+        }
+        let key = NeighbourKey {
+            iface: iface_index,
+            addr: hint.addr,
+        };
+        if let Some(change) = self.neighbours.learned(key, hint.mac, hint.for_us, now) {
+            (self.on_change)(change);
+        }
+        self.neighbours.publish();
+    }
+
+    fn answer(&mut self, iface_index: IfIndex, frame: HostFrame, now: Duration) {
+        let Some(host) = self.stacks.get_mut(usize::from(iface_index)) else {
+            return;
+        };
+        host.device.rx = Some(frame);
+        let timestamp = smoltcp::time::Instant::from_micros(now.as_micros() as i64);
+        host.stack
+            .poll(timestamp, &mut host.device, &mut self.sockets);
+        host.device.rx = None;
+        let replies = std::mem::take(&mut host.device.tx);
+        for reply in &replies {
+            self.send(iface_index, reply.as_slice());
+        }
+        if let Some(host) = self.stacks.get_mut(usize::from(iface_index)) {
+            host.device.tx = replies;
+            host.device.tx.clear();
+        }
+    }
+
+    fn solicit(&mut self, solicitation: Solicitation) {
+        let key = solicitation.key;
+        let Some(iface) = self.ifaces.get(key.iface) else {
+            return;
+        };
+        let mut buf = [0u8; wire::SOLICITATION_FRAME_MAX];
+        let len = match key.addr {
+            IpAddr::V4(target) => {
+                let Some(source) = iface
+                    .ipv4
+                    .iter()
+                    .find(|net| net.contains(&target))
+                    .or(iface.ipv4.first())
+                else {
+                    return;
+                };
+                wire::write_arp_request(
+                    &mut buf,
+                    iface.mac,
+                    iface.vlan,
+                    source.addr(),
+                    target,
+                    solicitation.known_mac,
+                )
+            }
+            IpAddr::V6(target) => {
+                let source = iface
+                    .ipv6
+                    .iter()
+                    .find(|net| net.contains(&target))
+                    .map(|net| net.addr())
+                    .unwrap_or_else(|| iface.link_local());
+                wire::write_neighbour_solicitation(
+                    &mut buf,
+                    iface.mac,
+                    iface.vlan,
+                    source,
+                    target,
+                    solicitation.known_mac,
+                )
+            }
+        };
+        self.counters.solicitations.add(1);
+        self.enqueue(iface.port, &buf[..len]);
+    }
+
+    /// Sends an untagged frame from the host stack out of `iface`, adding its VLAN tag.
+    fn send(&mut self, iface_index: IfIndex, untagged: &[u8]) {
+        let Some(iface) = self.ifaces.get(iface_index) else {
+            return;
+        };
+        let (port, vlan) = (iface.port, iface.vlan);
+        match vlan {
+            None => self.enqueue(port, untagged),
+            Some(id) => {
+                if untagged.len() < ETHERNET_HEADER_LEN
+                    || untagged.len() + VLAN_TAG_LEN > HOST_FRAME_MAX
+                {
+                    return;
+                }
+                let mut tagged = [0u8; HOST_FRAME_MAX];
+                tagged[..12].copy_from_slice(&untagged[..12]);
+                wire::write_u16(&mut tagged, 12, wire::ETHERTYPE_VLAN);
+                wire::write_u16(&mut tagged, 14, id);
+                tagged[16..untagged.len() + VLAN_TAG_LEN].copy_from_slice(&untagged[12..]);
+                self.enqueue(port, &tagged[..untagged.len() + VLAN_TAG_LEN]);
+            }
+        }
+    }
+
+    fn enqueue(&mut self, port: PortIndex, frame: &[u8]) {
+        let Some(frame) = HostFrame::copy_from(frame) else {
+            return;
+        };
+        match self.outbox.try_send(Outbound { port, frame }) {
+            Ok(()) => self.counters.frames_out.add(1),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.counters.outbound_queue_full.add(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! Wire constants and the few headers the router writes itself (Ethernet with an optional 802.1Q
+//! tag, ARP requests, neighbour solicitations). Parsing on the hot path is in [`crate::pipeline`].
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::checksum;
+
+pub const ETHERNET_HEADER_LEN: usize = 14;
+pub const VLAN_TAG_LEN: usize = 4;
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+pub const ETHERTYPE_ARP: u16 = 0x0806;
+pub const ETHERTYPE_VLAN: u16 = 0x8100;
+pub const ETHERTYPE_QINQ: u16 = 0x88a8;
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+pub const BROADCAST_MAC: [u8; 6] = [0xff; 6];
+
+pub const IPV4_HEADER_LEN: usize = 20;
+pub const IPV6_HEADER_LEN: usize = 40;
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+
+pub const ARP_LEN: usize = 28;
+pub const ICMPV6_NEIGHBOUR_SOLICITATION: u8 = 135;
+pub const ICMPV6_NEIGHBOUR_ADVERTISEMENT: u8 = 136;
+
+/// Field offsets inside an IPv4 header.
+pub mod ipv4 {
+    pub const TOTAL_LENGTH: usize = 2;
+    pub const FLAGS_FRAGMENT: usize = 6;
+    pub const TTL: usize = 8;
+    pub const PROTOCOL: usize = 9;
+    pub const CHECKSUM: usize = 10;
+    pub const SOURCE: usize = 12;
+    pub const DESTINATION: usize = 16;
+    pub const FLAG_DONT_FRAGMENT: u16 = 0x4000;
+    pub const FRAGMENT_OFFSET_MASK: u16 = 0x1fff;
+}
+
+/// Field offsets inside an IPv6 header.
+pub mod ipv6 {
+    pub const PAYLOAD_LENGTH: usize = 4;
+    pub const NEXT_HEADER: usize = 6;
+    pub const HOP_LIMIT: usize = 7;
+    pub const SOURCE: usize = 8;
+    pub const DESTINATION: usize = 24;
+}
+
+#[inline]
+pub fn read_u16(buf: &[u8], offset: usize) -> u16 {
+    u16::from_be_bytes([buf[offset], buf[offset + 1]])
+}
+
+#[inline]
+pub fn write_u16(buf: &mut [u8], offset: usize, value: u16) {
+    buf[offset..offset + 2].copy_from_slice(&value.to_be_bytes());
+}
+
+/// Length of an Ethernet header with or without an 802.1Q tag.
+#[inline]
+pub fn ethernet_header_len(vlan: Option<u16>) -> usize {
+    ETHERNET_HEADER_LEN + if vlan.is_some() { VLAN_TAG_LEN } else { 0 }
+}
+
+/// Writes an Ethernet header (tagged when `vlan` is set) at the start of `buf`; returns its length.
+/// `buf` must hold [`ethernet_header_len`] bytes.
+#[inline]
+pub fn write_ethernet(
+    buf: &mut [u8],
+    dst: [u8; 6],
+    src: [u8; 6],
+    vlan: Option<u16>,
+    ethertype: u16,
+) -> usize {
+    buf[0..6].copy_from_slice(&dst);
+    buf[6..12].copy_from_slice(&src);
+    match vlan {
+        Some(id) => {
+            write_u16(buf, 12, ETHERTYPE_VLAN);
+            write_u16(buf, 14, id & 0x0fff);
+            write_u16(buf, 16, ethertype);
+            ETHERNET_HEADER_LEN + VLAN_TAG_LEN
+        }
+        None => {
+            write_u16(buf, 12, ethertype);
+            ETHERNET_HEADER_LEN
+        }
+    }
+}
+
+/// The solicited-node multicast address of `target` (RFC 4291 section 2.7.1).
+pub fn solicited_node(target: Ipv6Addr) -> Ipv6Addr {
+    let t = target.octets();
+    Ipv6Addr::from([
+        0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13], t[14], t[15],
+    ])
+}
+
+/// The Ethernet address of an IPv6 multicast group (RFC 2464 section 7).
+pub fn ipv6_multicast_mac(group: Ipv6Addr) -> [u8; 6] {
+    let g = group.octets();
+    [0x33, 0x33, g[12], g[13], g[14], g[15]]
+}
+
+/// Largest frame the builders below write.
+pub const SOLICITATION_FRAME_MAX: usize = ETHERNET_HEADER_LEN + VLAN_TAG_LEN + IPV6_HEADER_LEN + 32;
+
+/// Writes an ARP request for `target` into `buf` (at least [`SOLICITATION_FRAME_MAX`] bytes),
+/// broadcast, or unicast to `unicast_to` when re-confirming a known neighbour. Returns the length.
+pub fn write_arp_request(
+    buf: &mut [u8],
+    src_mac: [u8; 6],
+    vlan: Option<u16>,
+    src_ip: Ipv4Addr,
+    target: Ipv4Addr,
+    unicast_to: Option<[u8; 6]>,
+) -> usize {
+    let l2 = write_ethernet(
+        buf,
+        unicast_to.unwrap_or(BROADCAST_MAC),
+        src_mac,
+        vlan,
+        ETHERTYPE_ARP,
+    );
+    let arp = &mut buf[l2..l2 + ARP_LEN];
+    write_u16(arp, 0, 1); // hardware type: Ethernet
+    write_u16(arp, 2, ETHERTYPE_IPV4);
+    arp[4] = 6;
+    arp[5] = 4;
+    write_u16(arp, 6, 1); // request
+    arp[8..14].copy_from_slice(&src_mac);
+    arp[14..18].copy_from_slice(&src_ip.octets());
+    arp[18..24].fill(0);
+    arp[24..28].copy_from_slice(&target.octets());
+    l2 + ARP_LEN
+}
+
+/// Writes a neighbour solicitation for `target` (RFC 4861 section 4.3) with our link-layer
+/// address option, to the solicited-node group, or unicast to `unicast_to`. Returns the length.
+pub fn write_neighbour_solicitation(
+    buf: &mut [u8],
+    src_mac: [u8; 6],
+    vlan: Option<u16>,
+    src_ip: Ipv6Addr,
+    target: Ipv6Addr,
+    unicast_to: Option<[u8; 6]>,
+) -> usize {
+    let (dst_ip, dst_mac) = match unicast_to {
+        Some(mac) => (target, mac),
+        None => {
+            let group = solicited_node(target);
+            (group, ipv6_multicast_mac(group))
+        }
+    };
+    let l2 = write_ethernet(buf, dst_mac, src_mac, vlan, ETHERTYPE_IPV6);
+    const ICMP_LEN: usize = 32; // header 4 + reserved 4 + target 16 + option 8
+    let ip = &mut buf[l2..l2 + IPV6_HEADER_LEN + ICMP_LEN];
+    ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
+    write_u16(ip, ipv6::PAYLOAD_LENGTH, ICMP_LEN as u16);
+    ip[ipv6::NEXT_HEADER] = PROTO_ICMPV6;
+    ip[ipv6::HOP_LIMIT] = 255;
+    ip[ipv6::SOURCE..ipv6::SOURCE + 16].copy_from_slice(&src_ip.octets());
+    ip[ipv6::DESTINATION..ipv6::DESTINATION + 16].copy_from_slice(&dst_ip.octets());
+    let icmp = &mut ip[IPV6_HEADER_LEN..];
+    icmp[0] = ICMPV6_NEIGHBOUR_SOLICITATION;
+    icmp[1] = 0;
+    icmp[2..8].fill(0);
+    icmp[8..24].copy_from_slice(&target.octets());
+    icmp[24] = 1; // source link-layer address option
+    icmp[25] = 1; // length in units of 8 bytes
+    icmp[26..32].copy_from_slice(&src_mac);
+    let sum = checksum::ipv6_pseudo_header_sum(
+        &src_ip.octets(),
+        &dst_ip.octets(),
+        ICMP_LEN as u32,
+        PROTO_ICMPV6,
+    );
+    let csum = !checksum::ones_complement_sum(icmp, sum);
+    write_u16(icmp, 2, csum);
+    l2 + IPV6_HEADER_LEN + ICMP_LEN
+}
+
+/// What an ARP packet or a neighbour solicitation/advertisement says about its sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NeighbourHint {
+    pub addr: std::net::IpAddr,
+    pub mac: [u8; 6],
+    /// True when the message asked for one of our addresses or answered us (Linux creates an
+    /// entry then; other gratuitous chatter only updates existing ones).
+    pub for_us: bool,
+}
+
+/// The sender binding an ARP packet (request or reply) announces. `is_ours` says whether an IPv4
+/// address belongs to the router.
+pub fn arp_hint(arp: &[u8], is_ours: impl Fn(Ipv4Addr) -> bool) -> Option<NeighbourHint> {
+    if arp.len() < ARP_LEN
+        || read_u16(arp, 0) != 1
+        || read_u16(arp, 2) != ETHERTYPE_IPV4
+        || arp[4] != 6
+        || arp[5] != 4
+    {
+        return None;
+    }
+    let mac: [u8; 6] = arp[8..14].try_into().ok()?;
+    let sender = Ipv4Addr::new(arp[14], arp[15], arp[16], arp[17]);
+    let target = Ipv4Addr::new(arp[24], arp[25], arp[26], arp[27]);
+    if sender.is_unspecified() || mac[0] & 1 == 1 {
+        return None;
+    }
+    Some(NeighbourHint {
+        addr: sender.into(),
+        mac,
+        for_us: is_ours(target),
+    })
+}
+
+/// The binding a neighbour solicitation (its source and source link-layer option) or
+/// advertisement (its target and target link-layer option) announces. `ip` is the IPv6 packet.
+pub fn ndp_hint(ip: &[u8], is_ours: impl Fn(Ipv6Addr) -> bool) -> Option<NeighbourHint> {
+    if ip.len() < IPV6_HEADER_LEN + 24
+        || ip[ipv6::NEXT_HEADER] != PROTO_ICMPV6
+        || ip[ipv6::HOP_LIMIT] != 255
+    {
+        return None;
+    }
+    let icmp = &ip[IPV6_HEADER_LEN..];
+    let kind = icmp[0];
+    let source: [u8; 16] = ip[ipv6::SOURCE..ipv6::SOURCE + 16].try_into().ok()?;
+    let target: [u8; 16] = icmp[8..24].try_into().ok()?;
+    let (wanted_option, addr, for_us) = match kind {
+        ICMPV6_NEIGHBOUR_SOLICITATION => {
+            (1, Ipv6Addr::from(source), is_ours(Ipv6Addr::from(target)))
+        }
+        ICMPV6_NEIGHBOUR_ADVERTISEMENT => (2, Ipv6Addr::from(target), true),
+        _ => return None,
+    };
+    if addr.is_unspecified() || addr.is_multicast() {
+        return None;
+    }
+    let mut options = &icmp[24..];
+    while options.len() >= 8 {
+        let length = usize::from(options[1]) * 8;
+        if length == 0 || length > options.len() {
+            return None;
+        }
+        if options[0] == wanted_option && length == 8 {
+            let mac: [u8; 6] = options[2..8].try_into().ok()?;
+            return Some(NeighbourHint {
+                addr: addr.into(),
+                mac,
+                for_us,
+            });
+        }
+        options = &options[length..];
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+
+    // Byte fixture: an ARP request from 02:00:00:00:00:01 198.18.1.1 for 198.18.1.2.
+    const ARP_REQUEST: [u8; 42] = [
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 1, 0x08, 0x06, // Ethernet
+        0, 1, 0x08, 0, 6, 4, 0, 1, 0x02, 0, 0, 0, 0, 1, 198, 18, 1, 1, // ARP: sender
+        0, 0, 0, 0, 0, 0, 198, 18, 1, 2, // target
+    ];
+
+    #[test]
+    fn arp_request_matches_fixture_and_parses_back() {
+        let mut buf = [0u8; SOLICITATION_FRAME_MAX];
+        let len = write_arp_request(
+            &mut buf,
+            MAC,
+            None,
+            Ipv4Addr::new(198, 18, 1, 1),
+            Ipv4Addr::new(198, 18, 1, 2),
+            None,
+        );
+        assert_eq!(&buf[..len], &ARP_REQUEST[..]);
+        let hint = arp_hint(&buf[14..len], |a| a == Ipv4Addr::new(198, 18, 1, 2)).expect("valid");
+        assert_eq!(
+            hint,
+            NeighbourHint {
+                addr: "198.18.1.1".parse().expect("addr"),
+                mac: MAC,
+                for_us: true
+            }
+        );
+    }
+
+    #[test]
+    fn arp_with_bad_hardware_type_is_ignored() {
+        let mut arp = ARP_REQUEST;
+        arp[15] = 6;
+        assert_eq!(arp_hint(&arp[14..], |_| true), None);
+    }
+
+    #[test]
+    fn vlan_tag_is_written() {
+        let mut buf = [0u8; SOLICITATION_FRAME_MAX];
+        let len = write_arp_request(
+            &mut buf,
+            MAC,
+            Some(100),
+            Ipv4Addr::new(198, 18, 1, 1),
+            Ipv4Addr::new(198, 18, 1, 2),
+            None,
+        );
+        assert_eq!(len, 46);
+        assert_eq!(&buf[12..18], &[0x81, 0x00, 0x00, 100, 0x08, 0x06]);
+    }
+
+    #[test]
+    fn neighbour_solicitation_is_valid_and_parses_back() {
+        let mut buf = [0u8; SOLICITATION_FRAME_MAX];
+        let src: Ipv6Addr = "2001:2:0:1::1".parse().expect("addr");
+        let target: Ipv6Addr = "2001:2:0:1::2".parse().expect("addr");
+        let len = write_neighbour_solicitation(&mut buf, MAC, None, src, target, None);
+        assert_eq!(&buf[0..6], &[0x33, 0x33, 0xff, 0, 0, 2]);
+        let ip = &buf[14..len];
+        assert_eq!(&ip[24..40], &solicited_node(target).octets());
+        // The ICMPv6 checksum verifies over the pseudo-header.
+        let sum = checksum::ipv6_pseudo_header_sum(
+            &src.octets(),
+            &solicited_node(target).octets(),
+            32,
+            PROTO_ICMPV6,
+        );
+        assert_eq!(checksum::ones_complement_sum(&ip[40..], sum), 0xffff);
+        let hint = ndp_hint(ip, |a| a == target).expect("valid");
+        assert_eq!(
+            hint,
+            NeighbourHint {
+                addr: src.into(),
+                mac: MAC,
+                for_us: true
+            }
+        );
+    }
+
+    #[test]
+    fn solicitation_without_link_layer_option_gives_no_hint() {
+        let mut buf = [0u8; SOLICITATION_FRAME_MAX];
+        let len = write_neighbour_solicitation(
+            &mut buf,
+            MAC,
+            None,
+            "2001:2::1".parse().expect("a"),
+            "2001:2::2".parse().expect("a"),
+            None,
+        );
+        let ip = &mut buf[14..len];
+        ip[IPV6_HEADER_LEN + 24] = 5; // some other option type
+        assert_eq!(ndp_hint(ip, |_| true), None);
+    }
+}

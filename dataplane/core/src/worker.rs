@@ -1,0 +1,422 @@
+//! The worker loop: poll every port in bursts, run the pipeline, act on each verdict, flush.
+//!
+//! One worker per core, pinned by the caller. A worker owns its [`PacketIo`] (one frame pool for
+//! all its ports), its counters, its queue of packets waiting for a neighbour and its ICMP error
+//! budget. It reads the FIB and the neighbour index once per burst and allocates nothing after
+//! start-up.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::counters::{DropReason, WorkerCounters};
+use crate::fib::SharedFib;
+use crate::icmp::{self, ErrorLink, IcmpError};
+use crate::iface::IfIndex;
+use crate::io::{FrameId, Packet, PacketIo, PortIndex, TransmitRefused};
+use crate::neigh::{NeighbourKey, NeighbourTable, Resolution};
+use crate::pipeline::{BurstView, Pipeline, Verdict};
+use crate::ratelimit::TokenBucket;
+use crate::slowpath::{HostFrame, Outbound, ToSlowPath};
+
+/// Largest burst taken from one RX ring.
+pub const BURST_MAX: usize = 64;
+/// Frames taken from the slow path per loop iteration.
+const OUTBOUND_PER_ITERATION: usize = 32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// Packets per RX burst, 1..=[`BURST_MAX`].
+    pub burst_size: usize,
+    /// Empty iterations before the worker blocks in [`PacketIo::wait`].
+    pub idle_spin_iterations: u32,
+    /// Longest block when idle.
+    pub idle_wait: Duration,
+    /// Packets queued per unresolved neighbour (Linux: 3).
+    pub pending_per_neighbour: usize,
+    /// Packets queued for all unresolved neighbours together.
+    pub pending_max: usize,
+    /// How long a packet may wait for its neighbour.
+    pub pending_timeout: Duration,
+    pub icmp_errors_per_second: u64,
+    pub icmp_errors_burst: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            burst_size: BURST_MAX,
+            idle_spin_iterations: 64,
+            idle_wait: Duration::from_millis(1),
+            pending_per_neighbour: 3,
+            pending_max: 256,
+            pending_timeout: Duration::from_secs(3),
+            icmp_errors_per_second: 1000,
+            icmp_errors_burst: 50,
+        }
+    }
+}
+
+/// A packet waiting for its next hop's address.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    key: NeighbourKey,
+    packet: Packet,
+    egress: PortIndex,
+    /// The port it came in on, charged with the drop if resolution fails.
+    ingress: PortIndex,
+    since: Duration,
+}
+
+/// The channels between a worker and the slow path.
+pub struct SlowPathLink {
+    pub to_slow_path: Sender<ToSlowPath>,
+    pub outbound: Receiver<Outbound>,
+}
+
+pub struct Worker<P: PacketIo> {
+    io: P,
+    pipeline: Pipeline,
+    fib: SharedFib,
+    neighbours: Arc<NeighbourTable>,
+    counters: Arc<WorkerCounters>,
+    config: WorkerConfig,
+    link: SlowPathLink,
+    pending: Vec<Pending>,
+    icmp_budget: TokenBucket,
+    /// Copy of an original packet while its ICMP error is written over the same frame.
+    quote: Box<[u8]>,
+    idle_iterations: u32,
+}
+
+impl<P: PacketIo> Worker<P> {
+    pub fn new(
+        io: P,
+        pipeline: Pipeline,
+        fib: SharedFib,
+        neighbours: Arc<NeighbourTable>,
+        config: WorkerConfig,
+        link: SlowPathLink,
+    ) -> Worker<P> {
+        let counters = Arc::new(WorkerCounters::new(io.port_count()));
+        let config = WorkerConfig {
+            burst_size: config.burst_size.clamp(1, BURST_MAX),
+            ..config
+        };
+        Worker {
+            io,
+            pipeline,
+            fib,
+            neighbours,
+            counters,
+            pending: Vec::with_capacity(config.pending_max),
+            icmp_budget: TokenBucket::new(config.icmp_errors_per_second, config.icmp_errors_burst),
+            quote: vec![0u8; icmp::ERROR_FRAME_MAX].into_boxed_slice(),
+            config,
+            link,
+            idle_iterations: 0,
+        }
+    }
+
+    pub fn counters(&self) -> Arc<WorkerCounters> {
+        self.counters.clone()
+    }
+
+    pub fn io(&self) -> &P {
+        &self.io
+    }
+
+    pub fn io_mut(&mut self) -> &mut P {
+        &mut self.io
+    }
+
+    /// Packets waiting for a neighbour.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Polls until `stop` is set, blocking briefly when idle.
+    pub fn run(&mut self, stop: &AtomicBool) {
+        let epoch = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let processed = self.poll_once(epoch.elapsed());
+            if processed == 0 && self.pending.is_empty() {
+                self.idle_iterations = self.idle_iterations.saturating_add(1);
+                if self.idle_iterations > self.config.idle_spin_iterations {
+                    self.counters.idle_waits.add(1);
+                    self.io.wait(self.config.idle_wait);
+                }
+            } else {
+                self.idle_iterations = 0;
+            }
+        }
+    }
+
+    /// One iteration at time `now`: every port's burst, waiting packets, slow-path frames, flush.
+    /// Returns the number of packets received.
+    pub fn poll_once(&mut self, now: Duration) -> usize {
+        self.io.reclaim_and_refill();
+        let fib = self.fib.load();
+        let neighbour_index = self.neighbours.index();
+        let view = BurstView {
+            fib: &fib,
+            neighbours: &neighbour_index,
+        };
+        let mut burst = [Packet {
+            frame: FrameId(0),
+            len: 0,
+        }; BURST_MAX];
+        let mut received = 0;
+        for port in 0..self.io.port_count() as PortIndex {
+            let count = self.io.receive(port, &mut burst[..self.config.burst_size]);
+            if count == 0 {
+                continue;
+            }
+            self.counters.bursts.add(1);
+            let port_counters = &self.counters.ports[usize::from(port)];
+            port_counters.rx_packets.add(count as u64);
+            port_counters
+                .rx_bytes
+                .add(burst[..count].iter().map(|p| u64::from(p.len)).sum());
+            for &packet in &burst[..count] {
+                let buf = self.io.buffer(packet.frame);
+                let verdict = self.pipeline.process(&view, buf, packet.len as usize, port);
+                self.act(port, packet, verdict, now);
+            }
+            received += count;
+        }
+        if !self.pending.is_empty() {
+            self.service_pending(&view, now);
+        }
+        self.send_outbound();
+        self.io.flush();
+        received
+    }
+
+    fn act(&mut self, port: PortIndex, packet: Packet, verdict: Verdict, now: Duration) {
+        match verdict {
+            Verdict::Forward { port: egress, len } => self.transmit(
+                port,
+                egress,
+                Packet {
+                    frame: packet.frame,
+                    len: len as u32,
+                },
+            ),
+            Verdict::Drop(reason) => {
+                self.counters.count_drop(usize::from(port), reason);
+                self.io.release(packet.frame);
+            }
+            Verdict::ToHost { iface, start, len } => {
+                self.counters.ports[usize::from(port)].to_host.add(1);
+                let buf = self.io.buffer(packet.frame);
+                match HostFrame::copy_from(&buf[start..start + len]) {
+                    None => self
+                        .counters
+                        .count_drop(usize::from(port), DropReason::PuntTooLarge),
+                    Some(frame) => {
+                        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self
+                            .link
+                            .to_slow_path
+                            .try_send(ToSlowPath::Frame { iface, frame })
+                        {
+                            self.counters
+                                .count_drop(usize::from(port), DropReason::PuntQueueFull);
+                        }
+                    }
+                }
+                self.io.release(packet.frame);
+            }
+            Verdict::Error {
+                reason,
+                error,
+                iface,
+                ip_start,
+                ip_len,
+            } => {
+                self.counters.count_drop(usize::from(port), reason);
+                let buf = self.io.buffer(packet.frame);
+                let mut sender_mac = [0u8; 6];
+                sender_mac.copy_from_slice(&buf[6..12]);
+                let quoted = ip_len.min(self.quote.len());
+                self.quote[..quoted].copy_from_slice(&buf[ip_start..ip_start + quoted]);
+                self.send_error(port, packet.frame, error, iface, sender_mac, quoted, now);
+            }
+            Verdict::AwaitNeighbour {
+                port: egress,
+                len,
+                key,
+            } => self.park(port, packet.frame, egress, len, key, now),
+        }
+    }
+
+    fn transmit(&mut self, ingress_port: PortIndex, egress: PortIndex, packet: Packet) {
+        match self.io.transmit(egress, packet) {
+            Ok(()) => {
+                let counters = &self.counters.ports[usize::from(egress)];
+                counters.tx_packets.add(1);
+                counters.tx_bytes.add(u64::from(packet.len));
+            }
+            Err(TransmitRefused(packet)) => {
+                self.counters
+                    .count_drop(usize::from(ingress_port), DropReason::TransmitRingFull);
+                self.io.release(packet.frame);
+            }
+        }
+    }
+
+    /// Writes the ICMP error about the packet quoted in `self.quote[..quoted]` over `frame` and
+    /// sends it back through `iface`; the frame is released when the error may not be sent.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the error's whole context, one call site each"
+    )]
+    fn send_error(
+        &mut self,
+        port: PortIndex,
+        frame: FrameId,
+        error: IcmpError,
+        iface: IfIndex,
+        sender_mac: [u8; 6],
+        quoted: usize,
+        now: Duration,
+    ) {
+        let interfaces = self.pipeline.interfaces().clone();
+        let Some(ingress) = interfaces.get(iface) else {
+            self.io.release(frame);
+            return;
+        };
+        if !self.icmp_budget.try_take(now) {
+            self.counters.icmp_errors_rate_limited.add(1);
+            self.io.release(frame);
+            return;
+        }
+        let family_of = if self.quote.first().is_some_and(|b| b >> 4 == 4) {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+        } else {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+        };
+        let link = ErrorLink {
+            dst_mac: sender_mac,
+            src_mac: ingress.mac,
+            vlan: ingress.vlan,
+        };
+        let written = match ingress.source_address_for(family_of) {
+            Some(source) => icmp::write_error(
+                self.io.buffer(frame),
+                &self.quote[..quoted],
+                error,
+                link,
+                source,
+            ),
+            None => None,
+        };
+        match written {
+            Some(len) => {
+                self.counters.icmp_errors_sent.add(1);
+                self.transmit(
+                    port,
+                    ingress.port,
+                    Packet {
+                        frame,
+                        len: len as u32,
+                    },
+                );
+            }
+            None => self.io.release(frame),
+        }
+    }
+
+    fn park(
+        &mut self,
+        port: PortIndex,
+        frame: FrameId,
+        egress: PortIndex,
+        len: usize,
+        key: NeighbourKey,
+        now: Duration,
+    ) {
+        let queued_for_key = self.pending.iter().filter(|p| p.key == key).count();
+        if queued_for_key >= self.config.pending_per_neighbour
+            || self.pending.len() >= self.config.pending_max
+        {
+            self.counters
+                .count_drop(usize::from(port), DropReason::NeighbourQueueFull);
+            self.io.release(frame);
+            return;
+        }
+        self.io.park(frame);
+        self.pending.push(Pending {
+            key,
+            packet: Packet {
+                frame,
+                len: len as u32,
+            },
+            egress,
+            ingress: port,
+            since: now,
+        });
+        if queued_for_key == 0 {
+            // The slow path creates the entry and solicits; a full channel is retried by the
+            // next packet for this neighbour, and the wait is bounded by `pending_timeout`.
+            let _ = self.link.to_slow_path.try_send(ToSlowPath::Resolve(key));
+        }
+    }
+
+    fn service_pending(&mut self, view: &BurstView<'_>, now: Duration) {
+        let mut index = 0;
+        while index < self.pending.len() {
+            let entry = self.pending[index];
+            let resolution = self.neighbours.lookup(view.neighbours, &entry.key);
+            let expired = now.saturating_sub(entry.since) > self.config.pending_timeout;
+            match resolution {
+                Some(Resolution::Reachable(mac)) => {
+                    self.pending.remove(index);
+                    self.io.unpark(entry.packet.frame);
+                    self.io.buffer(entry.packet.frame)[0..6].copy_from_slice(&mac);
+                    self.transmit(entry.ingress, entry.egress, entry.packet);
+                }
+                // Packets that arrive once the entry has failed get an ICMP host unreachable from
+                // the pipeline; the few that were already waiting are dropped and counted.
+                _ if expired || resolution == Some(Resolution::Failed) => {
+                    self.pending.remove(index);
+                    self.io.unpark(entry.packet.frame);
+                    self.counters
+                        .count_drop(usize::from(entry.ingress), DropReason::NeighbourFailed);
+                    self.io.release(entry.packet.frame);
+                }
+                _ => index += 1,
+            }
+        }
+    }
+
+    fn send_outbound(&mut self) {
+        for _ in 0..OUTBOUND_PER_ITERATION {
+            let Ok(outbound) = self.link.outbound.try_recv() else {
+                break;
+            };
+            let Some(frame) = self.io.allocate() else {
+                self.counters
+                    .count_drop(usize::from(outbound.port), DropReason::NoFreeFrame);
+                continue;
+            };
+            let data = outbound.frame.as_slice();
+            let buf = self.io.buffer(frame);
+            if data.len() > buf.len() {
+                self.io.release(frame);
+                continue;
+            }
+            buf[..data.len()].copy_from_slice(data);
+            self.transmit(
+                outbound.port,
+                outbound.port,
+                Packet {
+                    frame,
+                    len: data.len() as u32,
+                },
+            );
+        }
+    }
+}

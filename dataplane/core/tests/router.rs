@@ -1,0 +1,326 @@
+//! The whole router in memory: workers, pipeline and slow path (smoltcp, neighbour resolution)
+//! on MemIo ports, driven step by step with a virtual clock.
+
+use std::net::Ipv6Addr;
+use std::time::{Duration, Instant};
+
+use etherparse::{Icmpv4Type, Icmpv6Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use vfn_dataplane::counters::DropReason;
+use vfn_dataplane::fib::{FibLimits, StaticRoute};
+use vfn_dataplane::iface::{Interface, RpFilter};
+use vfn_dataplane::io::PacketIo;
+use vfn_dataplane::mem_io::{MemIo, MemIoConfig};
+use vfn_dataplane::neigh::NeighbourTimers;
+use vfn_dataplane::router::{Router, RouterSpec};
+use vfn_dataplane::slowpath::SlowPath;
+use vfn_dataplane::wire;
+use vfn_dataplane::worker::{Worker, WorkerConfig};
+
+const P0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+const P1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
+const CLIENT_MAC: [u8; 6] = [0x02, 0xc1, 0, 0, 0, 2];
+const SERVER_MAC: [u8; 6] = [0x02, 0x5e, 0, 0, 0, 2];
+
+struct Bench {
+    worker: Worker<MemIo>,
+    slow: SlowPath,
+    now: Duration,
+}
+
+fn interface(name: &str, port: u16, mac: [u8; 6], v4: &str, v6: &str) -> Interface {
+    Interface {
+        name: name.into(),
+        port,
+        vlan: None,
+        mac,
+        mtu: 1500,
+        rp_filter: RpFilter::Strict,
+        ipv4: vec![v4.parse().expect("fixture")],
+        ipv6: vec![v6.parse().expect("fixture")],
+    }
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let spec = RouterSpec {
+            port_count: 2,
+            interfaces: vec![
+                interface("p0", 0, P0_MAC, "198.18.1.1/24", "2001:2:0:1::1/64"),
+                interface("p1", 1, P1_MAC, "198.18.2.1/24", "2001:2:0:2::1/64"),
+            ],
+            routes: vec![StaticRoute {
+                prefix: "198.19.0.0/16".parse().expect("p"),
+                via: "198.18.2.2".parse().expect("a"),
+                iface: None,
+            }],
+            fib_limits: FibLimits::default(),
+            neighbour_capacity: 64,
+            neighbour_timers: NeighbourTimers::default(),
+            worker: WorkerConfig::default(),
+        };
+        let mut router = Router::build(spec, Instant::now(), Box::new(|_| {})).expect("valid");
+        let slow = router.take_slow_path().expect("one slow path");
+        let io = MemIo::new(MemIoConfig {
+            ports: 2,
+            frame_count: 1024,
+            frame_size: 2048,
+            ring_size: 256,
+        });
+        let mut bench = Bench {
+            worker: router.worker(io),
+            slow,
+            now: Duration::from_secs(1),
+        };
+        // The router solicits its gateway at once; the server answers.
+        let [_, out1] = bench.settle();
+        assert!(
+            out1.iter()
+                .any(|f| f[12..14] == [0x08, 0x06] && f[38..42] == [198, 18, 2, 2]),
+            "gateway solicited"
+        );
+        bench.exchange(
+            1,
+            &arp(
+                2,
+                SERVER_MAC,
+                [198, 18, 2, 2],
+                P1_MAC,
+                [198, 18, 2, 1],
+                P1_MAC,
+            ),
+        );
+        bench
+    }
+
+    /// Delivers `frame` on `port`, runs worker and slow path until quiet, returns what each port sent.
+    fn exchange(&mut self, port: u16, frame: &[u8]) -> [Vec<Vec<u8>>; 2] {
+        self.worker.io_mut().inject(port, frame).expect("room");
+        self.settle()
+    }
+
+    fn settle(&mut self) -> [Vec<Vec<u8>>; 2] {
+        for _ in 0..4 {
+            self.worker.poll_once(self.now);
+            self.slow.step(self.now);
+        }
+        self.worker.poll_once(self.now);
+        [
+            self.worker.io_mut().take_sent(0),
+            self.worker.io_mut().take_sent(1),
+        ]
+    }
+
+    fn assert_balanced(&self) {
+        let accounting = self.worker.io().accounting();
+        assert!(accounting.is_balanced(), "{accounting:?}");
+        assert_eq!(accounting.in_hand, 0, "{accounting:?}");
+    }
+}
+
+fn arp(
+    op: u16,
+    sender_mac: [u8; 6],
+    sender: [u8; 4],
+    target_mac: [u8; 6],
+    target: [u8; 4],
+    dst: [u8; 6],
+) -> Vec<u8> {
+    let mut f = vec![0u8; 42];
+    f[0..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&sender_mac);
+    f[12..14].copy_from_slice(&[0x08, 0x06]);
+    f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, op as u8]);
+    f[22..28].copy_from_slice(&sender_mac);
+    f[28..32].copy_from_slice(&sender);
+    f[32..38].copy_from_slice(&target_mac);
+    f[38..42].copy_from_slice(&target);
+    f
+}
+
+#[test]
+fn router_answers_arp_for_its_address() {
+    let mut bench = Bench::new();
+    let request = arp(
+        1,
+        CLIENT_MAC,
+        [198, 18, 1, 2],
+        [0; 6],
+        [198, 18, 1, 1],
+        [0xff; 6],
+    );
+    let [out0, out1] = bench.exchange(0, &request);
+    assert!(out1.is_empty());
+    assert_eq!(out0.len(), 1, "one ARP reply");
+    let reply = &out0[0];
+    assert_eq!(&reply[0..6], &CLIENT_MAC);
+    assert_eq!(&reply[12..14], &[0x08, 0x06]);
+    assert_eq!(&reply[20..22], &[0, 2], "ARP reply");
+    assert_eq!(&reply[22..28], &P0_MAC);
+    assert_eq!(&reply[28..32], &[198, 18, 1, 1]);
+    bench.assert_balanced();
+}
+
+#[test]
+fn router_answers_ping_v4_and_v6() {
+    let mut bench = Bench::new();
+    // The pinger resolves the router first, so both stacks know each other.
+    bench.exchange(
+        0,
+        &arp(
+            1,
+            CLIENT_MAC,
+            [198, 18, 1, 2],
+            [0; 6],
+            [198, 18, 1, 1],
+            [0xff; 6],
+        ),
+    );
+    let mut ping = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, P0_MAC)
+        .ipv4([198, 18, 1, 2], [198, 18, 1, 1], 64)
+        .icmpv4_echo_request(7, 1)
+        .write(&mut ping, b"hello")
+        .expect("build");
+    let [out0, _] = bench.exchange(0, &ping);
+    assert_eq!(out0.len(), 1);
+    let reply = SlicedPacket::from_ethernet(&out0[0]).expect("parses");
+    let Some(TransportSlice::Icmpv4(icmp)) = reply.transport else {
+        panic!("icmp")
+    };
+    assert!(matches!(icmp.icmp_type(), Icmpv4Type::EchoReply(_)));
+    assert_eq!(icmp.payload(), b"hello");
+
+    let client: Ipv6Addr = "2001:2:0:1::2".parse().expect("a");
+    let router: Ipv6Addr = "2001:2:0:1::1".parse().expect("a");
+    let mut ns = vec![0u8; wire::SOLICITATION_FRAME_MAX];
+    let len = wire::write_neighbour_solicitation(&mut ns, CLIENT_MAC, None, client, router, None);
+    let [out0, _] = bench.exchange(0, &ns[..len]);
+    assert_eq!(out0.len(), 1, "one neighbour advertisement");
+    let na = SlicedPacket::from_ethernet(&out0[0]).expect("parses");
+    let Some(TransportSlice::Icmpv6(icmp)) = na.transport else {
+        panic!("icmpv6")
+    };
+    assert_eq!(
+        icmp.icmp_type().type_u8(),
+        wire::ICMPV6_NEIGHBOUR_ADVERTISEMENT
+    );
+
+    let mut ping6 = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, P0_MAC)
+        .ipv6(client.octets(), router.octets(), 64)
+        .icmpv6_echo_request(7, 1)
+        .write(&mut ping6, b"hello6")
+        .expect("build");
+    let [out0, _] = bench.exchange(0, &ping6);
+    assert_eq!(out0.len(), 1);
+    let reply = SlicedPacket::from_ethernet(&out0[0]).expect("parses");
+    let Some(TransportSlice::Icmpv6(icmp)) = reply.transport else {
+        panic!("icmpv6")
+    };
+    assert!(matches!(icmp.icmp_type(), Icmpv6Type::EchoReply(_)));
+    bench.assert_balanced();
+}
+
+#[test]
+fn packets_wait_for_the_next_hop_then_leave_in_order() {
+    let mut bench = Bench::new();
+    let packets: Vec<Vec<u8>> = (0..5u8)
+        .map(|i| {
+            let mut f = Vec::new();
+            PacketBuilder::ethernet2(CLIENT_MAC, P0_MAC)
+                .ipv4([198, 18, 1, 2], [198, 18, 2, 50], 64)
+                .udp(1000, 2000)
+                .write(&mut f, &[i; 10])
+                .expect("build");
+            f
+        })
+        .collect();
+    let mut sent1 = Vec::new();
+    for p in &packets {
+        let [_, out1] = bench.exchange(0, p);
+        sent1.extend(out1);
+    }
+    // An ARP request for the on-link destination, broadcast from p1; three packets wait, two are
+    // dropped (Linux's queue of 3).
+    let requests: Vec<_> = sent1.iter().filter(|f| f[12..14] == [0x08, 0x06]).collect();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(&requests[0][0..6], &[0xff; 6]);
+    assert_eq!(&requests[0][38..42], &[198, 18, 2, 50]);
+    assert_eq!(bench.worker.pending_len(), 3);
+    let counters = bench.worker.counters();
+    assert_eq!(counters.drops_for(DropReason::NeighbourQueueFull), 2);
+
+    let reply = arp(
+        2,
+        SERVER_MAC,
+        [198, 18, 2, 50],
+        P1_MAC,
+        [198, 18, 2, 1],
+        P1_MAC,
+    );
+    let [_, out1] = bench.exchange(1, &reply);
+    let forwarded: Vec<_> = out1.iter().filter(|f| f[12..14] == [0x08, 0x00]).collect();
+    assert_eq!(forwarded.len(), 3);
+    for (i, f) in forwarded.iter().enumerate() {
+        assert_eq!(&f[0..6], &SERVER_MAC);
+        assert_eq!(f[f.len() - 1], i as u8, "in arrival order");
+    }
+    assert_eq!(bench.worker.pending_len(), 0);
+    bench.assert_balanced();
+}
+
+#[test]
+fn time_exceeded_goes_back_to_the_sender() {
+    let mut bench = Bench::new();
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, P0_MAC)
+        .ipv4([198, 18, 1, 2], [198, 19, 0, 1], 1)
+        .udp(1000, 2000)
+        .write(&mut f, &[1; 10])
+        .expect("build");
+    let [out0, out1] = bench.exchange(0, &f);
+    assert!(out1.is_empty());
+    assert_eq!(out0.len(), 1);
+    let error = SlicedPacket::from_ethernet(&out0[0]).expect("parses");
+    assert_eq!(&out0[0][0..6], &CLIENT_MAC);
+    let Some(NetSlice::Ipv4(ip)) = &error.net else {
+        panic!("ipv4")
+    };
+    assert_eq!(ip.header().source(), [198, 18, 1, 1]);
+    let Some(TransportSlice::Icmpv4(icmp)) = &error.transport else {
+        panic!("icmp")
+    };
+    assert!(matches!(icmp.icmp_type(), Icmpv4Type::TimeExceeded(_)));
+    assert_eq!(bench.worker.counters().icmp_errors_sent.get(), 1);
+    bench.assert_balanced();
+}
+
+#[test]
+fn icmp_errors_are_rate_limited() {
+    let mut bench = Bench::new();
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, P0_MAC)
+        .ipv4([198, 18, 1, 2], [198, 18, 99, 1], 64)
+        .udp(1000, 2000)
+        .write(&mut f, &[1; 10])
+        .expect("build");
+    let mut errors = 0;
+    for _ in 0..200 {
+        bench.worker.io_mut().inject(0, &f).expect("room");
+    }
+    for _ in 0..10 {
+        bench.worker.poll_once(bench.now);
+        errors += bench.worker.io_mut().take_sent(0).len();
+    }
+    let default_burst = WorkerConfig::default().icmp_errors_burst as usize;
+    assert_eq!(
+        errors, default_burst,
+        "the burst, then nothing within the same instant"
+    );
+    assert_eq!(
+        bench.worker.counters().icmp_errors_rate_limited.get(),
+        200 - default_burst as u64
+    );
+    assert_eq!(bench.worker.counters().drops_for(DropReason::NoRoute), 200);
+    bench.assert_balanced();
+}
