@@ -11,6 +11,7 @@ use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
 
 use crate::io::{PacketIo, PortIndex};
 use crate::mem_io::MemIo;
+use crate::slowpath::SlowPath;
 use crate::worker::Worker;
 
 #[derive(Debug, thiserror::Error)]
@@ -94,39 +95,36 @@ pub fn write(path: &Path, frames: &[CapturedFrame]) -> Result<(), PcapError> {
     Ok(())
 }
 
-/// Runs `input` (frames received on `port`, in capture order) through `worker` and returns what
-/// left each port, stamped with the capture time of the frame that caused it. Frames are fed as
-/// fast as the pool takes them; the capture's timing only stamps the output.
+/// Runs `input` (frames received on `port`, in capture order) through `worker` and its slow path
+/// and returns what left each port, stamped with the capture time of the frame that caused it.
+/// The capture's timestamps are the clock, so timers (neighbour resolution, ICMP rate limits) run
+/// as they would have. A frame larger than a frame buffer is not replayed.
 pub fn replay(
     worker: &mut Worker<MemIo>,
+    slow_path: &mut SlowPath,
     port: PortIndex,
     input: &[CapturedFrame],
 ) -> Vec<Vec<CapturedFrame>> {
     let port_count = worker.io().port_count();
     let mut output: Vec<Vec<CapturedFrame>> = vec![Vec::new(); port_count];
-    let mut collect = |worker: &mut Worker<MemIo>, stamp: Duration| {
+    let start = input.first().map_or(Duration::ZERO, |f| f.timestamp);
+    for frame in input {
+        let now = frame.timestamp.saturating_sub(start);
+        // Each poll takes everything injected before it, so the port always has room.
+        let _ = worker.io_mut().inject(port, &frame.data);
+        // Twice: the second poll sends what the slow path answered to the first.
+        for _ in 0..2 {
+            worker.poll_once(now);
+            slow_path.step(now);
+        }
         for (egress, out) in output.iter_mut().enumerate() {
             for data in worker.io_mut().take_sent(egress as PortIndex) {
                 out.push(CapturedFrame {
-                    timestamp: stamp,
+                    timestamp: frame.timestamp,
                     data,
                 });
             }
         }
-    };
-    let start = input.first().map_or(Duration::ZERO, |f| f.timestamp);
-    for frame in input {
-        let now = frame.timestamp.saturating_sub(start);
-        // A frame the port cannot take now is retried after the worker has made room.
-        for _ in 0..2 {
-            if worker.io_mut().inject(port, &frame.data).is_ok() {
-                break;
-            }
-            worker.poll_once(now);
-            collect(worker, frame.timestamp);
-        }
-        worker.poll_once(now);
-        collect(worker, frame.timestamp);
     }
     output
 }

@@ -60,6 +60,10 @@ impl std::fmt::Debug for HostFrame {
 
 /// What workers tell the slow path.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "sent by value through a bounded channel whose slots are allocated once; boxing would allocate per punt"
+)]
 pub enum ToSlowPath {
     /// A frame for the router, untagged, received on `iface`.
     Frame { iface: IfIndex, frame: HostFrame },

@@ -1,0 +1,222 @@
+//! The validated configuration as consumers see it.
+//!
+//! Values here are only guaranteed to satisfy the schema's checks when they come out of
+//! [`Config::from_toml_str`](crate::Config::from_toml_str) or [`Config::load`](crate::Config::load);
+//! a configuration built in code can be checked with [`Config::validate`](crate::Config::validate).
+
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// L3 MTU of a port when the file does not give one.
+pub const DEFAULT_PORT_MTU: u16 = 1500;
+/// Number of RX/TX queue pairs used on a port when the file does not give one.
+pub const DEFAULT_PORT_QUEUES: u16 = 1;
+
+/// The whole router configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub dataplane: DataplaneConfig,
+    pub tables: TableConfig,
+    pub icmp: IcmpConfig,
+    pub workers: WorkerConfig,
+    pub ports: Vec<PortConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+/// How the XDP program is attached to an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// In the driver; fails if the driver has no XDP support.
+    Native,
+    /// Generic (SKB) mode; works everywhere, slower.
+    Skb,
+    /// Try native first, fall back to SKB.
+    #[default]
+    Auto,
+}
+
+/// Whether AF_XDP sockets bind in zero-copy mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ZeroCopy {
+    /// Zero-copy if the driver supports it, copy mode otherwise.
+    #[default]
+    Auto,
+    /// Zero-copy or fail.
+    On,
+    /// Always copy mode.
+    Off,
+}
+
+/// Reverse-path filtering applied to packets received on an interface (RFC 3704).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RpFilter {
+    /// The route back to the source must leave through the receiving interface.
+    #[default]
+    Strict,
+    /// Some route back to the source must exist.
+    Loose,
+    /// No source check.
+    Off,
+}
+
+/// AF_XDP socket and worker loop parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataplaneConfig {
+    pub xdp_mode: XdpMode,
+    pub zero_copy: ZeroCopy,
+    /// Packets per RX burst, 1..=64.
+    pub burst_size: u32,
+    /// UMEM frame size in bytes: 2048 or 4096.
+    pub frame_size: u32,
+    /// UMEM frames per worker, a power of two in 1024..=262144.
+    pub frames_per_worker: u32,
+    /// Entries of each AF_XDP ring (rx, tx, fill, completion), a power of two in 64..=16384.
+    pub ring_size: u32,
+    /// Longest time an idle worker blocks in poll(2), in microseconds, 0..=100000.
+    pub idle_poll_timeout_us: u32,
+    /// Consecutive empty polls before an idle worker blocks, 0..=1000000.
+    pub idle_spin_bursts: u32,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        Self {
+            xdp_mode: XdpMode::Auto,
+            zero_copy: ZeroCopy::Auto,
+            burst_size: 64,
+            frame_size: 4096,
+            frames_per_worker: 8192,
+            ring_size: 2048,
+            idle_poll_timeout_us: 1000,
+            idle_spin_bursts: 64,
+        }
+    }
+}
+
+/// Capacities of the forwarding tables, allocated once at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableConfig {
+    /// Neighbour (ARP/ND) table entries, 16..=1048576.
+    pub neighbours: u32,
+    /// Packets held per unresolved neighbour, 0..=64.
+    pub pending_per_neighbour: u32,
+    /// IPv4 routes, 1..=16777216.
+    pub max_routes_v4: u32,
+    /// IPv6 routes, 1..=4194304.
+    pub max_routes_v6: u32,
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        Self {
+            neighbours: 4096,
+            pending_per_neighbour: 3,
+            max_routes_v4: 1_048_576,
+            max_routes_v6: 131_072,
+        }
+    }
+}
+
+/// Rate limit of ICMP errors the router generates (a token bucket per worker).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IcmpConfig {
+    /// Token refill rate, 0..=1000000; 0 disables generated ICMP errors.
+    pub errors_per_second: u32,
+    /// Bucket depth, 1..=100000.
+    pub errors_burst: u32,
+}
+
+impl Default for IcmpConfig {
+    fn default() -> Self {
+        Self {
+            errors_per_second: 1000,
+            errors_burst: 50,
+        }
+    }
+}
+
+/// Worker threads. There is no default: which cores the router may own is a deployment decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// CPU ids, one pinned worker per core; non-empty, unique, each below 1024.
+    pub cores: Vec<u16>,
+}
+
+/// A physical (or veth) interface the router owns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortConfig {
+    /// Name used in routes and logs: 1..=15 characters of `[A-Za-z0-9_-]`.
+    pub name: String,
+    /// Linux interface name.
+    pub interface: String,
+    /// L3 MTU, 68..=9000.
+    pub mtu: u16,
+    /// RX/TX queue pairs used, 1..=64.
+    pub queues: u16,
+    pub rp_filter: RpFilter,
+    /// Interface addresses with their prefix length (host bits set); at most 8.
+    pub addresses: Vec<IpNet>,
+    /// 802.1Q sub-interfaces; at most 64.
+    pub vlans: Vec<VlanConfig>,
+}
+
+impl PortConfig {
+    /// A port with default MTU, queues and filter, and no addresses or VLANs.
+    pub fn new(name: impl Into<String>, interface: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            interface: interface.into(),
+            mtu: DEFAULT_PORT_MTU,
+            queues: DEFAULT_PORT_QUEUES,
+            rp_filter: RpFilter::default(),
+            addresses: Vec::new(),
+            vlans: Vec::new(),
+        }
+    }
+}
+
+/// An 802.1Q sub-interface of a port. Omitted `mtu` and `rp_filter` in the file are resolved to
+/// the parent port's values, so they are always present here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VlanConfig {
+    /// VLAN id, 1..=4094, unique within the port.
+    pub id: u16,
+    /// At most 8.
+    pub addresses: Vec<IpNet>,
+    /// At most the parent port's MTU.
+    pub mtu: u16,
+    pub rp_filter: RpFilter,
+}
+
+/// A static route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    /// Destination network, host bits zero.
+    pub prefix: IpNet,
+    /// Next-hop gateway, same family as `prefix`, on-link on some port or VLAN.
+    pub via: IpAddr,
+    /// Egress interface; when absent the router picks the one whose connected prefix holds `via`.
+    pub interface: Option<InterfaceRef>,
+}
+
+/// A port, or one VLAN of a port; written `PORT` or `PORT.VLANID` (e.g. `p0.100`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InterfaceRef {
+    pub port: String,
+    pub vlan: Option<u16>,
+}
+
+impl fmt::Display for InterfaceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.vlan {
+            Some(vlan) => write!(f, "{}.{vlan}", self.port),
+            None => f.write_str(&self.port),
+        }
+    }
+}

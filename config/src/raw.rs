@@ -1,0 +1,218 @@
+//! The file as serde sees it: only syntax, types and key names are checked here.
+//!
+//! Integers are `i64` (TOML's integer type) and addresses are strings, so that a value out of
+//! range or a malformed address reaches semantic validation, which names it by its path instead
+//! of failing the whole parse. Defaults come from the typed model, their single source.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    Config, DEFAULT_PORT_MTU, DEFAULT_PORT_QUEUES, DataplaneConfig, IcmpConfig, PortConfig,
+    RouteConfig, RpFilter, TableConfig, VlanConfig, XdpMode, ZeroCopy,
+};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    #[serde(default)]
+    pub dataplane: RawDataplane,
+    #[serde(default)]
+    pub tables: RawTables,
+    #[serde(default)]
+    pub icmp: RawIcmp,
+    pub workers: RawWorkers,
+    pub ports: Vec<RawPort>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawDataplane {
+    pub xdp_mode: XdpMode,
+    pub zero_copy: ZeroCopy,
+    pub burst_size: i64,
+    pub frame_size: i64,
+    pub frames_per_worker: i64,
+    pub ring_size: i64,
+    pub idle_poll_timeout_us: i64,
+    pub idle_spin_bursts: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawTables {
+    pub neighbours: i64,
+    pub pending_per_neighbour: i64,
+    pub max_routes_v4: i64,
+    pub max_routes_v6: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawIcmp {
+    pub errors_per_second: i64,
+    pub errors_burst: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWorkers {
+    pub cores: Vec<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPort {
+    pub name: String,
+    pub interface: String,
+    #[serde(default = "default_port_mtu")]
+    pub mtu: i64,
+    #[serde(default = "default_port_queues")]
+    pub queues: i64,
+    #[serde(default)]
+    pub rp_filter: RpFilter,
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vlans: Vec<RawVlan>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVlan {
+    pub id: i64,
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// `None`: the parent port's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<i64>,
+    /// `None`: the parent port's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rp_filter: Option<RpFilter>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub prefix: String,
+    pub via: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+}
+
+fn default_port_mtu() -> i64 {
+    DEFAULT_PORT_MTU.into()
+}
+
+fn default_port_queues() -> i64 {
+    DEFAULT_PORT_QUEUES.into()
+}
+
+impl Default for RawDataplane {
+    fn default() -> Self {
+        Self::from(&DataplaneConfig::default())
+    }
+}
+
+impl Default for RawTables {
+    fn default() -> Self {
+        Self::from(&TableConfig::default())
+    }
+}
+
+impl Default for RawIcmp {
+    fn default() -> Self {
+        Self::from(&IcmpConfig::default())
+    }
+}
+
+impl From<&Config> for RawConfig {
+    fn from(config: &Config) -> Self {
+        Self {
+            dataplane: RawDataplane::from(&config.dataplane),
+            tables: RawTables::from(&config.tables),
+            icmp: RawIcmp::from(&config.icmp),
+            workers: RawWorkers {
+                cores: config
+                    .workers
+                    .cores
+                    .iter()
+                    .map(|&core| core.into())
+                    .collect(),
+            },
+            ports: config.ports.iter().map(RawPort::from).collect(),
+            routes: config.routes.iter().map(RawRoute::from).collect(),
+        }
+    }
+}
+
+impl From<&DataplaneConfig> for RawDataplane {
+    fn from(dataplane: &DataplaneConfig) -> Self {
+        Self {
+            xdp_mode: dataplane.xdp_mode,
+            zero_copy: dataplane.zero_copy,
+            burst_size: dataplane.burst_size.into(),
+            frame_size: dataplane.frame_size.into(),
+            frames_per_worker: dataplane.frames_per_worker.into(),
+            ring_size: dataplane.ring_size.into(),
+            idle_poll_timeout_us: dataplane.idle_poll_timeout_us.into(),
+            idle_spin_bursts: dataplane.idle_spin_bursts.into(),
+        }
+    }
+}
+
+impl From<&TableConfig> for RawTables {
+    fn from(tables: &TableConfig) -> Self {
+        Self {
+            neighbours: tables.neighbours.into(),
+            pending_per_neighbour: tables.pending_per_neighbour.into(),
+            max_routes_v4: tables.max_routes_v4.into(),
+            max_routes_v6: tables.max_routes_v6.into(),
+        }
+    }
+}
+
+impl From<&IcmpConfig> for RawIcmp {
+    fn from(icmp: &IcmpConfig) -> Self {
+        Self {
+            errors_per_second: icmp.errors_per_second.into(),
+            errors_burst: icmp.errors_burst.into(),
+        }
+    }
+}
+
+impl From<&PortConfig> for RawPort {
+    fn from(port: &PortConfig) -> Self {
+        Self {
+            name: port.name.clone(),
+            interface: port.interface.clone(),
+            mtu: port.mtu.into(),
+            queues: port.queues.into(),
+            rp_filter: port.rp_filter,
+            addresses: port.addresses.iter().map(ToString::to_string).collect(),
+            vlans: port.vlans.iter().map(RawVlan::from).collect(),
+        }
+    }
+}
+
+impl From<&VlanConfig> for RawVlan {
+    fn from(vlan: &VlanConfig) -> Self {
+        Self {
+            id: vlan.id.into(),
+            addresses: vlan.addresses.iter().map(ToString::to_string).collect(),
+            mtu: Some(vlan.mtu.into()),
+            rp_filter: Some(vlan.rp_filter),
+        }
+    }
+}
+
+impl From<&RouteConfig> for RawRoute {
+    fn from(route: &RouteConfig) -> Self {
+        Self {
+            prefix: route.prefix.to_string(),
+            via: route.via.to_string(),
+            interface: route.interface.as_ref().map(ToString::to_string),
+        }
+    }
+}

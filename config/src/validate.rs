@@ -1,0 +1,756 @@
+//! Semantic validation: from the file shape to the typed model, collecting every problem found
+//! rather than stopping at the first, each named by the path of its key.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fmt;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+
+use ipnet::IpNet;
+
+use crate::error::{ConfigError, FieldError};
+use crate::model::{
+    Config, DataplaneConfig, IcmpConfig, InterfaceRef, PortConfig, RouteConfig, RpFilter,
+    TableConfig, VlanConfig, WorkerConfig,
+};
+use crate::raw::{RawConfig, RawDataplane, RawIcmp, RawPort, RawRoute, RawTables, RawVlan};
+
+const BURST_SIZE: RangeInclusive<u32> = 1..=64;
+const FRAME_SIZES: [u32; 2] = [2048, 4096];
+const FRAMES_PER_WORKER: RangeInclusive<u32> = 1024..=262_144;
+const RING_SIZE: RangeInclusive<u32> = 64..=16_384;
+const IDLE_POLL_TIMEOUT_US: RangeInclusive<u32> = 0..=100_000;
+const IDLE_SPIN_BURSTS: RangeInclusive<u32> = 0..=1_000_000;
+const NEIGHBOURS: RangeInclusive<u32> = 16..=1_048_576;
+const PENDING_PER_NEIGHBOUR: RangeInclusive<u32> = 0..=64;
+const MAX_ROUTES_V4: RangeInclusive<u32> = 1..=16_777_216;
+const MAX_ROUTES_V6: RangeInclusive<u32> = 1..=4_194_304;
+const ICMP_ERRORS_PER_SECOND: RangeInclusive<u32> = 0..=1_000_000;
+const ICMP_ERRORS_BURST: RangeInclusive<u32> = 1..=100_000;
+const CORE_ID: RangeInclusive<u16> = 0..=1023;
+/// Ports are few on a software router; the bound keeps per-port arrays in the dataplane small.
+const PORT_COUNT_MAX: usize = 64;
+/// Linux IFNAMSIZ (16) minus the terminating NUL; port names follow the same limit.
+const NAME_LENGTH_MAX: usize = 15;
+const MTU: RangeInclusive<u16> = 68..=9000;
+const QUEUES: RangeInclusive<u16> = 1..=64;
+const ADDRESS_COUNT_MAX: usize = 8;
+const VLAN_COUNT_MAX: usize = 64;
+const VLAN_ID: RangeInclusive<u16> = 1..=4094;
+/// Connected prefixes quoted in an "is not on-link" error, so the message stays readable.
+const LISTED_PREFIX_COUNT_MAX: usize = 8;
+
+/// Converts and checks the whole file; `Err` lists every problem found.
+pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
+    let mut errors = Errors::default();
+    let dataplane = dataplane(&mut errors, &raw.dataplane);
+    let tables = tables(&mut errors, &raw.tables);
+    let icmp = icmp(&mut errors, &raw.icmp);
+    let workers = WorkerConfig {
+        cores: cores(&mut errors, &raw.workers.cores),
+    };
+    let mut connected = Vec::new();
+    let ports = ports(&mut errors, &raw.ports, &mut connected);
+    let network = Network::new(&mut errors, &ports, &connected);
+    let routes = routes(&mut errors, &raw.routes, &network, &tables);
+    if errors.0.is_empty() {
+        Ok(Config {
+            dataplane,
+            tables,
+            icmp,
+            workers,
+            ports,
+            routes,
+        })
+    } else {
+        Err(ConfigError::Invalid(errors.0))
+    }
+}
+
+/// The problems found so far. Checks that fail still return a placeholder value so that
+/// validation goes on and reports the rest of the file too.
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(FieldError {
+            path: path.into(),
+            reason: reason.into(),
+        });
+    }
+
+    /// `value` if it lies in `range`, else the nearest bound.
+    fn ranged<T>(&mut self, path: &str, value: i64, range: RangeInclusive<T>) -> T
+    where
+        T: Copy + PartialOrd + TryFrom<i64> + Into<i64> + fmt::Display,
+    {
+        let (low, high) = (*range.start(), *range.end());
+        match T::try_from(value) {
+            Ok(converted) if range.contains(&converted) => converted,
+            _ => {
+                self.push(path, format!("{value} is out of range {low}..={high}"));
+                if value < low.into() { low } else { high }
+            }
+        }
+    }
+
+    /// Like [`Self::ranged`], and the value must also be a power of two (the range bounds are).
+    fn power_of_two(&mut self, path: &str, value: i64, range: RangeInclusive<u32>) -> u32 {
+        let in_range = self.ranged(path, value, range);
+        if i64::from(in_range) == value && !in_range.is_power_of_two() {
+            self.push(path, format!("{value} is not a power of two"));
+        }
+        in_range
+    }
+
+    fn one_of(&mut self, path: &str, value: i64, allowed: &[u32]) -> u32 {
+        if let Some(&found) = allowed
+            .iter()
+            .find(|&&candidate| i64::from(candidate) == value)
+        {
+            return found;
+        }
+        let listed: Vec<String> = allowed.iter().map(ToString::to_string).collect();
+        self.push(path, format!("{value} is not one of {}", listed.join(", ")));
+        allowed.first().copied().unwrap_or_default()
+    }
+
+    fn count_at_most(&mut self, path: &str, what: &str, count: usize, max: usize) {
+        if count > max {
+            self.push(path, format!("{count} {what} exceed the limit of {max}"));
+        }
+    }
+}
+
+/// Remembers that `key` was seen at `index`; returns where it was first seen if it was before.
+fn first_seen<K: Hash + Eq>(seen: &mut HashMap<K, usize>, key: K, index: usize) -> Option<usize> {
+    match seen.entry(key) {
+        Entry::Occupied(entry) => Some(*entry.get()),
+        Entry::Vacant(entry) => {
+            entry.insert(index);
+            None
+        }
+    }
+}
+
+fn dataplane(errors: &mut Errors, raw: &RawDataplane) -> DataplaneConfig {
+    DataplaneConfig {
+        xdp_mode: raw.xdp_mode,
+        zero_copy: raw.zero_copy,
+        burst_size: errors.ranged("dataplane.burst_size", raw.burst_size, BURST_SIZE),
+        frame_size: errors.one_of("dataplane.frame_size", raw.frame_size, &FRAME_SIZES),
+        frames_per_worker: errors.power_of_two(
+            "dataplane.frames_per_worker",
+            raw.frames_per_worker,
+            FRAMES_PER_WORKER,
+        ),
+        ring_size: errors.power_of_two("dataplane.ring_size", raw.ring_size, RING_SIZE),
+        idle_poll_timeout_us: errors.ranged(
+            "dataplane.idle_poll_timeout_us",
+            raw.idle_poll_timeout_us,
+            IDLE_POLL_TIMEOUT_US,
+        ),
+        idle_spin_bursts: errors.ranged(
+            "dataplane.idle_spin_bursts",
+            raw.idle_spin_bursts,
+            IDLE_SPIN_BURSTS,
+        ),
+    }
+}
+
+fn tables(errors: &mut Errors, raw: &RawTables) -> TableConfig {
+    TableConfig {
+        neighbours: errors.ranged("tables.neighbours", raw.neighbours, NEIGHBOURS),
+        pending_per_neighbour: errors.ranged(
+            "tables.pending_per_neighbour",
+            raw.pending_per_neighbour,
+            PENDING_PER_NEIGHBOUR,
+        ),
+        max_routes_v4: errors.ranged("tables.max_routes_v4", raw.max_routes_v4, MAX_ROUTES_V4),
+        max_routes_v6: errors.ranged("tables.max_routes_v6", raw.max_routes_v6, MAX_ROUTES_V6),
+    }
+}
+
+fn icmp(errors: &mut Errors, raw: &RawIcmp) -> IcmpConfig {
+    IcmpConfig {
+        errors_per_second: errors.ranged(
+            "icmp.errors_per_second",
+            raw.errors_per_second,
+            ICMP_ERRORS_PER_SECOND,
+        ),
+        errors_burst: errors.ranged("icmp.errors_burst", raw.errors_burst, ICMP_ERRORS_BURST),
+    }
+}
+
+fn cores(errors: &mut Errors, raw: &[i64]) -> Vec<u16> {
+    if raw.is_empty() {
+        errors.push("workers.cores", "at least one core is required");
+    }
+    let mut seen = HashMap::new();
+    let mut cores = Vec::with_capacity(raw.len());
+    for (index, &core) in raw.iter().enumerate() {
+        let path = format!("workers.cores[{index}]");
+        cores.push(errors.ranged(&path, core, CORE_ID));
+        if let Some(first) = first_seen(&mut seen, core, index) {
+            errors.push(
+                path,
+                format!("duplicate core {core} (also workers.cores[{first}])"),
+            );
+        }
+    }
+    cores
+}
+
+/// An interface address and the connected prefix it implies.
+struct Connected {
+    /// The address with host bits cleared.
+    prefix: IpNet,
+    address: IpNet,
+    interface: InterfaceRef,
+    /// Where the address is in the file, e.g. `ports[0].vlans[1].addresses[0]`.
+    path: String,
+}
+
+fn ports(errors: &mut Errors, raw: &[RawPort], connected: &mut Vec<Connected>) -> Vec<PortConfig> {
+    if raw.is_empty() {
+        errors.push("ports", "at least one port is required");
+    }
+    errors.count_at_most("ports", "ports", raw.len(), PORT_COUNT_MAX);
+    let mut names = HashMap::new();
+    let mut interfaces = HashMap::new();
+    let mut ports = Vec::with_capacity(raw.len());
+    for (index, port) in raw.iter().enumerate() {
+        let path = format!("ports[{index}]");
+        if let Some(first) = first_seen(&mut names, port.name.as_str(), index) {
+            errors.push(
+                format!("{path}.name"),
+                format!(
+                    "duplicate port name {:?} (also ports[{first}].name)",
+                    port.name
+                ),
+            );
+        }
+        if let Some(first) = first_seen(&mut interfaces, port.interface.as_str(), index) {
+            errors.push(
+                format!("{path}.interface"),
+                format!(
+                    "interface {:?} is already used by ports[{first}]",
+                    port.interface
+                ),
+            );
+        }
+        ports.push(port_config(errors, &path, port, connected));
+    }
+    ports
+}
+
+fn port_config(
+    errors: &mut Errors,
+    path: &str,
+    raw: &RawPort,
+    connected: &mut Vec<Connected>,
+) -> PortConfig {
+    if let Err(reason) = check_port_name(&raw.name) {
+        errors.push(format!("{path}.name"), reason);
+    }
+    if let Err(reason) = check_interface_name(&raw.interface) {
+        errors.push(format!("{path}.interface"), reason);
+    }
+    let mtu = errors.ranged(&format!("{path}.mtu"), raw.mtu, MTU);
+    let queues = errors.ranged(&format!("{path}.queues"), raw.queues, QUEUES);
+    let interface = InterfaceRef {
+        port: raw.name.clone(),
+        vlan: None,
+    };
+    let addresses = interface_addresses(errors, path, &raw.addresses, &interface, connected);
+
+    errors.count_at_most(
+        &format!("{path}.vlans"),
+        "VLANs",
+        raw.vlans.len(),
+        VLAN_COUNT_MAX,
+    );
+    let parent = Parent {
+        name: &raw.name,
+        mtu,
+        rp_filter: raw.rp_filter,
+    };
+    let mut ids = HashMap::new();
+    let mut vlans = Vec::with_capacity(raw.vlans.len());
+    for (index, vlan) in raw.vlans.iter().enumerate() {
+        let vlan_path = format!("{path}.vlans[{index}]");
+        if let Some(first) = first_seen(&mut ids, vlan.id, index) {
+            errors.push(
+                format!("{vlan_path}.id"),
+                format!(
+                    "duplicate VLAN id {} (also {path}.vlans[{first}].id)",
+                    vlan.id
+                ),
+            );
+        }
+        vlans.push(vlan_config(errors, &vlan_path, vlan, &parent, connected));
+    }
+    PortConfig {
+        name: raw.name.clone(),
+        interface: raw.interface.clone(),
+        mtu,
+        queues,
+        rp_filter: raw.rp_filter,
+        addresses,
+        vlans,
+    }
+}
+
+/// What a VLAN inherits from its port.
+struct Parent<'a> {
+    name: &'a str,
+    mtu: u16,
+    rp_filter: RpFilter,
+}
+
+fn vlan_config(
+    errors: &mut Errors,
+    path: &str,
+    raw: &RawVlan,
+    parent: &Parent<'_>,
+    connected: &mut Vec<Connected>,
+) -> VlanConfig {
+    let id = errors.ranged(&format!("{path}.id"), raw.id, VLAN_ID);
+    let mtu = match raw.mtu {
+        None => parent.mtu,
+        Some(raw_mtu) => {
+            let mtu_path = format!("{path}.mtu");
+            let mtu = errors.ranged(&mtu_path, raw_mtu, MTU);
+            if mtu > parent.mtu {
+                errors.push(
+                    mtu_path,
+                    format!("{mtu} exceeds the parent port's mtu {}", parent.mtu),
+                );
+            }
+            mtu
+        }
+    };
+    let interface = InterfaceRef {
+        port: parent.name.to_owned(),
+        vlan: Some(id),
+    };
+    VlanConfig {
+        id,
+        addresses: interface_addresses(errors, path, &raw.addresses, &interface, connected),
+        mtu,
+        rp_filter: raw.rp_filter.unwrap_or(parent.rp_filter),
+    }
+}
+
+/// Port names appear in routes as `PORT.VLANID`, hence no dots; the limit matches Linux's.
+fn check_port_name(name: &str) -> Result<(), String> {
+    if let Some(bad) = name
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+    {
+        return Err(format!(
+            "{name:?} contains {bad:?}; only A-Z, a-z, 0-9, '_' and '-' are allowed"
+        ));
+    }
+    if name.is_empty() || name.len() > NAME_LENGTH_MAX {
+        return Err(format!(
+            "{name:?} must be 1..={NAME_LENGTH_MAX} characters long"
+        ));
+    }
+    Ok(())
+}
+
+/// The kernel's rules (`dev_valid_name()`), so that a bad name fails here and not at start-up.
+fn check_interface_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > NAME_LENGTH_MAX {
+        return Err(format!("{name:?} must be 1..={NAME_LENGTH_MAX} bytes long"));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("{name:?} is not a valid interface name"));
+    }
+    match name
+        .chars()
+        .find(|&c| c == '/' || c == ':' || c.is_whitespace())
+    {
+        Some(bad) => Err(format!(
+            "{name:?} contains {bad:?}, which Linux interface names cannot contain"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Parses the `addresses` list of a port or VLAN at `path` and records their connected prefixes.
+fn interface_addresses(
+    errors: &mut Errors,
+    path: &str,
+    raw: &[String],
+    interface: &InterfaceRef,
+    connected: &mut Vec<Connected>,
+) -> Vec<IpNet> {
+    let list_path = format!("{path}.addresses");
+    errors.count_at_most(&list_path, "addresses", raw.len(), ADDRESS_COUNT_MAX);
+    let mut addresses = Vec::with_capacity(raw.len());
+    for (index, text) in raw.iter().enumerate() {
+        let address_path = format!("{list_path}[{index}]");
+        match parse_interface_address(text) {
+            Ok(address) => {
+                addresses.push(address);
+                connected.push(Connected {
+                    prefix: address.trunc(),
+                    address,
+                    interface: interface.clone(),
+                    path: address_path,
+                });
+            }
+            Err(reason) => errors.push(address_path, reason),
+        }
+    }
+    addresses
+}
+
+fn parse_interface_address(text: &str) -> Result<IpNet, String> {
+    let address: IpNet = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a valid address/prefix"))?;
+    match unusable_address_reason(address) {
+        Some(reason) => Err(format!("{address} {reason}")),
+        None => Ok(address),
+    }
+}
+
+/// Why `address` cannot be assigned to a router interface, if it cannot.
+fn unusable_address_reason(address: IpNet) -> Option<&'static str> {
+    let ip = address.addr();
+    if address.prefix_len() == 0 {
+        return Some("has prefix length 0, which would make every destination on-link");
+    }
+    if ip.is_unspecified() {
+        return Some("is the unspecified address");
+    }
+    if ip.is_loopback() {
+        return Some("is a loopback address");
+    }
+    if ip.is_multicast() {
+        return Some("is a multicast address");
+    }
+    match address {
+        IpNet::V4(v4) => {
+            let host = v4.addr();
+            if host.octets()[0] == 0 {
+                return Some("is in 0.0.0.0/8 (\"this network\")");
+            }
+            if host.is_broadcast() {
+                return Some("is the limited broadcast address");
+            }
+            // /31 and /32 have no network or broadcast address (RFC 3021).
+            if v4.prefix_len() <= 30 && host == v4.network() {
+                return Some("is the network address of its prefix (host bits all zero)");
+            }
+            if v4.prefix_len() <= 30 && host == v4.broadcast() {
+                return Some("is the broadcast address of its prefix (host bits all one)");
+            }
+        }
+        IpNet::V6(v6) => {
+            let host = v6.addr();
+            if host.is_unicast_link_local() {
+                return Some(
+                    "is link-local (fe80::/10); the VFN derives its own link-local address",
+                );
+            }
+            // /127 and /128 have no subnet-router anycast address (RFC 6164).
+            if v6.prefix_len() <= 126 && host == v6.network() {
+                return Some(
+                    "is the subnet-router anycast address of its prefix (host bits all zero)",
+                );
+            }
+        }
+    }
+    None
+}
+
+/// The connected side of the router, as routes see it.
+struct Network<'a> {
+    connected: &'a [Connected],
+    /// Indices into `connected`, sorted by network address then prefix length.
+    by_prefix: Vec<usize>,
+    by_interface: HashMap<&'a InterfaceRef, Vec<usize>>,
+    ports: HashMap<&'a str, &'a PortConfig>,
+}
+
+impl<'a> Network<'a> {
+    /// Indexes the connected prefixes and reports those that overlap.
+    fn new(errors: &mut Errors, ports: &'a [PortConfig], connected: &'a [Connected]) -> Self {
+        let mut by_prefix: Vec<usize> = (0..connected.len()).collect();
+        by_prefix.sort_by_key(|&index| {
+            let prefix = connected[index].prefix;
+            (prefix.network(), prefix.prefix_len())
+        });
+        report_overlaps(errors, connected, &by_prefix);
+        let mut by_interface: HashMap<&InterfaceRef, Vec<usize>> = HashMap::new();
+        for (index, entry) in connected.iter().enumerate() {
+            by_interface
+                .entry(&entry.interface)
+                .or_default()
+                .push(index);
+        }
+        let mut by_name = HashMap::new();
+        for port in ports {
+            by_name.entry(port.name.as_str()).or_insert(port);
+        }
+        Self {
+            connected,
+            by_prefix,
+            by_interface,
+            ports: by_name,
+        }
+    }
+
+    /// Resolves a route's `interface` value, `PORT` or `PORT.VLANID`.
+    fn resolve_interface(&self, text: &str) -> Result<InterfaceRef, String> {
+        let (port_name, vlan) = match text.split_once('.') {
+            None => (text, None),
+            Some((port_name, digits)) => {
+                let id = digits
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|_| digits.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or_else(|| format!("{text:?} is not PORT or PORT.VLANID"))?;
+                (port_name, Some(id))
+            }
+        };
+        let port = self
+            .ports
+            .get(port_name)
+            .ok_or_else(|| format!("{text:?} names no port"))?;
+        if let Some(id) = vlan
+            && !port.vlans.iter().any(|configured| configured.id == id)
+        {
+            return Err(format!("{text:?}: port {port_name} has no VLAN {id}"));
+        }
+        Ok(InterfaceRef {
+            port: port_name.to_owned(),
+            vlan,
+        })
+    }
+
+    /// Checks that `via` lies in a connected prefix of some interface.
+    fn check_on_link_anywhere(&self, via: IpAddr) -> Result<(), String> {
+        // Connected prefixes do not overlap (else an error is already reported), so the only
+        // candidate is the last one whose network address is not above `via`.
+        let after = self
+            .by_prefix
+            .partition_point(|&index| self.connected[index].prefix.network() <= via);
+        let candidate = after
+            .checked_sub(1)
+            .map(|position| &self.connected[self.by_prefix[position]])
+            .filter(|entry| entry.prefix.contains(&via));
+        match candidate {
+            Some(entry) => check_not_own_address(entry, via),
+            None => Err(format!(
+                "{via} is not on-link on any port (connected prefixes: {})",
+                list_prefixes(
+                    self.by_prefix.iter().map(|&index| &self.connected[index]),
+                    via
+                )
+            )),
+        }
+    }
+
+    /// Checks that `via` lies in a connected prefix of `interface`.
+    fn check_on_link_at(&self, interface: &InterfaceRef, via: IpAddr) -> Result<(), String> {
+        let entries = || {
+            self.by_interface
+                .get(interface)
+                .into_iter()
+                .flatten()
+                .map(|&index| &self.connected[index])
+        };
+        match entries().find(|entry| entry.prefix.contains(&via)) {
+            Some(entry) => check_not_own_address(entry, via),
+            None => Err(format!(
+                "{via} is not on-link on {interface} (connected prefixes: {})",
+                list_prefixes(entries(), via)
+            )),
+        }
+    }
+}
+
+/// Reports each connected prefix that overlaps another, at whichever of the two comes later in
+/// the file. `by_prefix` is sorted by (network, prefix length).
+fn report_overlaps(errors: &mut Errors, connected: &[Connected], by_prefix: &[usize]) {
+    let mut overlaps = Vec::new();
+    // Prefixes either nest or are disjoint. In this order, a prefix overlaps an earlier one iff
+    // it lies inside the earlier prefix reaching furthest, which is the last one not reported.
+    let mut cover: Option<usize> = None;
+    for &index in by_prefix {
+        match cover {
+            Some(outer)
+                if connected[outer]
+                    .prefix
+                    .contains(&connected[index].prefix.network()) =>
+            {
+                overlaps.push((outer.min(index), outer.max(index)));
+            }
+            _ => cover = Some(index),
+        }
+    }
+    overlaps.sort_unstable();
+    for (first, later) in overlaps {
+        errors.push(
+            connected[later].path.clone(),
+            format!(
+                "connected prefix {} overlaps {} of {}",
+                connected[later].prefix, connected[first].prefix, connected[first].path
+            ),
+        );
+    }
+}
+
+fn check_not_own_address(entry: &Connected, via: IpAddr) -> Result<(), String> {
+    if entry.address.addr() == via {
+        Err(format!(
+            "{via} is this router's own address ({})",
+            entry.path
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// The prefixes of `via`'s family, for an error message, at most [`LISTED_PREFIX_COUNT_MAX`].
+fn list_prefixes<'c>(entries: impl Iterator<Item = &'c Connected>, via: IpAddr) -> String {
+    let same_family: Vec<String> = entries
+        .filter(|entry| entry.prefix.addr().is_ipv4() == via.is_ipv4())
+        .map(|entry| entry.prefix.to_string())
+        .collect();
+    if same_family.is_empty() {
+        return format!("none of {}", family(via));
+    }
+    let shown = same_family.len().min(LISTED_PREFIX_COUNT_MAX);
+    let mut listed = same_family[..shown].join(", ");
+    if same_family.len() > shown {
+        listed.push_str(&format!(" and {} more", same_family.len() - shown));
+    }
+    listed
+}
+
+fn family(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+fn routes(
+    errors: &mut Errors,
+    raw: &[RawRoute],
+    network: &Network<'_>,
+    tables: &TableConfig,
+) -> Vec<RouteConfig> {
+    let mut prefixes = HashMap::new();
+    let mut routes = Vec::with_capacity(raw.len());
+    for (index, route) in raw.iter().enumerate() {
+        let path = format!("routes[{index}]");
+        let Some(config) = route_config(errors, &path, route, network) else {
+            continue;
+        };
+        if let Some(first) = first_seen(&mut prefixes, config.prefix, index) {
+            errors.push(
+                format!("{path}.prefix"),
+                format!(
+                    "duplicate route {} (also routes[{first}].prefix)",
+                    config.prefix
+                ),
+            );
+        }
+        routes.push(config);
+    }
+    let v4_count = routes
+        .iter()
+        .filter(|route| route.prefix.addr().is_ipv4())
+        .count();
+    let v6_count = routes.len() - v4_count;
+    for (count, max, key, family) in [
+        (v4_count, tables.max_routes_v4, "max_routes_v4", "IPv4"),
+        (v6_count, tables.max_routes_v6, "max_routes_v6", "IPv6"),
+    ] {
+        if u64::try_from(count).unwrap_or(u64::MAX) > u64::from(max) {
+            errors.push(
+                "routes",
+                format!("{count} {family} routes exceed tables.{key} = {max}"),
+            );
+        }
+    }
+    routes
+}
+
+/// `None` when the prefix or the gateway cannot be parsed (already reported).
+fn route_config(
+    errors: &mut Errors,
+    path: &str,
+    raw: &RawRoute,
+    network: &Network<'_>,
+) -> Option<RouteConfig> {
+    let prefix = match raw.prefix.parse::<IpNet>() {
+        Ok(prefix) if prefix.trunc() != prefix => {
+            errors.push(
+                format!("{path}.prefix"),
+                format!(
+                    "{prefix} has host bits set (the network is {})",
+                    prefix.trunc()
+                ),
+            );
+            Some(prefix.trunc())
+        }
+        Ok(prefix) => Some(prefix),
+        Err(_) => {
+            let text = &raw.prefix;
+            errors.push(
+                format!("{path}.prefix"),
+                format!("{text:?} is not a valid prefix"),
+            );
+            None
+        }
+    };
+    let via = match raw.via.parse::<IpAddr>() {
+        Ok(via) => Some(via),
+        Err(_) => {
+            let text = &raw.via;
+            errors.push(
+                format!("{path}.via"),
+                format!("{text:?} is not a valid address"),
+            );
+            None
+        }
+    };
+    let interface = raw
+        .interface
+        .as_deref()
+        .map(|text| network.resolve_interface(text));
+    if let Some(Err(reason)) = &interface {
+        errors.push(format!("{path}.interface"), reason.clone());
+    }
+    let (prefix, via) = (prefix?, via?);
+    let on_link = if prefix.addr().is_ipv4() != via.is_ipv4() {
+        Err(format!(
+            "{via} is {} but the prefix {prefix} is {}",
+            family(via),
+            family(prefix.addr())
+        ))
+    } else {
+        match &interface {
+            None => network.check_on_link_anywhere(via),
+            Some(Ok(interface)) => network.check_on_link_at(interface, via),
+            // Already reported; there is no interface to check `via` against.
+            Some(Err(_)) => Ok(()),
+        }
+    };
+    if let Err(reason) = on_link {
+        errors.push(format!("{path}.via"), reason);
+    }
+    Some(RouteConfig {
+        prefix,
+        via,
+        interface: interface.and_then(Result::ok),
+    })
+}

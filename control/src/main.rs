@@ -1,0 +1,122 @@
+//! `vfn`: the VFN router.
+
+mod lab;
+mod replay;
+mod run;
+mod spec;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use vfn_config::Config;
+
+/// The VFN, a userspace router on AF_XDP.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the router on the ports of a config file (needs root and AF_XDP). Stops cleanly on
+    /// SIGINT/SIGTERM, detaching its XDP programs.
+    Run {
+        /// The TOML config (see config/examples/full.toml for every key).
+        #[arg(long)]
+        config: PathBuf,
+        /// Write counters here in Prometheus text format, refreshed every 200 ms and at exit.
+        #[arg(long)]
+        stats_file: Option<PathBuf>,
+        /// Create this file once every port is attached and every worker runs.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
+    /// Check a config file and exit: every error names its field.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Build a lab of network namespaces (two clients, a server, the router's own), start the
+    /// router between them, send real traffic through it (ping v4/v6, a checked TCP transfer,
+    /// UDP), print what passed and the router's counters, and remove everything (also on Ctrl-C).
+    /// Needs root.
+    Lab {
+        /// Keep the lab and the router running until Ctrl-C after the traffic checks.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Replay a pcap capture through the router offline, in memory, as received on one port;
+    /// write what leaves each port to OUTPUT_DIR/PORT.pcap.
+    Replay {
+        #[arg(long)]
+        config: PathBuf,
+        /// The capture (Ethernet link type).
+        #[arg(long)]
+        input: PathBuf,
+        /// The port (name from the config) the capture was received on.
+        #[arg(long)]
+        port: String,
+        /// A neighbour known in advance, INTERFACE,ADDRESS,MAC (repeatable); others are solicited
+        /// and never answer offline.
+        #[arg(long = "neighbour")]
+        neighbours: Vec<replay::StaticNeighbour>,
+        #[arg(long)]
+        output_dir: PathBuf,
+    },
+}
+
+fn load(path: &PathBuf) -> Result<Config, String> {
+    Config::load(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match Cli::parse().command {
+        Command::Run {
+            config,
+            stats_file,
+            ready_file,
+        } => load(&config).and_then(|config| {
+            let options = run::RunOptions {
+                stats_file,
+                ready_file,
+                stats_interval: Duration::from_millis(200),
+            };
+            run::run(&config, &options).map_err(|e| e.to_string())
+        }),
+        Command::Check { config } => load(&config).map(|_| println!("{}: valid", config.display())),
+        Command::Lab { keep } => lab::run(keep).map_err(|e| e.to_string()),
+        Command::Replay {
+            config,
+            input,
+            port,
+            neighbours,
+            output_dir,
+        } => load(&config).and_then(|config| {
+            let written = replay::replay(&config, &input, &port, &neighbours, &output_dir)
+                .map_err(|e| e.to_string())?;
+            for (path, count) in written {
+                println!("{path}: {count} frames");
+            }
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("vfn: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

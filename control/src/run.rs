@@ -1,0 +1,172 @@
+//! `vfn run`: the router on AF_XDP ports. One pinned worker thread per configured core, the slow
+//! path on its own thread, counters written to the stats file; SIGINT or SIGTERM stop everything
+//! and the XDP programs are detached as the workers' ports close.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use vfn_config::Config;
+use vfn_dataplane::neigh::NeighbourChange;
+use vfn_dataplane::router::{Router, RouterError};
+use vfn_xdp::{XdpError, XdpIo};
+
+use crate::spec::{self, PlanError};
+use crate::stats::{self, Sources};
+
+pub struct RunOptions {
+    /// Where to write counters (Prometheus text), refreshed every `stats_interval` and at exit.
+    pub stats_file: Option<PathBuf>,
+    /// Created once every port is attached and every worker runs.
+    pub ready_file: Option<PathBuf>,
+    pub stats_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Router(#[from] RouterError),
+    #[error("worker {worker} (core {core}): {source}")]
+    Xdp {
+        worker: usize,
+        core: usize,
+        source: XdpError,
+    },
+    #[error(
+        "workers.cores: core {core} is not available to this process (available: {available:?})"
+    )]
+    Core { core: usize, available: Vec<usize> },
+    #[error("installing the signal handler: {0}")]
+    Signal(std::io::Error),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("starting a thread: {0}")]
+    Thread(std::io::Error),
+}
+
+fn log_neighbour_change(change: NeighbourChange) {
+    match change {
+        NeighbourChange::Resolved { key, mac } => {
+            let mac = mac.map(|b| format!("{b:02x}")).join(":");
+            tracing::info!(interface = key.iface, address = %key.addr, %mac, "neighbour resolved");
+        }
+        NeighbourChange::Failed { key } => {
+            tracing::warn!(interface = key.iface, address = %key.addr, "neighbour failed")
+        }
+        NeighbourChange::Removed { key } => {
+            tracing::debug!(interface = key.iface, address = %key.addr, "neighbour removed")
+        }
+    }
+}
+
+fn write_file(path: &std::path::Path, text: &str) -> Result<(), RunError> {
+    stats::write_atomically(path, text).map_err(|source| RunError::Write {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).map_err(RunError::Signal)?;
+    }
+    let plan = spec::plan(config, |name| {
+        vfn_xdp::interface_mac(name).map_err(|e| e.to_string())
+    })?;
+    let available: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    for &(core, _) in &plan.workers {
+        if !available.contains(&core) {
+            return Err(RunError::Core { core, available });
+        }
+    }
+
+    let epoch = Instant::now();
+    let mut router = Router::build(plan.router.clone(), epoch, Box::new(log_neighbour_change))?;
+    // Ports are opened before any thread starts, so a failure leaves nothing running.
+    let mut workers = Vec::with_capacity(plan.workers.len());
+    for (index, (core, ports)) in plan.workers.iter().enumerate() {
+        let io = XdpIo::open(ports, &plan.xdp).map_err(|source| RunError::Xdp {
+            worker: index,
+            core: *core,
+            source,
+        })?;
+        for mode in io.port_modes() {
+            tracing::info!(worker = index, ?mode, "port attached");
+        }
+        workers.push((*core, router.worker(io)));
+    }
+    let sources = Sources {
+        port_names: plan.port_names.clone(),
+        workers: workers.iter().map(|(_, w)| w.counters()).collect(),
+        slow_path: Arc::default(),
+    };
+    let mut slow_path = router
+        .take_slow_path()
+        .expect("Router::build makes exactly one slow path");
+    let sources = Sources {
+        slow_path: slow_path.counters(),
+        ..sources
+    };
+
+    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    for (index, (core, mut worker)) in workers.into_iter().enumerate() {
+        let stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("vfn-worker-{index}"))
+            .spawn(move || {
+                if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                    tracing::warn!(worker = index, core, "could not pin the worker");
+                }
+                tracing::info!(worker = index, core, "worker running");
+                worker.run(&stop);
+                // Dropping the worker closes its sockets and detaches the XDP programs.
+            })
+            .map_err(RunError::Thread)?;
+        threads.push(thread);
+    }
+    {
+        let stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("vfn-slow-path".into())
+            .spawn(move || slow_path.run(&stop))
+            .map_err(RunError::Thread)?;
+        threads.push(thread);
+    }
+
+    if let Some(path) = &options.ready_file {
+        write_file(path, "ready\n")?;
+    }
+    tracing::info!(ports = ?plan.port_names, workers = plan.workers.len(), "vfn running");
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(path) = &options.stats_file {
+            write_file(path, &stats::render(&sources))?;
+        }
+        // Sleep in small steps so a signal is noticed quickly.
+        let until = Instant::now() + options.stats_interval;
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    tracing::info!("stopping");
+    for thread in threads {
+        if thread.join().is_err() {
+            tracing::error!("a thread panicked");
+        }
+    }
+    if let Some(path) = &options.stats_file {
+        write_file(path, &stats::render(&sources))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The README's two commands on a fresh Debian machine, as root:
+#   tests/bootstrap.sh lab    install what is missing, build, run `vfn lab`
+#   tests/bootstrap.sh test   install what is missing, build, run the whole test suite
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# xsk-rs (libxdp, libbpf) builds from C; the lab and the tests drive namespaces, veth, ethtool,
+# ping and python3 (raw frames through AF_PACKET, standard library only).
+PACKAGES=(clang llvm libelf-dev zlib1g-dev libpcap-dev m4 pkg-config make gcc
+          iproute2 ethtool iputils-ping python3)
+
+install_packages() {
+    local missing=()
+    for package in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+    done
+    if ((${#missing[@]})); then
+        echo "installing: ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    fi
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "run as root: the lab and the tests create network namespaces and attach XDP programs" >&2
+        exit 1
+    fi
+}
+
+case "${1:-}" in
+lab)
+    install_packages
+    cargo build --release -p vfn
+    exec target/release/vfn lab
+    ;;
+test)
+    install_packages
+    cargo fmt --all -- --check
+    cargo build --workspace --all-targets
+    cargo clippy --workspace --all-targets -- -D warnings
+    # Root tests (namespaces, AF_XDP) live in their own test binaries, which cargo runs one
+    # after another; inside a binary they take a lock, so none overlap.
+    cargo test --workspace
+    ;;
+*)
+    echo "usage: $0 lab|test" >&2
+    exit 2
+    ;;
+esac
