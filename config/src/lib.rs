@@ -28,7 +28,6 @@ mod raw;
 mod validate;
 
 #[cfg(test)]
-#[expect(clippy::panic, reason = "a test reports failure by panicking")]
 mod tests;
 
 use std::fs::File;

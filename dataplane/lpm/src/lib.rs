@@ -53,11 +53,11 @@
 //!
 //! | lookup                               | baseline x86-64 | `-C target-cpu=x86-64-v2` |
 //! |--------------------------------------|-----------------|---------------------------|
-//! | IPv4, 256 hot addresses              | 2.5-3 ns        | 2 ns                      |
-//! | IPv4, random over 1 M routes (91 MiB)| 17-30 ns        | 17 ns                     |
+//! | IPv4, 256 hot addresses              | 2-3 ns          | 2 ns                      |
+//! | IPv4, random over 1 M routes (91 MiB)| 17-32 ns        | 17 ns                     |
 //! | IPv6, 256 hot addresses              | 42-57 ns        | 27 ns                     |
-//! | IPv6, same, bursts of 32             | 25-33 ns        | 20 ns                     |
-//! | IPv6, random inside 100 k routes     | 130-320 ns      | 108 ns                    |
+//! | IPv6, same, bursts of 32             | 25-36 ns        | 20 ns                     |
+//! | IPv6, random inside 100 k routes     | 130-370 ns      | 108 ns                    |
 //! | IPv6, same, bursts of 32             | 72-87 ns        | 52 ns                     |
 //!
 //! Random IPv4 lookups over a 1 M-route table are bound by cache and TLB misses (two dependent

@@ -1,12 +1,11 @@
 //! AF_XDP end to end, on veth pairs between network namespaces this test creates and removes.
-//! Needs root; run with `--test-threads=1`.
+//! Needs root; the tests take a lock, so they run one at a time.
 //!
 //! Topology: nsA (a0) <-> (r0) nsR (r1) <-> (b0) nsB. The XdpIo runs on a thread of this process
 //! that has entered nsR; Python AF_PACKET sockets send raw Ethernet frames (EtherType 0x88B5,
 //! local experimental, so no stack answers them) from nsA and check them in nsB. No IP traffic:
 //! IPv6 is disabled in every namespace so that not even link-local autoconfiguration is sent.
-
-#![expect(clippy::panic, reason = "a test fails by panicking")]
+#![expect(clippy::panic, reason = "test helpers fail the test by panicking")]
 
 use std::{
     fs::File,
@@ -76,7 +75,14 @@ while len(seen) < count and time.time() < deadline:
 print(f"intact={len(seen)} corrupt={corrupt} duplicate={duplicate}", flush=True)
 "#;
 
-fn require_root() {
+/// Root tests attach XDP programs and make namespaces: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Checks for root and takes the lock that keeps root tests apart.
+fn require_root() -> std::sync::MutexGuard<'static, ()> {
+    let serial = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     // Shows the backend's log (modes chosen, stale programs detached) with --nocapture.
     let _ = tracing_subscriber::fmt()
         .with_env_filter("vfn_xdp=debug")
@@ -87,6 +93,7 @@ fn require_root() {
         std::fs::metadata("/proc/self").is_ok_and(|proc_self| proc_self.uid() == 0),
         "needs root: these tests create network namespaces and attach XDP programs"
     );
+    serial
 }
 
 fn run(program: &str, args: &[&str]) -> String {
@@ -362,7 +369,7 @@ fn forward(io: &mut XdpIo, stop: &AtomicBool) -> Forwarded {
 }
 
 fn forward_a_to_b(options: XdpOptions, test: &str) {
-    require_root();
+    let _serial = require_root();
     let mut lab = Lab::new(test);
     let (ns_a, ns_r, ns_b) = (lab.namespace("a"), lab.namespace("r"), lab.namespace("b"));
     lab.veth(&ns_a, "a0", &ns_r, "r0");
@@ -469,7 +476,7 @@ fn forwards_a_to_b_in_native_mode_with_4096_byte_frames() {
 /// stalls: that is why r1 itself goes down here.
 #[test]
 fn a_stalled_port_does_not_starve_the_others() {
-    require_root();
+    let _serial = require_root();
     let mut lab = Lab::new("stall");
     let (ns_a, ns_r, ns_b) = (lab.namespace("a"), lab.namespace("r"), lab.namespace("b"));
     lab.veth(&ns_a, "a0", &ns_r, "r0");
@@ -570,7 +577,7 @@ fn leave_stale_program(namespace: &str) {
 
 #[test]
 fn drop_detaches_and_stale_programs_are_replaced() {
-    require_root();
+    let _serial = require_root();
     let mut lab = Lab::new("stale");
     let (ns_a, ns_r) = (lab.namespace("a"), lab.namespace("r"));
     lab.veth(&ns_a, "a0", &ns_r, "r0");
