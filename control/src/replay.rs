@@ -10,6 +10,7 @@ use vfn_dataplane::mem_io::{MemIo, MemIoConfig};
 use vfn_dataplane::neigh::NeighbourKey;
 use vfn_dataplane::pcap::{self, PcapError};
 use vfn_dataplane::router::{Router, RouterError};
+use vfn_dataplane::wire::LearnPolicy;
 
 use crate::spec::{self, PlanError};
 
@@ -114,7 +115,7 @@ pub fn replay(
                 addr: neighbour.addr,
             },
             neighbour.mac,
-            true,
+            LearnPolicy::Create,
             Duration::ZERO,
         );
         slow.neighbours_mut().publish();

@@ -9,8 +9,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use vfn_config::Config;
+use vfn_dataplane::iface::Interface;
+use vfn_dataplane::io::PacketIo;
 use vfn_dataplane::neigh::NeighbourChange;
 use vfn_dataplane::router::{Router, RouterError};
+use vfn_dataplane::wire;
 use vfn_xdp::{XdpError, XdpIo};
 
 use crate::spec::{self, PlanError};
@@ -47,6 +50,15 @@ pub enum RunError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "interface {interface}: MTU {mtu} needs {needed}-byte frames, but a frame holds {capacity} bytes (raise dataplane.frame_size or lower the MTU)"
+    )]
+    MtuTooLarge {
+        interface: String,
+        mtu: u16,
+        needed: usize,
+        capacity: usize,
+    },
     #[error("starting a thread: {0}")]
     Thread(std::io::Error),
 }
@@ -71,6 +83,22 @@ fn write_file(path: &std::path::Path, text: &str) -> Result<(), RunError> {
         path: path.display().to_string(),
         source,
     })
+}
+
+/// Every interface's largest frame (MTU plus its Ethernet header) must fit one frame buffer.
+fn check_mtus(interfaces: &[Interface], capacity: usize) -> Result<(), RunError> {
+    for iface in interfaces {
+        let needed = usize::from(iface.mtu) + wire::ethernet_header_len(iface.vlan);
+        if needed > capacity {
+            return Err(RunError::MtuTooLarge {
+                interface: iface.name.clone(),
+                mtu: iface.mtu,
+                needed,
+                capacity,
+            });
+        }
+    }
+    Ok(())
 }
 
 pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
@@ -105,6 +133,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
         for mode in io.port_modes() {
             tracing::info!(worker = index, ?mode, "port attached");
         }
+        check_mtus(&plan.router.interfaces, io.frame_capacity())?;
         workers.push((*core, router.worker(io)));
     }
     let sources = Sources {
@@ -169,4 +198,34 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
         write_file(path, &stats::render(&sources))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vfn_dataplane::iface::RpFilter;
+
+    fn iface(mtu: u16, vlan: Option<u16>) -> Interface {
+        Interface {
+            name: "p0.7".into(),
+            port: 0,
+            vlan,
+            mac: [2, 0, 0, 0, 0, 1],
+            mtu,
+            rp_filter: RpFilter::Strict,
+            ipv4: Vec::new(),
+            ipv6: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_mtu_whose_frames_do_not_fit_is_refused_naming_the_interface() {
+        assert!(check_mtus(&[iface(3822, Some(7))], 3840).is_ok());
+        let err = check_mtus(&[iface(3823, Some(7))], 3840).expect_err("3841-byte frames");
+        assert!(
+            err.to_string()
+                .starts_with("interface p0.7: MTU 3823 needs 3841-byte frames"),
+            "{err}"
+        );
+    }
 }

@@ -14,6 +14,7 @@ use vfn_dataplane::iface::{Interface, RpFilter};
 use vfn_dataplane::mem_io::{MemIo, MemIoConfig};
 use vfn_dataplane::neigh::{NeighbourKey, NeighbourTimers};
 use vfn_dataplane::router::{Router, RouterSpec};
+use vfn_dataplane::wire::LearnPolicy;
 use vfn_dataplane::worker::WorkerConfig;
 
 #[derive(Parser)]
@@ -102,7 +103,7 @@ fn measure(flows: usize, seconds: f64) -> (u64, Duration) {
         addr: "198.18.128.2".parse().expect("constant"),
     };
     slow.neighbours_mut()
-        .learned(gateway, SERVER_MAC, true, Duration::ZERO);
+        .learned(gateway, SERVER_MAC, LearnPolicy::Create, Duration::ZERO);
     slow.neighbours_mut().publish();
 
     let mut io = MemIo::new(MemIoConfig {

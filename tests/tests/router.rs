@@ -81,6 +81,21 @@ fn ping_and_tcp_through_the_router_v4_and_v6() {
             s.vfn.log()
         );
     }
+    // c1's link takes 2000 bytes, the server's 1500: without DF the router fragments.
+    let fragmented = ping(
+        &s,
+        "c1",
+        addr("198.18.3.2"),
+        PingOpts {
+            size: Some(1600),
+            ..quick()
+        },
+    );
+    assert!(
+        fragmented.all_received(),
+        "fragmented ping: {}",
+        fragmented.output
+    );
     for (port, to) in [(6001, "198.18.3.2"), (6002, "2001:2:0:3::2")] {
         let result = vfn_lab::tcp_transfer(
             s.lab.netns("c1").expect("c1"),

@@ -52,8 +52,9 @@ drop_reasons! {
     ReversePath => "reverse_path", "source fails the port's reverse-path check (spoofed)";
     TtlExceeded => "ttl_exceeded", "TTL or hop limit would reach zero";
     NoRoute => "no_route", "no route to the destination";
+    DirectedBroadcast => "directed_broadcast", "to a connected subnet's network or broadcast address (RFC 2644)";
     TooBig => "too_big", "larger than the egress MTU with fragmentation forbidden";
-    FragmentationUnsupported => "fragmentation_unsupported", "larger than the egress MTU; IPv4 fragmentation is not done";
+    FragmentsTooMany => "fragments_too_many", "IPv4 packet would need more fragments than the worker makes";
     NeighbourFailed => "neighbour_failed", "next hop did not answer ARP/ND";
     NeighbourQueueFull => "neighbour_queue_full", "queue for an unresolved next hop is full";
     PuntQueueFull => "punt_queue_full", "slow path (router's own addresses) is busy";

@@ -23,6 +23,8 @@ pub enum NextHop {
     Local { iface: IfIndex },
     /// On-link: the destination is its own neighbour on `iface`.
     Connected { iface: IfIndex },
+    /// The network or broadcast address of a connected subnet: never forwarded.
+    Broadcast { iface: IfIndex },
     /// Through `gateway` on `iface`, whose neighbour entry is `slot`.
     Gateway {
         iface: IfIndex,
@@ -36,6 +38,7 @@ impl NextHop {
         match *self {
             NextHop::Local { iface }
             | NextHop::Connected { iface }
+            | NextHop::Broadcast { iface }
             | NextHop::Gateway { iface, .. } => iface,
         }
     }
@@ -117,6 +120,15 @@ impl Fib {
                     IpNet::from(IpAddr::V4(net.addr())),
                     NextHop::Local { iface: index },
                 ));
+                // /31 and /32 have no network or broadcast address (RFC 3021).
+                if net.prefix_len() <= 30 {
+                    for edge in [net.network(), net.broadcast()] {
+                        routes.push((
+                            IpNet::from(IpAddr::V4(edge)),
+                            NextHop::Broadcast { iface: index },
+                        ));
+                    }
+                }
             }
             for net in &iface.ipv6 {
                 routes.push((IpNet::V6(net.trunc()), NextHop::Connected { iface: index }));
@@ -283,6 +295,7 @@ fn describe(ifaces: &Interfaces, next_hop: &NextHop) -> String {
     match next_hop {
         NextHop::Local { .. } => format!("a local address on {name}"),
         NextHop::Connected { .. } => format!("connected on {name}"),
+        NextHop::Broadcast { .. } => format!("a subnet's network or broadcast address on {name}"),
         NextHop::Gateway { gateway, .. } => format!("routed via {gateway} on {name}"),
     }
 }
@@ -334,6 +347,8 @@ mod tests {
         let v4 = |s: &str| fib.lookup(s.parse().expect("addr")).copied();
         assert_eq!(v4("198.18.1.1"), Some(NextHop::Local { iface: 0 }));
         assert_eq!(v4("198.18.1.77"), Some(NextHop::Connected { iface: 0 }));
+        assert_eq!(v4("198.18.1.0"), Some(NextHop::Broadcast { iface: 0 }));
+        assert_eq!(v4("198.18.1.255"), Some(NextHop::Broadcast { iface: 0 }));
         assert_eq!(v4("198.18.2.9"), Some(NextHop::Connected { iface: 1 }));
         assert!(matches!(
             v4("198.19.200.1"),

@@ -82,11 +82,9 @@ fn write_error_v4(
         || fragment_offset != 0
         || dst.is_multicast()
         || dst.is_broadcast()
-        || src.is_unspecified()
-        || src.is_loopback()
+        || wire::is_martian_v4(src)
         || src.is_multicast()
         || src.is_broadcast()
-        || src.octets()[0] >= 240
     {
         return None;
     }
@@ -108,7 +106,8 @@ fn write_error_v4(
     ip[0] = 0x45;
     ip[1] = 0xc0; // precedence: internetwork control, as Linux sends errors
     wire::write_u16(ip, wire::ipv4::TOTAL_LENGTH, total as u16);
-    ip[4..8].fill(0);
+    // Identification 0 with DF set: an atomic datagram (RFC 6864), never fragmented.
+    ip[4..8].copy_from_slice(&[0, 0, 0x40, 0]);
     ip[wire::ipv4::TTL] = ORIGINATED_TTL;
     ip[wire::ipv4::PROTOCOL] = PROTO_ICMP;
     wire::write_u16(ip, wire::ipv4::CHECKSUM, 0);

@@ -17,6 +17,7 @@ use arc_swap::{ArcSwap, Guard};
 use hashbrown::HashMap;
 
 use crate::iface::IfIndex;
+use crate::wire::LearnPolicy;
 
 /// A neighbour is an address on an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -246,16 +247,27 @@ impl NeighbourManager {
         self.map.is_empty()
     }
 
-    /// A worker needs `key`: create an entry to resolve if there is none.
+    /// A worker needs `key`: create an entry if there is none. Returns the solicitation to send
+    /// at once for a new entry (later ones come from [`NeighbourManager::poll`]).
     pub fn resolve(
         &mut self,
         key: NeighbourKey,
         now: Duration,
-    ) -> Result<NeighbourSlot, TableFull> {
-        if let Some(&slot) = self.map.get(&key) {
-            return Ok(slot);
+    ) -> Result<Option<Solicitation>, TableFull> {
+        if self.map.contains_key(&key) {
+            return Ok(None);
         }
-        self.insert(key, false, now)
+        let slot = self.insert(key, false, now)?;
+        if let Some(entry) = self.entries[slot as usize].as_mut() {
+            entry.state = EntryState::Incomplete {
+                probes: 1,
+                next_at: now + self.timers.retransmit,
+            };
+        }
+        Ok(Some(Solicitation {
+            key,
+            known_mac: None,
+        }))
     }
 
     /// A route's gateway: an entry that is never removed. Returns its slot for the FIB.
@@ -293,22 +305,29 @@ impl NeighbourManager {
         Ok(slot)
     }
 
-    /// An ARP or NDP message told us `key` is at `mac`. Updates an existing entry; creates one
-    /// only when `create` (the message was addressed to us, as Linux does).
+    /// An ARP or NDP message told us `key` is at `mac`; `policy` says what that may change.
     pub fn learned(
         &mut self,
         key: NeighbourKey,
         mac: [u8; 6],
-        create: bool,
+        policy: LearnPolicy,
         now: Duration,
     ) -> Option<NeighbourChange> {
-        let slot = match self.map.get(&key) {
-            Some(&slot) => slot,
-            None if create => self.insert(key, false, now).ok()?,
-            None => return None,
+        let slot = match (self.map.get(&key), policy) {
+            (Some(&slot), _) => slot,
+            (None, LearnPolicy::Create) => self.insert(key, false, now).ok()?,
+            (None, _) => return None,
         };
         let entry = self.entries[slot as usize].as_mut()?;
         let was = entry.state;
+        if policy == LearnPolicy::FillIncomplete
+            && !matches!(
+                was,
+                EntryState::Incomplete { .. } | EntryState::Failed { .. }
+            )
+        {
+            return None;
+        }
         entry.state = EntryState::Reachable {
             mac,
             confirmed_at: now,
@@ -465,10 +484,26 @@ mod tests {
         NeighbourManager::new(NeighbourTable::new(capacity), NeighbourTimers::default())
     }
 
+    fn slot_of(m: &NeighbourManager, key: NeighbourKey) -> NeighbourSlot {
+        m.table().index().slot(&key).expect("published")
+    }
+
     #[test]
-    fn resolve_solicits_then_learns() {
+    fn resolve_solicits_at_once_then_learns() {
         let mut m = manager(4);
-        let slot = m.resolve(key(2), secs(0)).expect("room");
+        let first = m.resolve(key(2), secs(0)).expect("room");
+        assert_eq!(
+            first,
+            Some(Solicitation {
+                key: key(2),
+                known_mac: None
+            })
+        );
+        assert_eq!(
+            m.resolve(key(2), secs(0)).expect("room"),
+            None,
+            "one entry, one solicitation"
+        );
         m.publish();
         let table = m.table().clone();
         assert_eq!(
@@ -477,21 +512,23 @@ mod tests {
         );
         let (mut solicit, mut changes) = (Vec::new(), Vec::new());
         m.poll(secs(0), &mut solicit, &mut changes);
-        assert_eq!(
-            solicit,
-            vec![Solicitation {
-                key: key(2),
-                known_mac: None
-            }]
+        assert!(
+            solicit.is_empty(),
+            "the next probe waits for the retransmit time"
         );
+        m.poll(secs(1), &mut solicit, &mut changes);
+        assert_eq!(solicit.len(), 1);
         assert_eq!(
-            m.learned(key(2), MAC, false, secs(0)),
+            m.learned(key(2), MAC, LearnPolicy::Update, secs(1)),
             Some(NeighbourChange::Resolved {
                 key: key(2),
                 mac: MAC
             })
         );
-        assert_eq!(table.resolution(slot), Resolution::Reachable(MAC));
+        assert_eq!(
+            table.resolution(slot_of(&m, key(2))),
+            Resolution::Reachable(MAC)
+        );
     }
 
     #[test]
@@ -502,7 +539,7 @@ mod tests {
         for s in 0..3 {
             m.poll(secs(s), &mut solicit, &mut changes);
         }
-        assert_eq!(solicit.len(), 3);
+        assert_eq!(solicit.len(), 2, "with the first, three solicitations");
         m.poll(secs(3), &mut solicit, &mut changes);
         assert_eq!(changes, vec![NeighbourChange::Failed { key: key(2) }]);
         m.publish();
@@ -550,8 +587,10 @@ mod tests {
     #[test]
     fn reachable_neighbour_is_reprobed_by_unicast_and_stays_usable() {
         let mut m = manager(2);
-        let slot = m.resolve(key(2), secs(0)).expect("room");
-        m.learned(key(2), MAC, false, secs(0));
+        m.resolve(key(2), secs(0)).expect("room");
+        m.learned(key(2), MAC, LearnPolicy::Update, secs(0));
+        m.publish();
+        let slot = slot_of(&m, key(2));
         let (mut solicit, mut changes) = (Vec::new(), Vec::new());
         m.poll(secs(31), &mut solicit, &mut changes);
         assert_eq!(
@@ -563,18 +602,43 @@ mod tests {
         );
         assert_eq!(m.table().resolution(slot), Resolution::Reachable(MAC));
         assert_eq!(
-            m.learned(key(2), MAC, false, secs(31)),
+            m.learned(key(2), MAC, LearnPolicy::Update, secs(31)),
             None,
             "same MAC is no change"
         );
     }
 
     #[test]
+    fn advertisement_without_override_only_completes_resolution() {
+        let mut m = manager(2);
+        let other = [2, 0, 0, 0, 0, 0x77];
+        m.learned(key(2), MAC, LearnPolicy::Create, secs(0));
+        assert_eq!(
+            m.learned(key(2), other, LearnPolicy::FillIncomplete, secs(1)),
+            None,
+            "keeps the known MAC"
+        );
+        m.resolve(key(3), secs(1)).expect("room");
+        assert!(
+            m.learned(key(3), other, LearnPolicy::FillIncomplete, secs(1))
+                .is_some()
+        );
+        assert_eq!(
+            m.learned(key(4), other, LearnPolicy::FillIncomplete, secs(1)),
+            None,
+            "creates nothing"
+        );
+    }
+
+    #[test]
     fn learning_creates_only_when_asked() {
         let mut m = manager(2);
-        assert_eq!(m.learned(key(7), MAC, false, secs(0)), None);
+        assert_eq!(m.learned(key(7), MAC, LearnPolicy::Update, secs(0)), None);
         assert!(m.is_empty());
-        assert!(m.learned(key(7), MAC, true, secs(0)).is_some());
+        assert!(
+            m.learned(key(7), MAC, LearnPolicy::Create, secs(0))
+                .is_some()
+        );
         assert_eq!(m.len(), 1);
     }
 

@@ -6,7 +6,7 @@
 //! never allocates, and never panics on any input: every malformed packet becomes a counted
 //! [`DropReason`].
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 use etherparse::err::{ipv4 as ipv4_err, ipv6 as ipv6_err};
@@ -32,6 +32,15 @@ pub enum Verdict {
         port: PortIndex,
         len: usize,
         key: NeighbourKey,
+    },
+    /// Like `Forward` (or `AwaitNeighbour` when `waiting_for` is set), but the IPv4 packet is
+    /// larger than the egress MTU and may be fragmented: the worker splits it into fragments of
+    /// at most `mtu` bytes (RFC 791, RFC 1812 section 4.2.2.7).
+    Fragment {
+        port: PortIndex,
+        len: usize,
+        mtu: u16,
+        waiting_for: Option<NeighbourKey>,
     },
     /// For the router itself (ARP, NDP, ping to its addresses): an untagged Ethernet frame at
     /// `start..start + len` of the buffer, received on `iface`.
@@ -209,7 +218,7 @@ impl Pipeline {
         let protocol = header.protocol().0;
         let fragment_word = wire::read_u16(buf, l3 + ipv4::FLAGS_FRAGMENT);
         let first_fragment = fragment_word & ipv4::FRAGMENT_OFFSET_MASK == 0;
-        let more_fragments = fragment_word & 0x2000 != 0;
+        let more_fragments = fragment_word & ipv4::FLAG_MORE_FRAGMENTS != 0;
         if first_fragment {
             check_l4(
                 protocol,
@@ -218,11 +227,12 @@ impl Pipeline {
             )?;
         }
 
-        if is_martian_v4(src) || src.is_multicast() || src.is_broadcast() {
+        if wire::is_martian_v4(src) || src.is_multicast() || src.is_broadcast() {
             return Err(Verdict::Drop(DropReason::MartianSource));
         }
         let fib = view.fib;
-        if let Some(NextHop::Local { .. }) = fib.lookup_v4(dst) {
+        let dst_route = fib.lookup_v4(dst).copied();
+        if let Some(NextHop::Local { .. }) = dst_route {
             return Ok(self.to_host(buf, l3 + total_len, link));
         }
         if link.group_destination || dst.is_multicast() || dst.is_broadcast() {
@@ -231,11 +241,11 @@ impl Pipeline {
         if src.is_link_local() || dst.is_link_local() {
             return Err(Verdict::Drop(DropReason::LinkLocalNotForwarded));
         }
-        if is_martian_v4(dst) {
+        if wire::is_martian_v4(dst) {
             return Err(Verdict::Drop(DropReason::MartianDestination));
         }
         let ingress = self.interface(link.iface)?;
-        reverse_path_check(ingress.rp_filter, link.iface, fib.lookup_v4(src))?;
+        source_check(ingress.rp_filter, link.iface, fib.lookup_v4(src))?;
         let error = |reason, error| Verdict::Error {
             reason,
             error,
@@ -247,17 +257,22 @@ impl Pipeline {
         if ttl <= 1 {
             return Err(error(DropReason::TtlExceeded, IcmpError::TimeExceeded));
         }
-        let next_hop = *fib
-            .lookup_v4(dst)
-            .ok_or(error(DropReason::NoRoute, IcmpError::NetUnreachable))?;
-        let egress = self.interface(next_hop.iface())?;
-        if total_len > usize::from(egress.mtu) {
-            return Err(if fragment_word & ipv4::FLAG_DONT_FRAGMENT != 0 {
-                error(DropReason::TooBig, IcmpError::TooBig { mtu: egress.mtu })
-            } else {
-                Verdict::Drop(DropReason::FragmentationUnsupported)
-            });
+        let next_hop = dst_route.ok_or(error(DropReason::NoRoute, IcmpError::NetUnreachable))?;
+        if let NextHop::Broadcast { .. } = next_hop {
+            return Err(Verdict::Drop(DropReason::DirectedBroadcast));
         }
+        let egress = self.interface(next_hop.iface())?;
+        let fragment_mtu = if total_len > usize::from(egress.mtu) {
+            if fragment_word & ipv4::FLAG_DONT_FRAGMENT != 0 {
+                return Err(error(
+                    DropReason::TooBig,
+                    IcmpError::TooBig { mtu: egress.mtu },
+                ));
+            }
+            Some(egress.mtu)
+        } else {
+            None
+        };
         let (key, resolution) = self.resolve(view, next_hop, IpAddr::V4(dst));
         if resolution == Some(Resolution::Failed) {
             return Err(error(
@@ -277,7 +292,7 @@ impl Pipeline {
             checksum::update_word(old_checksum, old_word, new_word),
         );
 
-        self.rewrite_link(
+        let verdict = self.rewrite_link(
             buf,
             l3,
             total_len,
@@ -285,7 +300,22 @@ impl Pipeline {
             wire::ETHERTYPE_IPV4,
             key,
             resolution,
-        )
+        )?;
+        Ok(match (fragment_mtu, verdict) {
+            (Some(mtu), Verdict::Forward { port, len }) => Verdict::Fragment {
+                port,
+                len,
+                mtu,
+                waiting_for: None,
+            },
+            (Some(mtu), Verdict::AwaitNeighbour { port, len, key }) => Verdict::Fragment {
+                port,
+                len,
+                mtu,
+                waiting_for: Some(key),
+            },
+            (_, verdict) => verdict,
+        })
     }
 
     fn ipv6(
@@ -321,13 +351,14 @@ impl Pipeline {
         }
         let ingress = self.interface(link.iface)?;
         let fib = view.fib;
+        let dst_route = fib.lookup_v6(dst).copied();
         let for_us = if dst.is_multicast() {
             // Link-scope groups (all-nodes, solicited-node, all-routers) carry NDP.
             dst.segments()[0] & 0xff0f == 0xff02
         } else if dst.is_unicast_link_local() {
             dst == ingress.link_local()
         } else {
-            matches!(fib.lookup_v6(dst), Some(NextHop::Local { .. }))
+            matches!(dst_route, Some(NextHop::Local { .. }))
         };
         if for_us {
             return Ok(self.to_host(buf, l3 + total_len, link));
@@ -344,7 +375,7 @@ impl Pipeline {
         if dst.is_unspecified() || dst.is_loopback() || is_ipv4_mapped(dst) {
             return Err(Verdict::Drop(DropReason::MartianDestination));
         }
-        reverse_path_check(ingress.rp_filter, link.iface, fib.lookup_v6(src))?;
+        source_check(ingress.rp_filter, link.iface, fib.lookup_v6(src))?;
         let error = |reason, error| Verdict::Error {
             reason,
             error,
@@ -356,9 +387,7 @@ impl Pipeline {
         if hop_limit <= 1 {
             return Err(error(DropReason::TtlExceeded, IcmpError::TimeExceeded));
         }
-        let next_hop = *fib
-            .lookup_v6(dst)
-            .ok_or(error(DropReason::NoRoute, IcmpError::NetUnreachable))?;
+        let next_hop = dst_route.ok_or(error(DropReason::NoRoute, IcmpError::NetUnreachable))?;
         let egress = self.interface(next_hop.iface())?;
         if total_len > usize::from(egress.mtu) {
             return Err(error(
@@ -405,7 +434,10 @@ impl Pipeline {
                 },
                 Some(self.neighbours.resolution(slot)),
             ),
-            NextHop::Connected { iface } | NextHop::Local { iface } => {
+            // Local and broadcast destinations are handled before a neighbour is needed.
+            NextHop::Connected { iface }
+            | NextHop::Local { iface }
+            | NextHop::Broadcast { iface } => {
                 let key = NeighbourKey { iface, addr: dst };
                 (key, self.neighbours.lookup(view.neighbours, &key))
             }
@@ -484,27 +516,21 @@ fn check_l4(protocol: u8, payload: &[u8], complete: bool) -> Decision<()> {
     Ok(())
 }
 
-/// Addresses that never appear on the wire as a source or destination of routed traffic
-/// (RFC 1812 5.3.7, RFC 6890): "this network", loopback, reserved class E.
-#[inline]
-fn is_martian_v4(addr: Ipv4Addr) -> bool {
-    let first = addr.octets()[0];
-    first == 0 || first == 127 || (first >= 240 && !addr.is_broadcast())
-}
-
 #[inline]
 fn is_ipv4_mapped(addr: Ipv6Addr) -> bool {
     let s = addr.segments();
     s[..5] == [0; 5] && s[5] == 0xffff
 }
 
-/// RFC 3704: strict, the route back must use the ingress interface; loose, some route back must
-/// exist. Either way a packet claiming one of our own addresses as source is spoofed.
+/// A packet claiming one of the router's own addresses as source is never forwarded (RFC 1812
+/// section 5.3.7); then the reverse-path check of RFC 3704: strict, the route back must use the
+/// ingress interface; loose, some route back must exist.
 #[inline]
-fn reverse_path_check(mode: RpFilter, ingress: IfIndex, back: Option<&NextHop>) -> Decision<()> {
+fn source_check(mode: RpFilter, ingress: IfIndex, back: Option<&NextHop>) -> Decision<()> {
     let passes = match (mode, back) {
+        (_, Some(NextHop::Local { .. })) => return Err(Verdict::Drop(DropReason::MartianSource)),
         (RpFilter::Off, _) => true,
-        (_, None | Some(NextHop::Local { .. })) => false,
+        (_, None) => false,
         (RpFilter::Loose, Some(_)) => true,
         (RpFilter::Strict, Some(next_hop)) => next_hop.iface() == ingress,
     };

@@ -276,13 +276,11 @@ impl SlowPath {
                 self.learn(iface, frame.as_slice(), now);
                 self.answer(iface, frame, now);
             }
-            ToSlowPath::Resolve(key) => {
-                if self.neighbours.resolve(key, now).is_err() {
-                    self.counters.neighbour_table_full.add(1);
-                }
-                // Solicit at once rather than at the next tick.
-                self.tick(now);
-            }
+            ToSlowPath::Resolve(key) => match self.neighbours.resolve(key, now) {
+                Ok(Some(solicitation)) => self.solicit(solicitation),
+                Ok(None) => {}
+                Err(_) => self.counters.neighbour_table_full.add(1),
+            },
         }
     }
 
@@ -326,10 +324,9 @@ impl SlowPath {
             iface: iface_index,
             addr: hint.addr,
         };
-        if let Some(change) = self.neighbours.learned(key, hint.mac, hint.for_us, now) {
+        if let Some(change) = self.neighbours.learned(key, hint.mac, hint.policy, now) {
             (self.on_change)(change);
         }
-        self.neighbours.publish();
     }
 
     fn answer(&mut self, iface_index: IfIndex, frame: HostFrame, now: Duration) {

@@ -35,6 +35,7 @@ pub mod ipv4 {
     pub const SOURCE: usize = 12;
     pub const DESTINATION: usize = 16;
     pub const FLAG_DONT_FRAGMENT: u16 = 0x4000;
+    pub const FLAG_MORE_FRAGMENTS: u16 = 0x2000;
     pub const FRAGMENT_OFFSET_MASK: u16 = 0x1fff;
 }
 
@@ -45,6 +46,15 @@ pub mod ipv6 {
     pub const HOP_LIMIT: usize = 7;
     pub const SOURCE: usize = 8;
     pub const DESTINATION: usize = 24;
+}
+
+/// IPv4 addresses that never appear on the wire as a source or destination of routed traffic
+/// (RFC 1812 section 5.3.7, RFC 6890): "this network" 0/8, loopback 127/8, reserved 240/4 but for
+/// the limited broadcast address (whose own rules differ by direction).
+#[inline]
+pub fn is_martian_v4(addr: Ipv4Addr) -> bool {
+    let first = addr.octets()[0];
+    first == 0 || first == 127 || (first >= 240 && !addr.is_broadcast())
 }
 
 #[inline]
@@ -186,9 +196,19 @@ pub fn write_neighbour_solicitation(
 pub struct NeighbourHint {
     pub addr: std::net::IpAddr,
     pub mac: [u8; 6],
-    /// True when the message asked for one of our addresses or answered us (Linux creates an
-    /// entry then; other gratuitous chatter only updates existing ones).
-    pub for_us: bool,
+    pub policy: LearnPolicy,
+}
+
+/// What a binding heard on the wire may do to the neighbour table (Linux with `arp_accept=0`,
+/// RFC 4861 section 7.2.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LearnPolicy {
+    /// A request for one of our addresses: its sender will talk to us, create the entry.
+    Create,
+    /// Update an entry that exists; create none (replies, advertisements, others' requests).
+    Update,
+    /// An advertisement without the Override flag: only completes an entry being resolved.
+    FillIncomplete,
 }
 
 /// The sender binding an ARP packet (request or reply) announces. `is_ours` says whether an IPv4
@@ -208,15 +228,23 @@ pub fn arp_hint(arp: &[u8], is_ours: impl Fn(Ipv4Addr) -> bool) -> Option<Neighb
     if sender.is_unspecified() || mac[0] & 1 == 1 {
         return None;
     }
+    let is_request = read_u16(arp, 6) == 1;
+    let policy = if is_request && is_ours(target) {
+        LearnPolicy::Create
+    } else {
+        LearnPolicy::Update
+    };
     Some(NeighbourHint {
         addr: sender.into(),
         mac,
-        for_us: is_ours(target),
+        policy,
     })
 }
 
 /// The binding a neighbour solicitation (its source and source link-layer option) or
 /// advertisement (its target and target link-layer option) announces. `ip` is the IPv6 packet.
+/// Messages that fail the validity checks of RFC 4861 sections 7.1.1 and 7.1.2 (hop limit 255,
+/// code 0, ICMPv6 checksum, option lengths) teach nothing.
 pub fn ndp_hint(ip: &[u8], is_ours: impl Fn(Ipv6Addr) -> bool) -> Option<NeighbourHint> {
     if ip.len() < IPV6_HEADER_LEN + 24
         || ip[ipv6::NEXT_HEADER] != PROTO_ICMPV6
@@ -224,15 +252,39 @@ pub fn ndp_hint(ip: &[u8], is_ours: impl Fn(Ipv6Addr) -> bool) -> Option<Neighbo
     {
         return None;
     }
-    let icmp = &ip[IPV6_HEADER_LEN..];
-    let kind = icmp[0];
+    let payload_len = usize::from(read_u16(ip, ipv6::PAYLOAD_LENGTH));
+    let icmp = ip.get(IPV6_HEADER_LEN..IPV6_HEADER_LEN + payload_len)?;
     let source: [u8; 16] = ip[ipv6::SOURCE..ipv6::SOURCE + 16].try_into().ok()?;
+    let destination: [u8; 16] = ip[ipv6::DESTINATION..ipv6::DESTINATION + 16]
+        .try_into()
+        .ok()?;
+    let sum =
+        checksum::ipv6_pseudo_header_sum(&source, &destination, payload_len as u32, PROTO_ICMPV6);
+    if icmp.len() < 24 || icmp[1] != 0 || checksum::ones_complement_sum(icmp, sum) != 0xffff {
+        return None;
+    }
     let target: [u8; 16] = icmp[8..24].try_into().ok()?;
-    let (wanted_option, addr, for_us) = match kind {
+    let (wanted_option, addr, policy) = match icmp[0] {
         ICMPV6_NEIGHBOUR_SOLICITATION => {
-            (1, Ipv6Addr::from(source), is_ours(Ipv6Addr::from(target)))
+            let policy = if is_ours(Ipv6Addr::from(target)) {
+                LearnPolicy::Create
+            } else {
+                LearnPolicy::Update
+            };
+            (1, Ipv6Addr::from(source), policy)
         }
-        ICMPV6_NEIGHBOUR_ADVERTISEMENT => (2, Ipv6Addr::from(target), true),
+        ICMPV6_NEIGHBOUR_ADVERTISEMENT => {
+            let overrides = icmp[4] & 0x20 != 0;
+            (
+                2,
+                Ipv6Addr::from(target),
+                if overrides {
+                    LearnPolicy::Update
+                } else {
+                    LearnPolicy::FillIncomplete
+                },
+            )
+        }
         _ => return None,
     };
     if addr.is_unspecified() || addr.is_multicast() {
@@ -249,7 +301,7 @@ pub fn ndp_hint(ip: &[u8], is_ours: impl Fn(Ipv6Addr) -> bool) -> Option<Neighbo
             return Some(NeighbourHint {
                 addr: addr.into(),
                 mac,
-                for_us,
+                policy,
             });
         }
         options = &options[length..];
@@ -288,7 +340,7 @@ mod tests {
             NeighbourHint {
                 addr: "198.18.1.1".parse().expect("addr"),
                 mac: MAC,
-                for_us: true
+                policy: LearnPolicy::Create
             }
         );
     }
@@ -338,7 +390,7 @@ mod tests {
             NeighbourHint {
                 addr: src.into(),
                 mac: MAC,
-                for_us: true
+                policy: LearnPolicy::Create
             }
         );
     }

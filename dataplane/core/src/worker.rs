@@ -20,11 +20,33 @@ use crate::neigh::{NeighbourKey, NeighbourTable, Resolution};
 use crate::pipeline::{BurstView, Pipeline, Verdict};
 use crate::ratelimit::TokenBucket;
 use crate::slowpath::{HostFrame, Outbound, ToSlowPath};
+use crate::wire::{self, IPV4_HEADER_LEN};
 
 /// Largest burst taken from one RX ring.
 pub const BURST_MAX: usize = 64;
 /// Frames taken from the slow path per loop iteration.
 const OUTBOUND_PER_ITERATION: usize = 32;
+/// Most fragments made of one IPv4 packet: a 4096-byte frame at the smallest MTU (68) needs 85.
+const FRAGMENTS_MAX: usize = 96;
+
+/// Sets total length, fragment offset and More Fragments of an IPv4 header (keeping DF clear, as
+/// only packets without it are fragmented) and recomputes its checksum.
+fn write_fragment_header(header: &mut [u8], total_len: usize, offset: usize, more: bool) {
+    wire::write_u16(header, wire::ipv4::TOTAL_LENGTH, total_len as u16);
+    let flags = if more {
+        wire::ipv4::FLAG_MORE_FRAGMENTS
+    } else {
+        0
+    };
+    wire::write_u16(
+        header,
+        wire::ipv4::FLAGS_FRAGMENT,
+        flags | (offset / 8) as u16,
+    );
+    wire::write_u16(header, wire::ipv4::CHECKSUM, 0);
+    let sum = crate::checksum::checksum(header);
+    wire::write_u16(header, wire::ipv4::CHECKSUM, sum);
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WorkerConfig {
@@ -67,6 +89,8 @@ struct Pending {
     egress: PortIndex,
     /// The port it came in on, charged with the drop if resolution fails.
     ingress: PortIndex,
+    /// Fragment to this MTU when sending (an IPv4 packet larger than the egress MTU).
+    fragment_mtu: Option<u16>,
     since: Duration,
 }
 
@@ -88,6 +112,8 @@ pub struct Worker<P: PacketIo> {
     icmp_budget: TokenBucket,
     /// Copy of an original packet while its ICMP error is written over the same frame.
     quote: Box<[u8]>,
+    /// A fragment's payload on its way from the original frame to a fresh one.
+    scratch: Box<[u8]>,
     idle_iterations: u32,
 }
 
@@ -101,6 +127,7 @@ impl<P: PacketIo> Worker<P> {
         link: SlowPathLink,
     ) -> Worker<P> {
         let counters = Arc::new(WorkerCounters::new(io.port_count()));
+        let frame_capacity = io.frame_capacity();
         let config = WorkerConfig {
             burst_size: config.burst_size.clamp(1, BURST_MAX),
             ..config
@@ -114,6 +141,7 @@ impl<P: PacketIo> Worker<P> {
             pending: Vec::with_capacity(config.pending_max),
             icmp_budget: TokenBucket::new(config.icmp_errors_per_second, config.icmp_errors_burst),
             quote: vec![0u8; icmp::ERROR_FRAME_MAX].into_boxed_slice(),
+            scratch: vec![0u8; frame_capacity].into_boxed_slice(),
             config,
             link,
             idle_iterations: 0,
@@ -248,7 +276,39 @@ impl<P: PacketIo> Worker<P> {
                 port: egress,
                 len,
                 key,
-            } => self.park(port, packet.frame, egress, len, key, now),
+            } => self.park(Pending {
+                key,
+                packet: Packet {
+                    frame: packet.frame,
+                    len: len as u32,
+                },
+                egress,
+                ingress: port,
+                fragment_mtu: None,
+                since: now,
+            }),
+            Verdict::Fragment {
+                port: egress,
+                len,
+                mtu,
+                waiting_for,
+            } => {
+                let packet = Packet {
+                    frame: packet.frame,
+                    len: len as u32,
+                };
+                match waiting_for {
+                    None => self.transmit_fragments(port, egress, packet, mtu),
+                    Some(key) => self.park(Pending {
+                        key,
+                        packet,
+                        egress,
+                        ingress: port,
+                        fragment_mtu: Some(mtu),
+                        since: now,
+                    }),
+                }
+            }
         }
     }
 
@@ -264,6 +324,101 @@ impl<P: PacketIo> Worker<P> {
                     .count_drop(usize::from(ingress_port), DropReason::TransmitRingFull);
                 self.io.release(packet.frame);
             }
+        }
+    }
+
+    /// Sends an IPv4 packet (Ethernet header written, TTL decremented) as fragments of at most
+    /// `mtu` bytes. The original frame becomes the first fragment and keeps the IP options; the
+    /// others get fresh frames with the base header only (RFC 791: options without the copy flag
+    /// belong in the first fragment; copied options are not repeated here).
+    fn transmit_fragments(
+        &mut self,
+        ingress: PortIndex,
+        egress: PortIndex,
+        packet: Packet,
+        mtu: u16,
+    ) {
+        let buf = self.io.buffer(packet.frame);
+        let l2 = if wire::read_u16(buf, 12) == wire::ETHERTYPE_VLAN {
+            18
+        } else {
+            14
+        };
+        let header_len = usize::from(buf[l2] & 0x0f) * 4;
+        let total_len = usize::from(wire::read_u16(buf, l2 + wire::ipv4::TOTAL_LENGTH));
+        let fragment_word = wire::read_u16(buf, l2 + wire::ipv4::FLAGS_FRAGMENT);
+        let base_offset = usize::from(fragment_word & wire::ipv4::FRAGMENT_OFFSET_MASK) * 8;
+        let last_has_more = fragment_word & wire::ipv4::FLAG_MORE_FRAGMENTS != 0;
+        let mtu = usize::from(mtu);
+        // Fragment payloads are multiples of 8 bytes but for the last (the MTU is at least 68).
+        let first_payload = mtu.saturating_sub(header_len) / 8 * 8;
+        let other_payload = mtu.saturating_sub(IPV4_HEADER_LEN) / 8 * 8;
+        let payload_len = total_len.saturating_sub(header_len);
+        let fragments = 1 + payload_len
+            .saturating_sub(first_payload)
+            .div_ceil(other_payload.max(8));
+        if first_payload == 0 || fragments > FRAGMENTS_MAX || l2 + total_len > buf.len() {
+            self.counters
+                .count_drop(usize::from(ingress), DropReason::FragmentsTooMany);
+            self.io.release(packet.frame);
+            return;
+        }
+        // The base headers every later fragment starts from.
+        let mut headers = [0u8; wire::ETHERNET_HEADER_LEN + wire::VLAN_TAG_LEN + IPV4_HEADER_LEN];
+        headers[..l2 + IPV4_HEADER_LEN].copy_from_slice(&buf[..l2 + IPV4_HEADER_LEN]);
+        headers[l2] = 0x45;
+
+        let mut later = [Packet {
+            frame: FrameId(0),
+            len: 0,
+        }; FRAGMENTS_MAX];
+        let mut later_count = 0;
+        let mut position = first_payload;
+        while position < payload_len {
+            let size = other_payload.min(payload_len - position);
+            let start = l2 + header_len + position;
+            self.scratch[..size]
+                .copy_from_slice(&self.io.buffer(packet.frame)[start..start + size]);
+            let Some(frame) = self.io.allocate() else {
+                self.counters
+                    .count_drop(usize::from(ingress), DropReason::NoFreeFrame);
+                break;
+            };
+            let more = position + size < payload_len || last_has_more;
+            let fragment = self.io.buffer(frame);
+            fragment[..l2 + IPV4_HEADER_LEN].copy_from_slice(&headers[..l2 + IPV4_HEADER_LEN]);
+            fragment[l2 + IPV4_HEADER_LEN..l2 + IPV4_HEADER_LEN + size]
+                .copy_from_slice(&self.scratch[..size]);
+            write_fragment_header(
+                &mut fragment[l2..l2 + IPV4_HEADER_LEN],
+                IPV4_HEADER_LEN + size,
+                base_offset + position,
+                more,
+            );
+            later[later_count] = Packet {
+                frame,
+                len: (l2 + IPV4_HEADER_LEN + size) as u32,
+            };
+            later_count += 1;
+            position += size;
+        }
+        let first = self.io.buffer(packet.frame);
+        write_fragment_header(
+            &mut first[l2..l2 + header_len],
+            header_len + first_payload,
+            base_offset,
+            true,
+        );
+        self.transmit(
+            ingress,
+            egress,
+            Packet {
+                frame: packet.frame,
+                len: (l2 + header_len + first_payload) as u32,
+            },
+        );
+        for &fragment in &later[..later_count] {
+            self.transmit(ingress, egress, fragment);
         }
     }
 
@@ -329,35 +484,19 @@ impl<P: PacketIo> Worker<P> {
         }
     }
 
-    fn park(
-        &mut self,
-        port: PortIndex,
-        frame: FrameId,
-        egress: PortIndex,
-        len: usize,
-        key: NeighbourKey,
-        now: Duration,
-    ) {
+    fn park(&mut self, pending: Pending) {
+        let key = pending.key;
         let queued_for_key = self.pending.iter().filter(|p| p.key == key).count();
         if queued_for_key >= self.config.pending_per_neighbour
             || self.pending.len() >= self.config.pending_max
         {
             self.counters
-                .count_drop(usize::from(port), DropReason::NeighbourQueueFull);
-            self.io.release(frame);
+                .count_drop(usize::from(pending.ingress), DropReason::NeighbourQueueFull);
+            self.io.release(pending.packet.frame);
             return;
         }
-        self.io.park(frame);
-        self.pending.push(Pending {
-            key,
-            packet: Packet {
-                frame,
-                len: len as u32,
-            },
-            egress,
-            ingress: port,
-            since: now,
-        });
+        self.io.park(pending.packet.frame);
+        self.pending.push(pending);
         if queued_for_key == 0 {
             // The slow path creates the entry and solicits; a full channel is retried by the
             // next packet for this neighbour, and the wait is bounded by `pending_timeout`.
@@ -376,7 +515,12 @@ impl<P: PacketIo> Worker<P> {
                     self.pending.remove(index);
                     self.io.unpark(entry.packet.frame);
                     self.io.buffer(entry.packet.frame)[0..6].copy_from_slice(&mac);
-                    self.transmit(entry.ingress, entry.egress, entry.packet);
+                    match entry.fragment_mtu {
+                        None => self.transmit(entry.ingress, entry.egress, entry.packet),
+                        Some(mtu) => {
+                            self.transmit_fragments(entry.ingress, entry.egress, entry.packet, mtu)
+                        }
+                    }
                 }
                 // Packets that arrive once the entry has failed get an ICMP host unreachable from
                 // the pipeline; the few that were already waiting are dropped and counted.

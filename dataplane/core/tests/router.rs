@@ -5,12 +5,15 @@ use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 use etherparse::{Icmpv4Type, Icmpv6Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use std::sync::Arc;
 use vfn_dataplane::counters::DropReason;
-use vfn_dataplane::fib::{FibLimits, StaticRoute};
+
+use vfn_dataplane::fib::{Fib, FibLimits, StaticRoute};
 use vfn_dataplane::iface::{Interface, RpFilter};
 use vfn_dataplane::io::PacketIo;
 use vfn_dataplane::mem_io::{MemIo, MemIoConfig};
 use vfn_dataplane::neigh::NeighbourTimers;
+use vfn_dataplane::pcap;
 use vfn_dataplane::router::{Router, RouterSpec};
 use vfn_dataplane::slowpath::SlowPath;
 use vfn_dataplane::wire;
@@ -24,6 +27,7 @@ const SERVER_MAC: [u8; 6] = [0x02, 0x5e, 0, 0, 0, 2];
 struct Bench {
     worker: Worker<MemIo>,
     slow: SlowPath,
+    router: Router,
     now: Duration,
 }
 
@@ -42,11 +46,18 @@ fn interface(name: &str, port: u16, mac: [u8; 6], v4: &str, v6: &str) -> Interfa
 
 impl Bench {
     fn new() -> Bench {
+        Bench::with_server_mtu(1500)
+    }
+
+    fn with_server_mtu(server_mtu: u16) -> Bench {
         let spec = RouterSpec {
             port_count: 2,
             interfaces: vec![
                 interface("p0", 0, P0_MAC, "198.18.1.1/24", "2001:2:0:1::1/64"),
-                interface("p1", 1, P1_MAC, "198.18.2.1/24", "2001:2:0:2::1/64"),
+                Interface {
+                    mtu: server_mtu,
+                    ..interface("p1", 1, P1_MAC, "198.18.2.1/24", "2001:2:0:2::1/64")
+                },
             ],
             routes: vec![StaticRoute {
                 prefix: "198.19.0.0/16".parse().expect("p"),
@@ -69,6 +80,7 @@ impl Bench {
         let mut bench = Bench {
             worker: router.worker(io),
             slow,
+            router,
             now: Duration::from_secs(1),
         };
         // The router solicits its gateway at once; the server answers.
@@ -322,5 +334,139 @@ fn icmp_errors_are_rate_limited() {
         200 - default_burst as u64
     );
     assert_eq!(bench.worker.counters().drops_for(DropReason::NoRoute), 200);
+    bench.assert_balanced();
+}
+
+#[test]
+fn oversized_ipv4_without_df_is_fragmented_and_reassembles() {
+    let mut bench = Bench::with_server_mtu(576);
+    let payload: Vec<u8> = (0..1400u32).map(|i| (i * 7) as u8).collect();
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, P0_MAC)
+        .ipv4([198, 18, 1, 2], [198, 19, 0, 1], 64)
+        .udp(1000, 2000)
+        .write(&mut frame, &payload)
+        .expect("build");
+    frame[14 + 6] &= !0x40; // clear DF
+    frame[24..26].fill(0);
+    let mut sum: u32 = frame[14..34]
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    frame[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let original_ip = frame[14..].to_vec();
+
+    let [_, out1] = bench.exchange(0, &frame);
+    // 8 (UDP) + 1400 bytes of IP payload in pieces of 552 (576 - 20, a multiple of 8): 3 fragments.
+    assert_eq!(out1.len(), 3);
+    let mut reassembled = vec![0u8; original_ip.len() - 20];
+    let mut covered = 0;
+    for (index, fragment) in out1.iter().enumerate() {
+        assert_eq!(&fragment[0..6], &SERVER_MAC);
+        let ip = &fragment[14..];
+        assert!(ip.len() <= 576, "fragment {index} is {} bytes", ip.len());
+        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        assert_eq!(total, ip.len());
+        let mut sum: u32 = ip[..20]
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        assert_eq!(sum, 0xffff, "fragment {index} header checksum");
+        assert_eq!(ip[8], 63, "TTL decremented once");
+        let word = u16::from_be_bytes([ip[6], ip[7]]);
+        let offset = usize::from(word & 0x1fff) * 8;
+        let more = word & 0x2000 != 0;
+        assert_eq!(more, index < 2, "MF on all but the last");
+        assert_eq!(&ip[12..20], &original_ip[12..20], "addresses");
+        assert_eq!(ip[9], original_ip[9], "protocol");
+        reassembled[offset..offset + total - 20].copy_from_slice(&ip[20..]);
+        covered += total - 20;
+    }
+    assert_eq!(covered, reassembled.len());
+    assert_eq!(
+        &reassembled[..],
+        &original_ip[20..],
+        "fragments reassemble to the original"
+    );
+    bench.assert_balanced();
+}
+
+fn udp_to(dst: [u8; 4], ttl: u8) -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, P0_MAC)
+        .ipv4([198, 18, 1, 2], dst, ttl)
+        .udp(1000, 2000)
+        .write(&mut frame, &[9; 20])
+        .expect("build");
+    frame
+}
+
+#[test]
+fn a_new_fib_takes_effect_at_the_next_burst() {
+    let mut bench = Bench::new();
+    let frame = udp_to([198, 20, 0, 1], 64);
+    let [out0, out1] = bench.exchange(0, &frame);
+    assert!(out1.is_empty());
+    assert_eq!(out0.len(), 1, "net unreachable");
+    assert_eq!(bench.worker.counters().drops_for(DropReason::NoRoute), 1);
+
+    let routes = [
+        StaticRoute {
+            prefix: "198.19.0.0/16".parse().expect("p"),
+            via: "198.18.2.2".parse().expect("a"),
+            iface: None,
+        },
+        StaticRoute {
+            prefix: "198.20.0.0/16".parse().expect("p"),
+            via: "198.18.2.2".parse().expect("a"),
+            iface: None,
+        },
+    ];
+    let fib = Fib::build(
+        &bench.router.interfaces,
+        &routes,
+        bench.slow.neighbours_mut(),
+        FibLimits::default(),
+        bench.now,
+    )
+    .expect("valid");
+    bench.router.fib.store(Arc::new(fib));
+    let [_, out1] = bench.exchange(0, &frame);
+    assert_eq!(out1.len(), 1, "forwarded with the new route");
+    assert_eq!(&out1[0][0..6], &SERVER_MAC);
+    bench.assert_balanced();
+}
+
+#[test]
+fn a_capture_replays_through_the_router_and_round_trips_as_pcap() {
+    let mut bench = Bench::new();
+    let input: Vec<pcap::CapturedFrame> = (0..20u64)
+        .map(|i| pcap::CapturedFrame {
+            timestamp: Duration::from_millis(1000 + i),
+            data: udp_to([198, 19, 0, i as u8], 64),
+        })
+        .collect();
+    let path = std::env::temp_dir().join(format!("vfn-replay-test-{}.pcap", std::process::id()));
+    pcap::write(&path, &input).expect("writes");
+    let read_back = pcap::read(&path).expect("reads");
+    std::fs::remove_file(&path).expect("removes");
+    assert_eq!(read_back, input);
+
+    let output = pcap::replay(&mut bench.worker, &mut bench.slow, 0, &read_back);
+    assert_eq!(output.len(), 2);
+    assert!(output[0].is_empty());
+    assert_eq!(output[1].len(), 20);
+    for (sent, received) in output[1].iter().zip(&input) {
+        assert_eq!(sent.timestamp, received.timestamp);
+        assert_eq!(&sent.data[0..6], &SERVER_MAC);
+        assert_eq!(sent.data[14 + 8], 63);
+        assert_eq!(&sent.data[14 + 12..], &received.data[14 + 12..]);
+    }
     bench.assert_balanced();
 }

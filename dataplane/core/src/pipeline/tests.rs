@@ -84,7 +84,7 @@ impl Lab {
                     addr: addr.parse().expect("a"),
                 },
                 mac,
-                true,
+                crate::wire::LearnPolicy::Create,
                 now,
             );
         }
@@ -269,7 +269,7 @@ fn no_route_is_net_unreachable() {
 }
 
 #[test]
-fn oversize_with_dont_fragment_is_too_big_without_is_counted() {
+fn oversize_with_dont_fragment_is_too_big_without_is_to_be_fragmented() {
     let lab = Lab::new();
     let mut frame = udp4(CLIENT, REMOTE, 64, 1500);
     assert_eq!(frame[14 + 6] & 0x40, 0x40, "built with DF");
@@ -282,10 +282,17 @@ fn oversize_with_dont_fragment_is_too_big_without_is_counted() {
     header[10..12].fill(0);
     let csum = crate::checksum::checksum(header);
     header[10..12].copy_from_slice(&csum.to_be_bytes());
+    let (verdict, out) = lab.run(0, &frame);
     assert_eq!(
-        lab.run(0, &frame).0,
-        Verdict::Drop(DropReason::FragmentationUnsupported)
+        verdict,
+        Verdict::Fragment {
+            port: 1,
+            len: frame.len(),
+            mtu: 1400,
+            waiting_for: None
+        }
     );
+    assert_eq!(out[14 + 8], 63, "rewritten like any forwarded packet");
     assert_eq!(
         icmp_error(&lab, &udp6("2001:2:0:1::2", "2001:2:0:ff00::1", 64, 1400)),
         (DropReason::TooBig, IcmpError::TooBig { mtu: 1400 })
@@ -301,11 +308,9 @@ fn reverse_path_strict_loose_off() {
     // A source with no route back at all.
     let unroutable = udp4([198, 18, 99, 1], REMOTE, 64, 10);
     assert_eq!(drop_reason(&lab, 0, &unroutable), DropReason::ReversePath);
-    // Claiming the router's own address.
-    assert_eq!(
-        drop_reason(&lab, 0, &udp4([198, 18, 1, 1], REMOTE, 64, 10)),
-        DropReason::ReversePath
-    );
+    // Claiming the router's own address is martian whatever the mode.
+    let own_source = udp4([198, 18, 1, 1], REMOTE, 64, 10);
+    assert_eq!(drop_reason(&lab, 0, &own_source), DropReason::MartianSource);
 
     let mut ifaces: Vec<Interface> = lab
         .pipeline
@@ -336,6 +341,11 @@ fn reverse_path_strict_loose_off() {
         matches!(lab.run(0, &unroutable).0, Verdict::Forward { .. }),
         "off"
     );
+    assert_eq!(
+        drop_reason(&lab, 0, &own_source),
+        DropReason::MartianSource,
+        "off still refuses our own source"
+    );
 }
 
 #[test]
@@ -352,6 +362,8 @@ fn martian_and_link_local_addresses_are_never_forwarded() {
         (CLIENT, [255, 255, 255, 255], DropReason::MulticastNotRouted),
         ([169, 254, 1, 1], REMOTE, DropReason::LinkLocalNotForwarded),
         (CLIENT, [169, 254, 1, 1], DropReason::LinkLocalNotForwarded),
+        (CLIENT, [198, 18, 2, 255], DropReason::DirectedBroadcast),
+        (CLIENT, [198, 18, 2, 0], DropReason::DirectedBroadcast),
     ] {
         assert_eq!(
             drop_reason(&lab, 0, &udp4(src, dst, 64, 10)),
