@@ -79,7 +79,7 @@ pub fn render(sources: &Sources) -> String {
         }
     }
     type WorkerField = fn(&WorkerCounters) -> u64;
-    let worker_fields: [(&str, &str, WorkerField); 3] = [
+    let worker_fields: [(&str, &str, WorkerField); 4] = [
         ("vfn_icmp_errors_sent_total", "ICMP errors sent.", |w| {
             w.icmp_errors_sent.get()
         }),
@@ -87,6 +87,11 @@ pub fn render(sources: &Sources) -> String {
             "vfn_icmp_errors_rate_limited_total",
             "ICMP errors not sent for the rate limit.",
             |w| w.icmp_errors_rate_limited.get(),
+        ),
+        (
+            "vfn_resolve_requests_lost_total",
+            "Neighbour resolution requests lost to a full slow-path queue.",
+            |w| w.resolve_requests_lost.get(),
         ),
         (
             "vfn_worker_idle_waits_total",
@@ -126,6 +131,16 @@ pub fn render(sources: &Sources) -> String {
             "vfn_neighbour_solicitations_total",
             "ARP requests and neighbour solicitations sent.",
             slow.solicitations.get(),
+        ),
+        (
+            "vfn_local_output_unroutable_total",
+            "Replies of the router with no route back.",
+            slow.local_output_unroutable.get(),
+        ),
+        (
+            "vfn_local_output_unresolved_total",
+            "Replies of the router dropped while their next hop was resolved.",
+            slow.local_output_unresolved.get(),
         ),
     ] {
         family(&mut out, name, help);

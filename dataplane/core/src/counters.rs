@@ -58,9 +58,11 @@ drop_reasons! {
     NeighbourFailed => "neighbour_failed", "next hop did not answer ARP/ND";
     NeighbourQueueFull => "neighbour_queue_full", "queue for an unresolved next hop is full";
     PuntQueueFull => "punt_queue_full", "slow path (router's own addresses) is busy";
+    PuntRateLimited => "punt_rate_limited", "over the rate of frames for the router itself";
     PuntTooLarge => "punt_too_large", "packet for the router itself is larger than the slow path takes";
     TransmitRingFull => "transmit_ring_full", "egress port's transmit ring or share is full";
     NoFreeFrame => "no_free_frame", "no frame free for a generated packet";
+    OutboundTooLarge => "outbound_too_large", "frame from the slow path larger than a frame buffer";
 }
 
 /// A counter with a single writer.
@@ -101,6 +103,8 @@ pub struct WorkerCounters {
     pub drops: [Counter; DropReason::COUNT],
     pub icmp_errors_sent: Counter,
     pub icmp_errors_rate_limited: Counter,
+    /// Requests to resolve a neighbour lost to a full slow-path queue.
+    pub resolve_requests_lost: Counter,
     pub bursts: Counter,
     pub idle_waits: Counter,
 }
@@ -112,6 +116,7 @@ impl WorkerCounters {
             drops: std::array::from_fn(|_| Counter::default()),
             icmp_errors_sent: Counter::default(),
             icmp_errors_rate_limited: Counter::default(),
+            resolve_requests_lost: Counter::default(),
             bursts: Counter::default(),
             idle_waits: Counter::default(),
         }

@@ -183,6 +183,78 @@ fn write_error_v6(
     Some(l2 + IPV6_HEADER_LEN + payload)
 }
 
+/// Writes into `out` the echo reply (an IP packet, from its header on) to the echo request
+/// `request` (an IP packet), or `None` when `request` is not a well-formed ICMP or ICMPv6 echo
+/// request. The reply comes from the address the request was sent to, with the request's
+/// identifier, sequence number and data, and without the request's IPv4 options.
+pub fn write_echo_reply(out: &mut [u8], request: &[u8]) -> Option<usize> {
+    match request.first()? >> 4 {
+        4 => {
+            let header_len = usize::from(request[0] & 0x0f) * 4;
+            let total_len = usize::from(wire::read_u16(request, wire::ipv4::TOTAL_LENGTH));
+            let icmp = request.get(header_len..total_len)?;
+            if header_len < IPV4_HEADER_LEN
+                || request[wire::ipv4::PROTOCOL] != PROTO_ICMP
+                || icmp.len() < ICMP_HEADER_LEN
+                || icmp[0] != 8
+            {
+                return None;
+            }
+            let len = IPV4_HEADER_LEN + icmp.len();
+            let ip = out.get_mut(..len)?;
+            ip[..IPV4_HEADER_LEN].copy_from_slice(&request[..IPV4_HEADER_LEN]);
+            ip[0] = 0x45;
+            wire::write_u16(ip, wire::ipv4::TOTAL_LENGTH, len as u16);
+            ip[6..8].copy_from_slice(&[0x40, 0]); // DF, an atomic datagram
+            ip[wire::ipv4::TTL] = ORIGINATED_TTL;
+            ip[12..16].copy_from_slice(&request[16..20]);
+            ip[16..20].copy_from_slice(&request[12..16]);
+            wire::write_u16(ip, wire::ipv4::CHECKSUM, 0);
+            let header_checksum = checksum::checksum(&ip[..IPV4_HEADER_LEN]);
+            wire::write_u16(ip, wire::ipv4::CHECKSUM, header_checksum);
+            let reply = &mut ip[IPV4_HEADER_LEN..];
+            reply.copy_from_slice(icmp);
+            reply[0] = 0;
+            wire::write_u16(reply, 2, 0);
+            let icmp_checksum = checksum::checksum(reply);
+            wire::write_u16(reply, 2, icmp_checksum);
+            Some(len)
+        }
+        6 => {
+            let payload_len = usize::from(wire::read_u16(request, wire::ipv6::PAYLOAD_LENGTH));
+            let icmp = request.get(IPV6_HEADER_LEN..IPV6_HEADER_LEN + payload_len)?;
+            if request[wire::ipv6::NEXT_HEADER] != PROTO_ICMPV6
+                || icmp.len() < ICMP_HEADER_LEN
+                || icmp[0] != 128
+            {
+                return None;
+            }
+            let len = IPV6_HEADER_LEN + payload_len;
+            let ip = out.get_mut(..len)?;
+            ip[..IPV6_HEADER_LEN].copy_from_slice(&request[..IPV6_HEADER_LEN]);
+            ip[wire::ipv6::HOP_LIMIT] = ORIGINATED_TTL;
+            ip[8..24].copy_from_slice(&request[24..40]);
+            ip[24..40].copy_from_slice(&request[8..24]);
+            let source: [u8; 16] = ip[8..24].try_into().ok()?;
+            let destination: [u8; 16] = ip[24..40].try_into().ok()?;
+            let reply = &mut ip[IPV6_HEADER_LEN..];
+            reply.copy_from_slice(icmp);
+            reply[0] = 129;
+            wire::write_u16(reply, 2, 0);
+            let sum = checksum::ipv6_pseudo_header_sum(
+                &source,
+                &destination,
+                payload_len as u32,
+                PROTO_ICMPV6,
+            );
+            let icmp_checksum = !checksum::ones_complement_sum(reply, sum);
+            wire::write_u16(reply, 2, icmp_checksum);
+            Some(len)
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,5 +460,62 @@ mod tests {
             write_error(&mut out, &original, kind, LINK, source).expect("sent");
             assert_eq!(&out[14 + 40..14 + 42], &[t, c]);
         }
+    }
+
+    #[test]
+    fn echo_replies_v4_and_v6_are_valid() {
+        let mut request = Vec::new();
+        etherparse::PacketBuilder::ipv4([198, 19, 0, 1], [198, 18, 2, 1], 60)
+            .icmpv4_echo_request(7, 9)
+            .write(&mut request, b"payload")
+            .expect("build");
+        let mut out = [0u8; 256];
+        let len = write_echo_reply(&mut out, &request).expect("a reply");
+        let reply = SlicedPacket::from_ip(&out[..len]).expect("parses");
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &reply.net else {
+            panic!("ipv4")
+        };
+        assert_eq!(ip.header().source(), [198, 18, 2, 1]);
+        assert_eq!(ip.header().destination(), [198, 19, 0, 1]);
+        assert!(checksum::is_valid(ip.header().slice()));
+        let Some(TransportSlice::Icmpv4(icmp)) = &reply.transport else {
+            panic!("icmp")
+        };
+        assert_eq!(
+            icmp.icmp_type(),
+            Icmpv4Type::EchoReply(etherparse::IcmpEchoHeader { id: 7, seq: 9 })
+        );
+        assert!(checksum::is_valid(icmp.slice()));
+        assert_eq!(icmp.payload(), b"payload");
+
+        let src: Ipv6Addr = "2001:2:0:ff::1".parse().expect("a");
+        let dst: Ipv6Addr = "2001:2:0:2::1".parse().expect("a");
+        let mut request6 = Vec::new();
+        etherparse::PacketBuilder::ipv6(src.octets(), dst.octets(), 60)
+            .icmpv6_echo_request(7, 9)
+            .write(&mut request6, b"payload")
+            .expect("build");
+        let mut out6 = [0u8; 256];
+        let len = write_echo_reply(&mut out6, &request6).expect("a reply");
+        let reply = SlicedPacket::from_ip(&out6[..len]).expect("parses");
+        let Some(TransportSlice::Icmpv6(icmp)) = &reply.transport else {
+            panic!("icmpv6")
+        };
+        assert_eq!(
+            icmp.icmp_type(),
+            Icmpv6Type::EchoReply(etherparse::IcmpEchoHeader { id: 7, seq: 9 })
+        );
+        let sum = checksum::ipv6_pseudo_header_sum(
+            &dst.octets(),
+            &src.octets(),
+            icmp.slice().len() as u32,
+            PROTO_ICMPV6,
+        );
+        assert_eq!(checksum::ones_complement_sum(icmp.slice(), sum), 0xffff);
+        assert_eq!(
+            write_echo_reply(&mut [0u8; 256], &udp_v4(10)),
+            None,
+            "not an echo request"
+        );
     }
 }

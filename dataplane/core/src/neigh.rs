@@ -270,6 +270,11 @@ impl NeighbourManager {
         }))
     }
 
+    /// What is known of `key` now (the manager's own view, ahead of the published index).
+    pub fn resolution_of(&self, key: &NeighbourKey) -> Option<Resolution> {
+        self.map.get(key).map(|&slot| self.table.resolution(slot))
+    }
+
     /// A route's gateway: an entry that is never removed. Returns its slot for the FIB.
     pub fn pin(&mut self, key: NeighbourKey, now: Duration) -> Result<NeighbourSlot, TableFull> {
         if let Some(&slot) = self.map.get(&key) {

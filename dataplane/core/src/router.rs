@@ -67,10 +67,19 @@ impl Router {
         manager.publish();
         let (to_slow_path, inbox) = bounded(TO_SLOW_PATH_CAPACITY);
         let (outbox, outbound) = bounded(OUTBOUND_CAPACITY);
-        let slow_path = SlowPath::new(interfaces.clone(), manager, inbox, outbox, epoch, on_change);
+        let fib: SharedFib = Arc::new(ArcSwap::from_pointee(fib));
+        let slow_path = SlowPath::new(
+            interfaces.clone(),
+            manager,
+            fib.clone(),
+            inbox,
+            outbox,
+            epoch,
+            on_change,
+        );
         Ok(Router {
             interfaces,
-            fib: Arc::new(ArcSwap::from_pointee(fib)),
+            fib,
             neighbours,
             worker_config: spec.worker,
             to_slow_path,

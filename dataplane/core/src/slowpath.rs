@@ -19,9 +19,11 @@ use smoltcp::phy::{Device, DeviceCapabilities, Medium};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
 
 use crate::counters::Counter;
+use crate::fib::{NextHop, SharedFib};
+use crate::icmp;
 use crate::iface::{IfIndex, Interface, Interfaces};
 use crate::io::PortIndex;
-use crate::neigh::{NeighbourChange, NeighbourKey, NeighbourManager, Solicitation};
+use crate::neigh::{NeighbourChange, NeighbourKey, NeighbourManager, Resolution, Solicitation};
 use crate::wire::{self, ETHERNET_HEADER_LEN, VLAN_TAG_LEN};
 
 /// Largest frame exchanged with the slow path. Larger frames for the router are dropped (a ping
@@ -86,6 +88,10 @@ pub struct SlowPathCounters {
     pub outbound_queue_full: Counter,
     pub neighbour_table_full: Counter,
     pub solicitations: Counter,
+    /// Router-originated replies with no route back, or a route that leads nowhere to send.
+    pub local_output_unroutable: Counter,
+    /// Router-originated replies dropped while their next hop was being resolved.
+    pub local_output_unresolved: Counter,
 }
 
 /// Bounds of the channels between workers and the slow path.
@@ -187,6 +193,7 @@ pub struct SlowPath {
     neighbours: NeighbourManager,
     stacks: Vec<HostStack>,
     sockets: SocketSet<'static>,
+    fib: SharedFib,
     inbox: Receiver<ToSlowPath>,
     outbox: Sender<Outbound>,
     counters: Arc<SlowPathCounters>,
@@ -202,6 +209,7 @@ impl SlowPath {
     pub fn new(
         ifaces: Arc<Interfaces>,
         neighbours: NeighbourManager,
+        fib: SharedFib,
         inbox: Receiver<ToSlowPath>,
         outbox: Sender<Outbound>,
         epoch: Instant,
@@ -217,6 +225,7 @@ impl SlowPath {
             neighbours,
             stacks,
             sockets: SocketSet::new(Vec::new()),
+            fib,
             inbox,
             outbox,
             counters: Arc::default(),
@@ -330,6 +339,10 @@ impl SlowPath {
     }
 
     fn answer(&mut self, iface_index: IfIndex, frame: HostFrame, now: Duration) {
+        if self.needs_routed_echo(iface_index, frame.as_slice()) {
+            self.routed_echo_reply(frame.as_slice(), now);
+            return;
+        }
         let Some(host) = self.stacks.get_mut(usize::from(iface_index)) else {
             return;
         };
@@ -346,6 +359,100 @@ impl SlowPath {
             host.device.tx = replies;
             host.device.tx.clear();
         }
+    }
+
+    /// smoltcp answers a ping on the interface it came in on, for that interface's addresses, to
+    /// an on-link sender. Any other ping for the router (to the address of another interface, or
+    /// from beyond a gateway) is answered here and the reply routed like the router's own
+    /// traffic.
+    fn needs_routed_echo(&self, iface_index: IfIndex, frame: &[u8]) -> bool {
+        let Some(iface) = self.ifaces.get(iface_index) else {
+            return false;
+        };
+        let ip = frame.get(ETHERNET_HEADER_LEN..).unwrap_or_default();
+        let (src, dst, is_echo_request): (IpAddr, IpAddr, bool) = match wire::read_u16(frame, 12) {
+            wire::ETHERTYPE_IPV4 if ip.len() >= wire::IPV4_HEADER_LEN + 8 => {
+                let header_len = usize::from(ip[0] & 0x0f) * 4;
+                let src: [u8; 4] = [ip[12], ip[13], ip[14], ip[15]];
+                let dst: [u8; 4] = [ip[16], ip[17], ip[18], ip[19]];
+                (
+                    src.into(),
+                    dst.into(),
+                    ip[wire::ipv4::PROTOCOL] == wire::PROTO_ICMP && ip.get(header_len) == Some(&8),
+                )
+            }
+            wire::ETHERTYPE_IPV6 if ip.len() >= wire::IPV6_HEADER_LEN + 8 => {
+                let src: [u8; 16] = ip[8..24].try_into().unwrap_or_default();
+                let dst: [u8; 16] = ip[24..40].try_into().unwrap_or_default();
+                let is_request = ip[wire::ipv6::NEXT_HEADER] == wire::PROTO_ICMPV6
+                    && ip[wire::IPV6_HEADER_LEN] == 128;
+                (src.into(), dst.into(), is_request)
+            }
+            _ => return false,
+        };
+        let owned_here = match dst {
+            IpAddr::V4(a) => iface.ipv4.iter().any(|net| net.addr() == a),
+            IpAddr::V6(a) => {
+                a == iface.link_local()
+                    || a.is_multicast()
+                    || iface.ipv6.iter().any(|net| net.addr() == a)
+            }
+        };
+        let on_link =
+            iface.is_on_link(src) || matches!(src, IpAddr::V6(a) if a.is_unicast_link_local());
+        is_echo_request && !(owned_here && on_link)
+    }
+
+    /// Answers an echo request itself and sends the reply through the FIB and the neighbour
+    /// table; a reply to a neighbour not yet resolved is dropped (the ping is repeated) and the
+    /// neighbour solicited.
+    fn routed_echo_reply(&mut self, frame: &[u8], now: Duration) {
+        let mut out = [0u8; HOST_FRAME_MAX];
+        let header_room = ETHERNET_HEADER_LEN + VLAN_TAG_LEN;
+        let request = frame.get(ETHERNET_HEADER_LEN..).unwrap_or_default();
+        let Some(ip_len) = icmp::write_echo_reply(&mut out[header_room..], request) else {
+            return;
+        };
+        let reply_to: IpAddr = match out[header_room] >> 4 {
+            4 => <[u8; 4]>::try_from(&out[header_room + 16..header_room + 20])
+                .map(IpAddr::from)
+                .unwrap_or(IpAddr::from([0u8; 4])),
+            _ => <[u8; 16]>::try_from(&out[header_room + 24..header_room + 40])
+                .map(IpAddr::from)
+                .unwrap_or(IpAddr::from([0u8; 16])),
+        };
+        let next_hop = self.fib.load().lookup(reply_to).copied();
+        let (iface_index, neighbour) = match next_hop {
+            Some(NextHop::Connected { iface }) => (iface, reply_to),
+            Some(NextHop::Gateway { iface, gateway, .. }) => (iface, gateway),
+            _ => {
+                self.counters.local_output_unroutable.add(1);
+                return;
+            }
+        };
+        let Some(egress) = self.ifaces.get(iface_index) else {
+            return;
+        };
+        let key = NeighbourKey {
+            iface: iface_index,
+            addr: neighbour,
+        };
+        let Some(Resolution::Reachable(mac)) = self.neighbours.resolution_of(&key) else {
+            self.counters.local_output_unresolved.add(1);
+            if let Ok(Some(solicitation)) = self.neighbours.resolve(key, now) {
+                self.solicit(solicitation);
+            }
+            return;
+        };
+        let (port, header_len) = (egress.port, wire::ethernet_header_len(egress.vlan));
+        let start = header_room - header_len;
+        let ethertype = if reply_to.is_ipv4() {
+            wire::ETHERTYPE_IPV4
+        } else {
+            wire::ETHERTYPE_IPV6
+        };
+        wire::write_ethernet(&mut out[start..], mac, egress.mac, egress.vlan, ethertype);
+        self.enqueue(port, &out[start..header_room + ip_len]);
     }
 
     fn solicit(&mut self, solicitation: Solicitation) {

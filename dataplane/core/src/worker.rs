@@ -64,6 +64,9 @@ pub struct WorkerConfig {
     pub pending_timeout: Duration,
     pub icmp_errors_per_second: u64,
     pub icmp_errors_burst: u64,
+    /// Frames for the router itself handed to the slow path, per second and in a burst.
+    pub punts_per_second: u64,
+    pub punt_burst: u64,
 }
 
 impl Default for WorkerConfig {
@@ -77,6 +80,8 @@ impl Default for WorkerConfig {
             pending_timeout: Duration::from_secs(3),
             icmp_errors_per_second: 1000,
             icmp_errors_burst: 50,
+            punts_per_second: 10_000,
+            punt_burst: 1_000,
         }
     }
 }
@@ -110,6 +115,9 @@ pub struct Worker<P: PacketIo> {
     link: SlowPathLink,
     pending: Vec<Pending>,
     icmp_budget: TokenBucket,
+    /// Frames for the router itself that the slow path is offered (a flood of ARP or of
+    /// link-scope multicast must not starve it).
+    punt_budget: TokenBucket,
     /// Copy of an original packet while its ICMP error is written over the same frame.
     quote: Box<[u8]>,
     /// A fragment's payload on its way from the original frame to a fresh one.
@@ -140,6 +148,7 @@ impl<P: PacketIo> Worker<P> {
             counters,
             pending: Vec::with_capacity(config.pending_max),
             icmp_budget: TokenBucket::new(config.icmp_errors_per_second, config.icmp_errors_burst),
+            punt_budget: TokenBucket::new(config.punts_per_second, config.punt_burst),
             quote: vec![0u8; icmp::ERROR_FRAME_MAX].into_boxed_slice(),
             scratch: vec![0u8; frame_capacity].into_boxed_slice(),
             config,
@@ -170,7 +179,7 @@ impl<P: PacketIo> Worker<P> {
         let epoch = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let processed = self.poll_once(epoch.elapsed());
-            if processed == 0 && self.pending.is_empty() {
+            if processed == 0 && self.pending.is_empty() && self.link.outbound.is_empty() {
                 self.idle_iterations = self.idle_iterations.saturating_add(1);
                 if self.idle_iterations > self.config.idle_spin_iterations {
                     self.counters.idle_waits.add(1);
@@ -239,6 +248,12 @@ impl<P: PacketIo> Worker<P> {
             }
             Verdict::ToHost { iface, start, len } => {
                 self.counters.ports[usize::from(port)].to_host.add(1);
+                if !self.punt_budget.try_take(now) {
+                    self.counters
+                        .count_drop(usize::from(port), DropReason::PuntRateLimited);
+                    self.io.release(packet.frame);
+                    return;
+                }
                 let buf = self.io.buffer(packet.frame);
                 match HostFrame::copy_from(&buf[start..start + len]) {
                     None => self
@@ -265,12 +280,14 @@ impl<P: PacketIo> Worker<P> {
                 ip_len,
             } => {
                 self.counters.count_drop(usize::from(port), reason);
-                let buf = self.io.buffer(packet.frame);
-                let mut sender_mac = [0u8; 6];
-                sender_mac.copy_from_slice(&buf[6..12]);
-                let quoted = ip_len.min(self.quote.len());
-                self.quote[..quoted].copy_from_slice(&buf[ip_start..ip_start + quoted]);
-                self.send_error(port, packet.frame, error, iface, sender_mac, quoted, now);
+                self.send_error(
+                    port,
+                    packet.frame,
+                    error,
+                    iface,
+                    ip_start..ip_start + ip_len,
+                    now,
+                );
             }
             Verdict::AwaitNeighbour {
                 port: egress,
@@ -422,58 +439,56 @@ impl<P: PacketIo> Worker<P> {
         }
     }
 
-    /// Writes the ICMP error about the packet quoted in `self.quote[..quoted]` over `frame` and
-    /// sends it back through `iface`; the frame is released when the error may not be sent.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the error's whole context, one call site each"
-    )]
+    /// Writes the ICMP error about the IP packet at `original` of `frame` over the same frame and
+    /// sends it back through `iface` to the frame's sender, within the error budget; otherwise,
+    /// or when no error may be sent about this packet, the frame is released.
     fn send_error(
         &mut self,
         port: PortIndex,
         frame: FrameId,
         error: IcmpError,
         iface: IfIndex,
-        sender_mac: [u8; 6],
-        quoted: usize,
+        original: std::ops::Range<usize>,
         now: Duration,
     ) {
-        let interfaces = self.pipeline.interfaces().clone();
-        let Some(ingress) = interfaces.get(iface) else {
-            self.io.release(frame);
-            return;
-        };
         if !self.icmp_budget.try_take(now) {
             self.counters.icmp_errors_rate_limited.add(1);
             self.io.release(frame);
             return;
         }
-        let family_of = if self.quote.first().is_some_and(|b| b >> 4 == 4) {
+        let Some(ingress) = self.pipeline.interfaces().get(iface) else {
+            self.io.release(frame);
+            return;
+        };
+        let buf = self.io.buffer(frame);
+        let link = ErrorLink {
+            dst_mac: [buf[6], buf[7], buf[8], buf[9], buf[10], buf[11]],
+            src_mac: ingress.mac,
+            vlan: ingress.vlan,
+        };
+        let quoted = original.len().min(self.quote.len());
+        self.quote[..quoted].copy_from_slice(&buf[original.start..original.start + quoted]);
+        let family_of = if self.quote[0] >> 4 == 4 {
             std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
         } else {
             std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
         };
-        let link = ErrorLink {
-            dst_mac: sender_mac,
-            src_mac: ingress.mac,
-            vlan: ingress.vlan,
-        };
-        let written = match ingress.source_address_for(family_of) {
-            Some(source) => icmp::write_error(
+        let egress = ingress.port;
+        let written = ingress.source_address_for(family_of).and_then(|source| {
+            icmp::write_error(
                 self.io.buffer(frame),
                 &self.quote[..quoted],
                 error,
                 link,
                 source,
-            ),
-            None => None,
-        };
+            )
+        });
         match written {
             Some(len) => {
                 self.counters.icmp_errors_sent.add(1);
                 self.transmit(
                     port,
-                    ingress.port,
+                    egress,
                     Packet {
                         frame,
                         len: len as u32,
@@ -487,6 +502,19 @@ impl<P: PacketIo> Worker<P> {
     fn park(&mut self, pending: Pending) {
         let key = pending.key;
         let queued_for_key = self.pending.iter().filter(|p| p.key == key).count();
+        if queued_for_key == 0 {
+            // The slow path creates the entry and solicits at once (a known entry costs it a
+            // lookup). Asked even when the packet cannot wait, so that a full queue never
+            // keeps a neighbour from being resolved; the next packet asks again if this is lost.
+            if self
+                .link
+                .to_slow_path
+                .try_send(ToSlowPath::Resolve(key))
+                .is_err()
+            {
+                self.counters.resolve_requests_lost.add(1);
+            }
+        }
         if queued_for_key >= self.config.pending_per_neighbour
             || self.pending.len() >= self.config.pending_max
         {
@@ -497,11 +525,6 @@ impl<P: PacketIo> Worker<P> {
         }
         self.io.park(pending.packet.frame);
         self.pending.push(pending);
-        if queued_for_key == 0 {
-            // The slow path creates the entry and solicits; a full channel is retried by the
-            // next packet for this neighbour, and the wait is bounded by `pending_timeout`.
-            let _ = self.link.to_slow_path.try_send(ToSlowPath::Resolve(key));
-        }
     }
 
     fn service_pending(&mut self, view: &BurstView<'_>, now: Duration) {
@@ -549,6 +572,8 @@ impl<P: PacketIo> Worker<P> {
             let data = outbound.frame.as_slice();
             let buf = self.io.buffer(frame);
             if data.len() > buf.len() {
+                self.counters
+                    .count_drop(usize::from(outbound.port), DropReason::OutboundTooLarge);
                 self.io.release(frame);
                 continue;
             }

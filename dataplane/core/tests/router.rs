@@ -50,6 +50,10 @@ impl Bench {
     }
 
     fn with_server_mtu(server_mtu: u16) -> Bench {
+        Bench::build(server_mtu, WorkerConfig::default())
+    }
+
+    fn build(server_mtu: u16, worker: WorkerConfig) -> Bench {
         let spec = RouterSpec {
             port_count: 2,
             interfaces: vec![
@@ -67,7 +71,7 @@ impl Bench {
             fib_limits: FibLimits::default(),
             neighbour_capacity: 64,
             neighbour_timers: NeighbourTimers::default(),
-            worker: WorkerConfig::default(),
+            worker,
         };
         let mut router = Router::build(spec, Instant::now(), Box::new(|_| {})).expect("valid");
         let slow = router.take_slow_path().expect("one slow path");
@@ -468,5 +472,124 @@ fn a_capture_replays_through_the_router_and_round_trips_as_pcap() {
         assert_eq!(sent.data[14 + 8], 63);
         assert_eq!(&sent.data[14 + 12..], &received.data[14 + 12..]);
     }
+    bench.assert_balanced();
+}
+
+#[test]
+fn a_neighbour_is_solicited_even_when_no_packet_may_wait() {
+    let mut bench = Bench::build(
+        1500,
+        WorkerConfig {
+            pending_per_neighbour: 0,
+            ..WorkerConfig::default()
+        },
+    );
+    let [_, out1] = bench.exchange(0, &udp_to([198, 18, 2, 50], 64));
+    assert_eq!(
+        bench
+            .worker
+            .counters()
+            .drops_for(DropReason::NeighbourQueueFull),
+        1
+    );
+    let requests: Vec<_> = out1
+        .iter()
+        .filter(|f| f[12..14] == [0x08, 0x06] && f[38..42] == [198, 18, 2, 50])
+        .collect();
+    assert_eq!(requests.len(), 1, "solicited all the same");
+    bench.assert_balanced();
+}
+
+#[test]
+fn frames_for_the_router_are_policed() {
+    let mut bench = Bench::build(
+        1500,
+        WorkerConfig {
+            punts_per_second: 0,
+            punt_burst: 3,
+            ..WorkerConfig::default()
+        },
+    );
+    let request = arp(
+        1,
+        CLIENT_MAC,
+        [198, 18, 1, 2],
+        [0; 6],
+        [198, 18, 1, 1],
+        [0xff; 6],
+    );
+    let mut replies = 0;
+    for _ in 0..10 {
+        replies += bench.exchange(0, &request)[0].len();
+    }
+    // The bench's own set-up used one punt (the gateway's ARP reply) of the burst of 3.
+    assert_eq!(replies, 2);
+    assert_eq!(
+        bench
+            .worker
+            .counters()
+            .drops_for(DropReason::PuntRateLimited),
+        8
+    );
+    bench.assert_balanced();
+}
+
+fn ping_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src, dst, 64)
+        .icmpv4_echo_request(3, 4)
+        .write(&mut frame, b"ping")
+        .expect("build");
+    frame
+}
+
+fn assert_echo_reply(frame: &[u8], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]) {
+    assert_eq!(&frame[0..6], &dst_mac);
+    let reply = SlicedPacket::from_ethernet(frame).expect("parses");
+    let Some(NetSlice::Ipv4(ip)) = &reply.net else {
+        panic!("ipv4")
+    };
+    assert_eq!(
+        (ip.header().source(), ip.header().destination()),
+        (src, dst)
+    );
+    let Some(TransportSlice::Icmpv4(icmp)) = &reply.transport else {
+        panic!("icmp")
+    };
+    assert!(matches!(icmp.icmp_type(), Icmpv4Type::EchoReply(_)));
+}
+
+#[test]
+fn the_router_answers_on_every_address_and_to_senders_beyond_a_gateway() {
+    let mut bench = Bench::new();
+    // The client resolves the router, which learns the client.
+    bench.exchange(
+        0,
+        &arp(
+            1,
+            CLIENT_MAC,
+            [198, 18, 1, 2],
+            [0; 6],
+            [198, 18, 1, 1],
+            [0xff; 6],
+        ),
+    );
+    // The address of the other interface, pinged from p0's side: the reply leaves on p0.
+    let [out0, out1] = bench.exchange(
+        0,
+        &ping_frame(CLIENT_MAC, P0_MAC, [198, 18, 1, 2], [198, 18, 2, 1]),
+    );
+    assert!(out1.is_empty());
+    assert_eq!(out0.len(), 1);
+    assert_echo_reply(&out0[0], CLIENT_MAC, [198, 18, 2, 1], [198, 18, 1, 2]);
+    // A sender behind the gateway on p1: the reply goes back through the gateway.
+    let [out0, out1] = bench.exchange(
+        1,
+        &ping_frame(SERVER_MAC, P1_MAC, [198, 19, 0, 1], [198, 18, 1, 1]),
+    );
+    assert!(out0.is_empty());
+    assert_eq!(out1.len(), 1);
+    assert_echo_reply(&out1[0], SERVER_MAC, [198, 18, 1, 1], [198, 19, 0, 1]);
     bench.assert_balanced();
 }
