@@ -59,6 +59,17 @@ pub enum RunError {
         needed: usize,
         capacity: usize,
     },
+    #[error("thread {0} ended unexpectedly; stopping")]
+    ThreadEnded(String),
+    #[error("ports[{index}].mtu: {mtu} is above the MTU {device_mtu} of interface {interface}")]
+    MtuAboveDevice {
+        index: usize,
+        interface: String,
+        mtu: u16,
+        device_mtu: u32,
+    },
+    #[error("ports[{index}].interface: {source}")]
+    Interface { index: usize, source: XdpError },
     #[error("starting a thread: {0}")]
     Thread(std::io::Error),
 }
@@ -104,6 +115,10 @@ fn check_mtus(interfaces: &[Interface], capacity: usize) -> Result<(), RunError>
 pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while stopping exits at once; XDP programs left then are replaced at
+        // the next start.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())
+            .map_err(RunError::Signal)?;
         signal_hook::flag::register(signal, stop.clone()).map_err(RunError::Signal)?;
     }
     let plan = spec::plan(config, |name| {
@@ -117,6 +132,19 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
     for &(core, _) in &plan.workers {
         if !available.contains(&core) {
             return Err(RunError::Core { core, available });
+        }
+    }
+
+    for (index, port) in config.ports.iter().enumerate() {
+        let device_mtu = vfn_xdp::interface_mtu(&port.interface)
+            .map_err(|source| RunError::Interface { index, source })?;
+        if u32::from(port.mtu) > device_mtu {
+            return Err(RunError::MtuAboveDevice {
+                index,
+                interface: port.interface.clone(),
+                mtu: port.mtu,
+                device_mtu,
+            });
         }
     }
 
@@ -149,53 +177,94 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
         ..sources
     };
 
-    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    let mut threads: Vec<(String, JoinHandle<()>)> = Vec::new();
+    let mut spawn = |name: String, body: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(body)
+            .map(|handle| threads.push((name, handle)))
+            .map_err(RunError::Thread)
+    };
+    let mut spawned = Ok(());
     for (index, (core, mut worker)) in workers.into_iter().enumerate() {
         let stop = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("vfn-worker-{index}"))
-            .spawn(move || {
+        spawned = spawn(
+            format!("vfn-worker-{index}"),
+            Box::new(move || {
                 if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
                     tracing::warn!(worker = index, core, "could not pin the worker");
                 }
                 tracing::info!(worker = index, core, "worker running");
                 worker.run(&stop);
                 // Dropping the worker closes its sockets and detaches the XDP programs.
-            })
-            .map_err(RunError::Thread)?;
-        threads.push(thread);
+            }),
+        );
+        if spawned.is_err() {
+            break;
+        }
     }
-    {
+    if spawned.is_ok() {
         let stop = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("vfn-slow-path".into())
-            .spawn(move || slow_path.run(&stop))
-            .map_err(RunError::Thread)?;
-        threads.push(thread);
+        spawned = spawn(
+            "vfn-slow-path".into(),
+            Box::new(move || slow_path.run(&stop)),
+        );
     }
+    let outcome =
+        spawned.and_then(|()| supervise(&stop, &threads, options, &sources, &plan.port_names));
 
+    // Every way out stops and joins every thread, so every port is closed and detached.
+    stop.store(true, Ordering::Relaxed);
+    tracing::info!("stopping");
+    for (name, thread) in threads {
+        if thread.join().is_err() {
+            tracing::error!(thread = name, "panicked");
+        }
+    }
+    if let Some(path) = &options.stats_file
+        && let Err(error) = stats::write_atomically(path, &stats::render(&sources))
+    {
+        tracing::warn!(path = %path.display(), %error, "writing the final counters");
+    }
+    if let Some(path) = &options.ready_file {
+        let _ = std::fs::remove_file(path);
+    }
+    outcome
+}
+
+/// Runs until a signal sets `stop` or a thread ends on its own (a panic): writes the ready file,
+/// then the counters every `stats_interval`. A failed counter write is logged, not fatal.
+fn supervise(
+    stop: &AtomicBool,
+    threads: &[(String, JoinHandle<()>)],
+    options: &RunOptions,
+    sources: &Sources,
+    port_names: &[String],
+) -> Result<(), RunError> {
     if let Some(path) = &options.ready_file {
         write_file(path, "ready\n")?;
     }
-    tracing::info!(ports = ?plan.port_names, workers = plan.workers.len(), "vfn running");
+    tracing::info!(ports = ?port_names, workers = threads.len() - 1, "vfn running");
+    let mut stats_failing = false;
     while !stop.load(Ordering::Relaxed) {
+        if let Some((name, _)) = threads.iter().find(|(_, handle)| handle.is_finished()) {
+            return Err(RunError::ThreadEnded(name.clone()));
+        }
         if let Some(path) = &options.stats_file {
-            write_file(path, &stats::render(&sources))?;
+            match stats::write_atomically(path, &stats::render(sources)) {
+                Ok(()) => stats_failing = false,
+                Err(error) if !stats_failing => {
+                    stats_failing = true;
+                    tracing::warn!(path = %path.display(), %error, "writing the counters");
+                }
+                Err(_) => {}
+            }
         }
         // Sleep in small steps so a signal is noticed quickly.
         let until = Instant::now() + options.stats_interval;
         while Instant::now() < until && !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-    tracing::info!("stopping");
-    for thread in threads {
-        if thread.join().is_err() {
-            tracing::error!("a thread panicked");
-        }
-    }
-    if let Some(path) = &options.stats_file {
-        write_file(path, &stats::render(&sources))?;
     }
     Ok(())
 }

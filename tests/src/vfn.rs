@@ -47,7 +47,18 @@ pub fn lab_config(topology: &Topology) -> Result<Config, LabError> {
             interface: None,
         });
     }
-    let last_cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+    // The last CPU this process may run on (cgroups and taskset may allow fewer than exist).
+    let allowed =
+        nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).map_err(|source| {
+            LabError::Sys {
+                context: "reading the CPU affinity".into(),
+                source,
+            }
+        })?;
+    let last_cpu = (0..nix::sched::CpuSet::count())
+        .rev()
+        .find(|&cpu| allowed.is_set(cpu).unwrap_or(false))
+        .unwrap_or(0);
     let config = Config {
         dataplane: DataplaneConfig::default(),
         tables: TableConfig::default(),
@@ -141,9 +152,10 @@ impl RunningVfn {
         config: &Config,
         deadline: Duration,
     ) -> Result<RunningVfn, LabError> {
-        let dir = std::env::temp_dir().join(&lab.topology().name);
-        std::fs::create_dir_all(&dir)
-            .map_err(LabError::io(format!("creating {}", dir.display())))?;
+        // A fresh directory of our own (create_dir fails on anything already there, a planted
+        // symlink included), named after the lab, which is unique per process and lab.
+        let dir = std::env::temp_dir().join(format!("{}-router", lab.topology().name));
+        std::fs::create_dir(&dir).map_err(LabError::io(format!("creating {}", dir.display())))?;
         let config_path = dir.join("vfn.toml");
         std::fs::write(&config_path, config.to_toml_string())
             .map_err(LabError::io("writing the router config"))?;

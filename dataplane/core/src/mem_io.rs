@@ -59,6 +59,56 @@ impl MemPort {
     }
 }
 
+/// Where one frame is (the places of [`FrameAccounting`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    Free,
+    Fill,
+    InHand,
+    Parked,
+    Transmit,
+}
+
+/// The place of every frame and their counts. Every move names where the frame must be, so a
+/// double release or a stray transmit fails a debug assertion instead of corrupting the pool.
+#[derive(Debug)]
+struct Ledger {
+    places: Vec<Place>,
+    accounting: FrameAccounting,
+}
+
+impl Ledger {
+    fn count(&mut self, place: Place) -> &mut u32 {
+        match place {
+            Place::Free => &mut self.accounting.free,
+            Place::Fill => &mut self.accounting.fill,
+            Place::InHand => &mut self.accounting.in_hand,
+            Place::Parked => &mut self.accounting.parked,
+            Place::Transmit => &mut self.accounting.transmit,
+        }
+    }
+
+    #[inline]
+    fn move_frame(&mut self, frame: FrameId, from: Place, to: Place) {
+        let index = frame.0 as usize;
+        debug_assert_eq!(
+            self.places.get(index),
+            Some(&from),
+            "frame {index} moved from the wrong place"
+        );
+        if let Some(place) = self.places.get_mut(index) {
+            *place = to;
+        }
+        *self.count(from) -= 1;
+        *self.count(to) += 1;
+        debug_assert!(
+            self.accounting.is_balanced(),
+            "frame accounting: {:?}",
+            self.accounting
+        );
+    }
+}
+
 #[derive(Debug)]
 pub struct MemIo {
     arena: Box<[u8]>,
@@ -66,7 +116,7 @@ pub struct MemIo {
     free: Vec<FrameId>,
     ports: Vec<MemPort>,
     share: PortShare,
-    accounting: FrameAccounting,
+    ledger: Ledger,
 }
 
 impl MemIo {
@@ -90,10 +140,13 @@ impl MemIo {
                 })
                 .collect(),
             share,
-            accounting: FrameAccounting {
-                total: frame_count,
-                free: frame_count,
-                ..FrameAccounting::default()
+            ledger: Ledger {
+                places: vec![Place::Free; frame_count as usize],
+                accounting: FrameAccounting {
+                    total: frame_count,
+                    free: frame_count,
+                    ..FrameAccounting::default()
+                },
             },
         }
     }
@@ -132,9 +185,7 @@ impl MemIo {
             frame: id,
             len: frame.len() as u32,
         });
-        self.accounting.free -= 1;
-        self.accounting.fill += 1;
-        self.check();
+        self.ledger.move_frame(id, Place::Free, Place::Fill);
         Ok(())
     }
 
@@ -166,10 +217,9 @@ impl MemIo {
         for packet in sent {
             out.push(self.slice(packet.frame)[..packet.len as usize].to_vec());
             self.free.push(packet.frame);
-            self.accounting.transmit -= 1;
-            self.accounting.free += 1;
+            self.ledger
+                .move_frame(packet.frame, Place::Transmit, Place::Free);
         }
-        self.check();
         out
     }
 
@@ -183,15 +233,6 @@ impl MemIo {
     fn slice(&mut self, id: FrameId) -> &mut [u8] {
         let start = id.0 as usize * self.frame_size;
         &mut self.arena[start..start + self.frame_size]
-    }
-
-    #[inline]
-    fn check(&self) {
-        debug_assert!(
-            self.accounting.is_balanced(),
-            "frame accounting: {:?}",
-            self.accounting
-        );
     }
 }
 
@@ -207,14 +248,13 @@ impl PacketIo for MemIo {
     fn reclaim_and_refill(&mut self) {
         for p in &mut self.ports {
             if p.discard_sent {
-                let n = p.sent.len() as u32;
-                self.free
-                    .extend(p.sent.drain(..).map(|packet| packet.frame));
-                self.accounting.transmit -= n;
-                self.accounting.free += n;
+                for packet in p.sent.drain(..) {
+                    self.free.push(packet.frame);
+                    self.ledger
+                        .move_frame(packet.frame, Place::Transmit, Place::Free);
+                }
             }
         }
-        self.check();
     }
 
     fn receive(&mut self, port: PortIndex, out: &mut [Packet]) -> usize {
@@ -229,9 +269,9 @@ impl PacketIo for MemIo {
             };
             out[count] = packet;
             count += 1;
+            self.ledger
+                .move_frame(packet.frame, Place::Fill, Place::InHand);
         }
-        self.accounting.fill -= count as u32;
-        self.accounting.in_hand += count as u32;
         // A generating port delivers fresh copies of its templates.
         while count < out.len() && !self.ports[index].templates.is_empty() {
             let Some(id) = self.free.pop() else { break };
@@ -247,10 +287,8 @@ impl PacketIo for MemIo {
                 len: len as u32,
             };
             count += 1;
-            self.accounting.free -= 1;
-            self.accounting.in_hand += 1;
+            self.ledger.move_frame(id, Place::Free, Place::InHand);
         }
-        self.check();
         count
     }
 
@@ -260,9 +298,7 @@ impl PacketIo for MemIo {
 
     fn allocate(&mut self) -> Option<FrameId> {
         let id = self.free.pop()?;
-        self.accounting.free -= 1;
-        self.accounting.in_hand += 1;
-        self.check();
+        self.ledger.move_frame(id, Place::Free, Place::InHand);
         Some(id)
     }
 
@@ -275,9 +311,8 @@ impl PacketIo for MemIo {
             return Err(TransmitRefused(packet));
         }
         p.queued.push(packet);
-        self.accounting.in_hand -= 1;
-        self.accounting.transmit += 1;
-        self.check();
+        self.ledger
+            .move_frame(packet.frame, Place::InHand, Place::Transmit);
         Ok(())
     }
 
@@ -289,28 +324,22 @@ impl PacketIo for MemIo {
     }
 
     fn release(&mut self, frame: FrameId) {
+        self.ledger.move_frame(frame, Place::InHand, Place::Free);
         self.free.push(frame);
-        self.accounting.in_hand -= 1;
-        self.accounting.free += 1;
-        self.check();
     }
 
-    fn park(&mut self, _frame: FrameId) {
-        self.accounting.in_hand -= 1;
-        self.accounting.parked += 1;
-        self.check();
+    fn park(&mut self, frame: FrameId) {
+        self.ledger.move_frame(frame, Place::InHand, Place::Parked);
     }
 
-    fn unpark(&mut self, _frame: FrameId) {
-        self.accounting.parked -= 1;
-        self.accounting.in_hand += 1;
-        self.check();
+    fn unpark(&mut self, frame: FrameId) {
+        self.ledger.move_frame(frame, Place::Parked, Place::InHand);
     }
 
     fn wait(&mut self, _timeout: Duration) {}
 
     fn accounting(&self) -> FrameAccounting {
-        self.accounting
+        self.ledger.accounting
     }
 }
 
@@ -364,6 +393,16 @@ mod tests {
         assert_eq!(io.accounting().transmit, share.transmit_max);
         // The other port still receives.
         io.inject(0, &[9; 60]).expect("frames left for port 0");
+    }
+
+    #[test]
+    #[should_panic(expected = "moved from the wrong place")]
+    #[cfg(debug_assertions)]
+    fn a_double_release_is_caught() {
+        let mut io = io();
+        let frame = io.allocate().expect("a frame");
+        io.release(frame);
+        io.release(frame);
     }
 
     #[test]

@@ -98,7 +98,12 @@ impl Lab {
 
     /// Runs one frame received on `port` through the pipeline; returns the verdict and the buffer.
     pub fn run(&self, port: PortIndex, frame: &[u8]) -> (Verdict, Vec<u8>) {
-        let mut buf = vec![0u8; 2048];
+        self.run_in(port, frame, 2048)
+    }
+
+    /// Runs `frame` in a buffer of `capacity` bytes (at least the frame).
+    pub fn run_in(&self, port: PortIndex, frame: &[u8], capacity: usize) -> (Verdict, Vec<u8>) {
+        let mut buf = vec![0u8; capacity.max(frame.len())];
         buf[..frame.len()].copy_from_slice(frame);
         let index = self.manager.table().index();
         let view = BurstView {
@@ -522,6 +527,42 @@ fn never_panics_on_any_prefix_of_a_frame() {
     }
 }
 
+/// Frames that get past the Ethernet layer: to the port's MAC, with an EtherType the pipeline
+/// reads (sometimes behind a VLAN tag), the IP version nibble mostly right and the IPv4 header
+/// checksum mostly valid, so that the fuzzing reaches the IP and transport checks.
+fn plausible_frame() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    (
+        prop::sample::select(vec![0x0800u16, 0x86dd, 0x0806, 0x8100]),
+        any::<bool>(),
+        prop::collection::vec(any::<u8>(), 0..160),
+        any::<bool>(),
+    )
+        .prop_map(|(ethertype, tagged_vlan_100, mut payload, fix)| {
+            let mut frame = P0_MAC.to_vec();
+            frame.extend_from_slice(&CLIENT_MAC);
+            if tagged_vlan_100 {
+                frame.extend_from_slice(&[0x81, 0x00, 0x00, 100]);
+            }
+            frame.extend_from_slice(&ethertype.to_be_bytes());
+            if fix && !payload.is_empty() {
+                let is_ipv6 = ethertype == 0x86dd;
+                payload[0] = if is_ipv6 {
+                    0x60 | (payload[0] & 0x0f)
+                } else {
+                    0x45
+                };
+                if !is_ipv6 && payload.len() >= 20 {
+                    payload[10..12].fill(0);
+                    let csum = crate::checksum::checksum(&payload[..20]);
+                    payload[10..12].copy_from_slice(&csum.to_be_bytes());
+                }
+            }
+            frame.extend_from_slice(&payload);
+            frame
+        })
+}
+
 proptest::proptest! {
     #[test]
     fn never_panics_on_random_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
@@ -532,6 +573,36 @@ proptest::proptest! {
         }
         let _ = lab.run(0, &frame);
     }
+
+    /// Whatever the frame, the verdict's lengths stay inside the buffer, also when the buffer is
+    /// exactly the frame (no room for a VLAN tag to be added).
+    #[test]
+    fn never_panics_and_stays_in_bounds_on_plausible_frames(frame in plausible_frame(), exact in proptest::prelude::any::<bool>()) {
+        let lab = Lab::new();
+        let capacity = if exact { frame.len() } else { 2048 };
+        for port in [0, 1] {
+            let (verdict, buf) = lab.run_in(port, &frame, capacity);
+            match verdict {
+                Verdict::Forward { len, .. } | Verdict::AwaitNeighbour { len, .. } | Verdict::Fragment { len, .. } => {
+                    proptest::prop_assert!(len <= buf.len());
+                }
+                Verdict::ToHost { start, len, .. } => proptest::prop_assert!(start + len <= buf.len()),
+                Verdict::Error { ip_start, ip_len, .. } => proptest::prop_assert!(ip_start + ip_len <= buf.len()),
+                Verdict::Drop(_) => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn no_room_for_an_egress_tag_is_a_counted_drop() {
+    let lab = Lab::new();
+    let mut reply = udp4(REMOTE, [198, 18, 10, 2], 64, 30);
+    reply[0..6].copy_from_slice(&P1_MAC);
+    assert_eq!(
+        lab.run_in(1, &reply, reply.len()).0,
+        Verdict::Drop(DropReason::TooBig)
+    );
 }
 
 fn tagged(vlan: u16, inner: &[u8]) -> Vec<u8> {
