@@ -152,6 +152,15 @@ mod tests {
     }
 
     #[test]
+    fn every_reason_is_documented() {
+        let doc = include_str!("../../../docs/dataplane.md");
+        for reason in DropReason::ALL {
+            let row = format!("| `{}` | {} |", reason.name(), reason.help());
+            assert!(doc.contains(&row), "docs/dataplane.md lacks the row {row}");
+        }
+    }
+
+    #[test]
     fn drop_counts_per_reason_and_port() {
         let counters = WorkerCounters::new(2);
         counters.count_drop(1, DropReason::NoRoute);
