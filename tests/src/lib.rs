@@ -63,9 +63,9 @@ pub use lab::{CHILD_TERMINATION_GRACE, ChildGuard, Lab};
 pub use netns::{NETNS_RUN_DIR, in_netns, list_namespaces, remove_stale};
 pub use topology::{
     HOST_INTERFACE, HOSTS_MAX, Host, HostSpec, INTERFACE_NAME_LEN_MAX, LAB_PREFIX_LEN_MAX,
-    LabInstance, MTU_DEFAULT, MTU_MAX, MTU_MIN, REMOTE_ADDRESSES_PER_HOST_MAX, ROLE_LEN_MAX,
-    ROUTER_PORT_PREFIX, ROUTER_ROLE, Router, RouterMode, RouterPort, StaticRoute, Topology,
-    TopologySpec,
+    LabInstance, MTU_DEFAULT, MTU_MAX, MTU_MIN, QUEUES_MAX, REMOTE_ADDRESSES_PER_HOST_MAX,
+    ROLE_LEN_MAX, ROUTER_PORT_PREFIX, ROUTER_ROLE, Router, RouterMode, RouterPort, StaticRoute,
+    Topology, TopologySpec,
 };
 pub use traffic::{
     PingOpts, PingResult, TRAFFIC_DEADLINE_MAX, TransferResult, UdpResult, interface_mac, ping,

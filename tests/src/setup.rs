@@ -42,6 +42,7 @@ pub(crate) struct VethPair {
     pub(crate) host_netns: String,
     pub(crate) router_temporary: String,
     pub(crate) router_netns: String,
+    pub(crate) queues: u32,
 }
 
 /// Every step that builds `topology`, in order.
@@ -137,6 +138,7 @@ fn link_steps(
             host_netns: host.netns.clone(),
             router_temporary,
             router_netns: router_netns.clone(),
+            queues: port.queues,
         }),
         rename_host_end,
         rename_router_end,
@@ -263,17 +265,23 @@ pub(crate) fn execute(
 
 fn add_veth_pair(pair: &VethPair, runner: &mut impl CommandRunner) -> Result<(), LabError> {
     let owned = |args: &[&str]| args.iter().map(|arg| (*arg).to_owned()).collect::<Vec<_>>();
-    runner.run(&owned(&[
-        "ip",
-        "link",
-        "add",
-        &pair.host_temporary,
+    let queues = pair.queues.to_string();
+    let mut add = owned(&["ip", "link", "add", &pair.host_temporary]);
+    let multi_queue = owned(&["numtxqueues", &queues, "numrxqueues", &queues]);
+    if pair.queues > 1 {
+        add.extend(multi_queue.iter().cloned());
+    }
+    add.extend(owned(&[
         "type",
         "veth",
         "peer",
         "name",
         &pair.router_temporary,
-    ]))?;
+    ]));
+    if pair.queues > 1 {
+        add.extend(multi_queue);
+    }
+    runner.run(&add)?;
     let moved = runner
         .run(&owned(&[
             "ip",

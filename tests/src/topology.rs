@@ -95,7 +95,12 @@ pub struct TopologySpec {
     pub prefix: String,
     pub router_mode: RouterMode,
     pub hosts: Vec<HostSpec>,
+    /// Queues of every veth (both ends), 1..=[`QUEUES_MAX`]: a router worker per queue.
+    pub queues: u32,
 }
+
+/// Most queues a lab veth gets.
+pub const QUEUES_MAX: u32 = 8;
 
 impl TopologySpec {
     /// A lab with no hosts yet and an external router.
@@ -104,6 +109,7 @@ impl TopologySpec {
             prefix: prefix.to_owned(),
             router_mode: RouterMode::External,
             hosts: Vec::new(),
+            queues: 1,
         }
     }
 
@@ -125,6 +131,18 @@ impl TopologySpec {
     pub fn with_router_mode(mut self, router_mode: RouterMode) -> Self {
         self.router_mode = router_mode;
         self
+    }
+
+    /// Gives every veth `queues` RX and TX queues, for a router with that many workers.
+    pub fn with_queues(mut self, queues: u32) -> Result<Self, LabError> {
+        if !(1..=QUEUES_MAX).contains(&queues) {
+            return Err(LabError::InvalidSpec {
+                field: "queues".into(),
+                reason: format!("{queues} is not in 1..={QUEUES_MAX}"),
+            });
+        }
+        self.queues = queues;
+        Ok(self)
     }
 
     pub fn with_host(mut self, host: HostSpec) -> Self {
@@ -164,6 +182,7 @@ impl TopologySpec {
                 ipv4: router_v4,
                 ipv6: router_v6,
                 mtu: spec.mtu,
+                queues: self.queues,
             };
             static_routes.extend(spec.remote_addresses.iter().map(|remote| StaticRoute {
                 destination: remote.network(),
@@ -418,6 +437,8 @@ pub struct RouterPort {
     /// The address the router owns on this link (2001:2:0:N::1/64).
     pub ipv6: IpCidr,
     pub mtu: u32,
+    /// RX and TX queues of the link (both ends).
+    pub queues: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -30,6 +30,8 @@ pub fn lab_config(topology: &Topology) -> Result<Config, LabError> {
     let mut ports = Vec::with_capacity(topology.router.ports.len());
     for (index, port) in topology.router.ports.iter().enumerate() {
         let mut config = PortConfig::new(format!("p{index}"), port.interface.clone());
+        config.queues = u16::try_from(port.queues)
+            .map_err(|_| LabError::invalid_argument("queues", port.queues.to_string()))?;
         config.mtu = u16::try_from(port.mtu)
             .map_err(|_| LabError::invalid_argument("mtu", port.mtu.to_string()))?;
         config.addresses = vec![
@@ -47,7 +49,8 @@ pub fn lab_config(topology: &Topology) -> Result<Config, LabError> {
             interface: None,
         });
     }
-    // The last CPU this process may run on (cgroups and taskset may allow fewer than exist).
+    // One worker per queue, on the last CPUs this process may run on (cgroups and taskset may
+    // allow fewer than exist); with one queue the other CPUs are left to the hosts' traffic.
     let allowed =
         nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).map_err(|source| {
             LabError::Sys {
@@ -55,17 +58,28 @@ pub fn lab_config(topology: &Topology) -> Result<Config, LabError> {
                 source,
             }
         })?;
-    let last_cpu = (0..nix::sched::CpuSet::count())
+    let queues = topology.router.ports.first().map_or(1, |p| p.queues) as usize;
+    let mut cores: Vec<u16> = (0..nix::sched::CpuSet::count())
         .rev()
-        .find(|&cpu| allowed.is_set(cpu).unwrap_or(false))
-        .unwrap_or(0);
+        .filter(|&cpu| allowed.is_set(cpu).unwrap_or(false))
+        .take(queues)
+        .map(|cpu| cpu as u16)
+        .collect();
+    cores.sort_unstable();
+    if cores.len() < queues {
+        return Err(LabError::invalid_argument(
+            "queues",
+            format!(
+                "{queues} workers need as many CPUs; {} allowed",
+                cores.len()
+            ),
+        ));
+    }
     let config = Config {
         dataplane: DataplaneConfig::default(),
         tables: TableConfig::default(),
         icmp: IcmpConfig::default(),
-        workers: WorkerConfig {
-            cores: vec![last_cpu as u16],
-        },
+        workers: WorkerConfig { cores },
         ports,
         routes,
     };

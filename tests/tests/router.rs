@@ -350,3 +350,52 @@ fn sigterm_detaches_and_a_restart_after_kill_9_works() {
         s.vfn.log()
     );
 }
+
+#[test]
+fn two_workers_on_two_queues_forward_together() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(
+        nix_is_root(),
+        "needs root: these tests create network namespaces and attach XDP programs"
+    );
+    let spec = TopologySpec::default_lab("vfne2eq")
+        .with_queues(2)
+        .expect("valid queue count");
+    let lab = Lab::create(&spec).expect("lab");
+    let config = vfn_lab::lab_config(lab.topology()).expect("config");
+    assert_eq!(config.workers.cores.len(), 2);
+    let binary = vfn_lab::vfn_binary().expect("vfn binary");
+    let vfn = RunningVfn::start(&lab, &binary, &config, READY_DEADLINE).expect("router starts");
+    let s = Setup { vfn, lab };
+    for to in ["198.18.3.2", "2001:2:0:3::2", "198.19.0.1"] {
+        let result = ping(&s, "c1", addr(to), quick());
+        assert!(
+            result.all_received(),
+            "ping c1 -> {to}: {}\nrouter log:\n{}",
+            result.output,
+            s.vfn.log()
+        );
+    }
+    let result = vfn_lab::tcp_transfer(
+        s.lab.netns("c2").expect("c2"),
+        s.lab.netns("srv").expect("srv"),
+        addr("198.18.3.2"),
+        6010,
+        2 << 20,
+        Duration::from_secs(30),
+    )
+    .expect("transfer runs");
+    assert!(result.is_intact(), "TCP with two workers: {result:?}");
+    // Both workers poll and report (which queue a flow lands on is the kernel's choice).
+    let second_worker_alive = |c: &Counters| {
+        c.total("vfn_worker_idle_waits_total", &[("worker", "1")]) > 0
+            || c.total("vfn_port_rx_packets_total", &[("worker", "1")]) > 0
+    };
+    assert!(
+        s.vfn
+            .wait_for_counters(Duration::from_secs(3), second_worker_alive)
+            .is_ok(),
+        "{}",
+        s.vfn.log()
+    );
+}

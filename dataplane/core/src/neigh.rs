@@ -4,8 +4,9 @@
 //! slot whose state and MAC address are one atomic word, so a resolved neighbour becomes visible to
 //! every worker with one store, and routes through a gateway point straight at its slot. The map
 //! from (interface, address) to slot is an immutable snapshot published with `arc-swap`; workers
-//! load it once per burst. A freed slot is only reused after a quarantine longer than any burst, so
-//! a worker holding an older snapshot never reads another neighbour's address.
+//! load it once per burst. A freed slot is only reused after a quarantine (1 s) far longer than a
+//! burst (microseconds), so a worker reads another neighbour's address through an older snapshot
+//! only if it stalls mid-burst for longer than that.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
