@@ -35,13 +35,8 @@ impl std::str::FromStr for StaticNeighbour {
         let addr = addr
             .parse()
             .map_err(|_| format!("{addr:?} is not an IP address"))?;
-        let bytes: Vec<u8> = mac
-            .split(':')
-            .filter_map(|b| u8::from_str_radix(b, 16).ok())
-            .collect();
-        let mac: [u8; 6] = bytes
-            .try_into()
-            .map_err(|_| format!("{mac:?} is not a MAC address"))?;
+        let mac = vfn_dataplane::wire::parse_mac(mac)
+            .ok_or_else(|| format!("{mac:?} is not a MAC address"))?;
         Ok(StaticNeighbour {
             interface: interface.to_owned(),
             addr,

@@ -57,6 +57,22 @@ pub fn is_martian_v4(addr: Ipv4Addr) -> bool {
     first == 0 || first == 127 || (first >= 240 && !addr.is_broadcast())
 }
 
+/// A MAC address written as six two-digit hexadecimal bytes separated by colons
+/// (`02:00:5e:10:aa:ff`, as Linux prints them), or `None`.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        // from_str_radix alone would take a sign ("+f").
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
 #[inline]
 pub fn read_u16(buf: &[u8], offset: usize) -> u16 {
     u16::from_be_bytes([buf[offset], buf[offset + 1]])
@@ -409,5 +425,23 @@ mod tests {
         let ip = &mut buf[14..len];
         ip[IPV6_HEADER_LEN + 24] = 5; // some other option type
         assert_eq!(ndp_hint(ip, |_| true), None);
+    }
+
+    #[test]
+    fn mac_text_is_parsed_strictly() {
+        assert_eq!(
+            parse_mac("02:00:5e:10:aa:FF"),
+            Some([0x02, 0x00, 0x5e, 0x10, 0xaa, 0xff])
+        );
+        for bad in [
+            "",
+            "02:00:5e:10:aa",
+            "02:00:5e:10:aa:ff:01",
+            "2:00:5e:10:aa:ff",
+            "zz:00:00:00:00:00",
+            "02:00:5e:10:aa:+f",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad:?}");
+        }
     }
 }

@@ -153,18 +153,25 @@ fn arp(
     f
 }
 
+/// The client's ARP request for the router: the router learns the client and answers.
+fn client_resolves_router(bench: &mut Bench) -> [Vec<Vec<u8>>; 2] {
+    bench.exchange(
+        0,
+        &arp(
+            1,
+            CLIENT_MAC,
+            [198, 18, 1, 2],
+            [0; 6],
+            [198, 18, 1, 1],
+            [0xff; 6],
+        ),
+    )
+}
+
 #[test]
 fn router_answers_arp_for_its_address() {
     let mut bench = Bench::new();
-    let request = arp(
-        1,
-        CLIENT_MAC,
-        [198, 18, 1, 2],
-        [0; 6],
-        [198, 18, 1, 1],
-        [0xff; 6],
-    );
-    let [out0, out1] = bench.exchange(0, &request);
+    let [out0, out1] = client_resolves_router(&mut bench);
     assert!(out1.is_empty());
     assert_eq!(out0.len(), 1, "one ARP reply");
     let reply = &out0[0];
@@ -180,17 +187,7 @@ fn router_answers_arp_for_its_address() {
 fn router_answers_ping_v4_and_v6() {
     let mut bench = Bench::new();
     // The pinger resolves the router first, so both stacks know each other.
-    bench.exchange(
-        0,
-        &arp(
-            1,
-            CLIENT_MAC,
-            [198, 18, 1, 2],
-            [0; 6],
-            [198, 18, 1, 1],
-            [0xff; 6],
-        ),
-    );
+    client_resolves_router(&mut bench);
     let mut ping = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, P0_MAC)
         .ipv4([198, 18, 1, 2], [198, 18, 1, 1], 64)
@@ -510,17 +507,9 @@ fn frames_for_the_router_are_policed() {
             ..WorkerConfig::default()
         },
     );
-    let request = arp(
-        1,
-        CLIENT_MAC,
-        [198, 18, 1, 2],
-        [0; 6],
-        [198, 18, 1, 1],
-        [0xff; 6],
-    );
     let mut replies = 0;
     for _ in 0..10 {
-        replies += bench.exchange(0, &request)[0].len();
+        replies += client_resolves_router(&mut bench)[0].len();
     }
     // The bench's own set-up used one punt (the gateway's ARP reply) of the burst of 3.
     assert_eq!(replies, 2);
@@ -565,17 +554,7 @@ fn assert_echo_reply(frame: &[u8], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4])
 fn the_router_answers_on_every_address_and_to_senders_beyond_a_gateway() {
     let mut bench = Bench::new();
     // The client resolves the router, which learns the client.
-    bench.exchange(
-        0,
-        &arp(
-            1,
-            CLIENT_MAC,
-            [198, 18, 1, 2],
-            [0; 6],
-            [198, 18, 1, 1],
-            [0xff; 6],
-        ),
-    );
+    client_resolves_router(&mut bench);
     // The address of the other interface, pinged from p0's side: the reply leaves on p0.
     let [out0, out1] = bench.exchange(
         0,

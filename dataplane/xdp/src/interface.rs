@@ -46,7 +46,7 @@ pub fn validate_interface_name(name: &str) -> Result<(), XdpError> {
 /// The interface's MAC address.
 pub fn interface_mac(name: &str) -> Result<[u8; 6], XdpError> {
     let (path, value) = read_attribute(name, "address")?;
-    parse_mac(&value).ok_or_else(|| XdpError::InterfaceAttributeParse {
+    vfn_dataplane::wire::parse_mac(&value).ok_or_else(|| XdpError::InterfaceAttributeParse {
         interface: name.to_owned(),
         path,
         value,
@@ -140,19 +140,6 @@ fn read_attribute(name: &str, attribute: &str) -> Result<(PathBuf, String), XdpE
     }
 }
 
-fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let mut mac = [0; 6];
-    let mut parts = text.split(':');
-    for byte in &mut mac {
-        let part = parts.next()?;
-        if part.len() != 2 {
-            return None;
-        }
-        *byte = u8::from_str_radix(part, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
 /// Counts `rx-N` and `tx-N` entries of a sysfs `queues` directory; the smaller count wins.
 fn queue_count<'a>(entries: impl Iterator<Item = &'a str>) -> u32 {
     let (mut rx, mut tx) = (0u32, 0u32);
@@ -196,23 +183,6 @@ mod tests {
                 ),
                 "{name:?}"
             );
-        }
-    }
-
-    #[test]
-    fn parses_mac() {
-        assert_eq!(
-            parse_mac("02:00:5e:10:aa:FF"),
-            Some([0x02, 0x00, 0x5e, 0x10, 0xaa, 0xff])
-        );
-        for bad in [
-            "",
-            "02:00:5e:10:aa",
-            "02:00:5e:10:aa:ff:01",
-            "2:00:5e:10:aa:ff",
-            "zz:00:00:00:00:00",
-        ] {
-            assert_eq!(parse_mac(bad), None, "{bad:?}");
         }
     }
 
