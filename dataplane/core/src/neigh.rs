@@ -45,7 +45,11 @@ const STATE_SHIFT: u32 = 48;
 const STATE_INCOMPLETE: u64 = 0;
 const STATE_REACHABLE: u64 = 1;
 const STATE_FAILED: u64 = 2;
+const STATE_MASK: u64 = 0x3;
 const MAC_MASK: u64 = (1 << STATE_SHIFT) - 1;
+/// Set by a worker the first time it uses a reachable entry after the manager cleared it: the
+/// manager re-confirms used entries and lets unused ones go stale (RFC 4861 section 7.3).
+const USED: u64 = 1 << 63;
 
 fn encode(resolution: Resolution) -> u64 {
     match resolution {
@@ -60,7 +64,7 @@ fn encode(resolution: Resolution) -> u64 {
 }
 
 fn decode(word: u64) -> Resolution {
-    match word >> STATE_SHIFT {
+    match (word >> STATE_SHIFT) & STATE_MASK {
         STATE_REACHABLE => {
             let bytes = (word & MAC_MASK).to_be_bytes();
             Resolution::Reachable([bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]])
@@ -110,12 +114,25 @@ impl NeighbourTable {
         self.index.load()
     }
 
+    /// What is known of the neighbour in `slot`; marks a reachable entry used (one write per
+    /// entry per confirmation period, not per packet).
     #[inline]
     pub fn resolution(&self, slot: NeighbourSlot) -> Resolution {
-        match self.slots.get(slot as usize) {
-            Some(word) => decode(word.load(Ordering::Acquire)),
-            None => Resolution::Failed,
+        let Some(cell) = self.slots.get(slot as usize) else {
+            return Resolution::Failed;
+        };
+        let word = cell.load(Ordering::Acquire);
+        if word & USED == 0 && (word >> STATE_SHIFT) & STATE_MASK == STATE_REACHABLE {
+            cell.fetch_or(USED, Ordering::Relaxed);
         }
+        decode(word)
+    }
+
+    /// Whether the entry in `slot` was used since the last call (which clears the mark).
+    fn take_used(&self, slot: NeighbourSlot) -> bool {
+        self.slots
+            .get(slot as usize)
+            .is_some_and(|cell| cell.fetch_and(!USED, Ordering::Relaxed) & USED != 0)
     }
 
     /// Resolution of a neighbour through an index snapshot; `None` when it has no entry.
@@ -142,6 +159,8 @@ pub struct NeighbourTimers {
     pub reachable: Duration,
     /// How long a failed neighbour keeps its entry (packets to it are refused at once).
     pub failed_hold: Duration,
+    /// How long an unused stale entry stays before it is removed (Linux: gc_stale_time).
+    pub stale_removal: Duration,
     /// How long a freed slot waits before reuse (longer than any burst).
     pub reuse_quarantine: Duration,
 }
@@ -153,6 +172,7 @@ impl Default for NeighbourTimers {
             max_probes: 3,
             reachable: Duration::from_secs(30),
             failed_hold: Duration::from_secs(3),
+            stale_removal: Duration::from_secs(60),
             reuse_quarantine: Duration::from_secs(1),
         }
     }
@@ -183,7 +203,10 @@ enum EntryState {
         mac: [u8; 6],
         confirmed_at: Duration,
     },
-    /// Reachable but unconfirmed for too long: still used, probed by unicast.
+    /// Unconfirmed for too long and unused since: still usable; probed when used again,
+    /// removed when unused for [`NeighbourTimers::stale_removal`].
+    Stale { mac: [u8; 6], since: Duration },
+    /// Unconfirmed for too long and in use: still used, probed by unicast.
     Probing {
         mac: [u8; 6],
         probes: u32,
@@ -340,7 +363,9 @@ impl NeighbourManager {
         };
         self.table.set(slot, Resolution::Reachable(mac));
         match was {
-            EntryState::Reachable { mac: old, .. } | EntryState::Probing { mac: old, .. }
+            EntryState::Reachable { mac: old, .. }
+            | EntryState::Stale { mac: old, .. }
+            | EntryState::Probing { mac: old, .. }
                 if old == mac =>
             {
                 None
@@ -385,15 +410,34 @@ impl NeighbourManager {
                 EntryState::Reachable { mac, confirmed_at }
                     if now >= confirmed_at + timers.reachable =>
                 {
-                    entry.state = EntryState::Probing {
-                        mac,
-                        probes: 1,
-                        next_at: now + timers.retransmit,
-                    };
-                    solicit.push(Solicitation {
-                        key,
-                        known_mac: Some(mac),
-                    });
+                    if self.table.take_used(slot as NeighbourSlot) {
+                        entry.state = EntryState::Probing {
+                            mac,
+                            probes: 1,
+                            next_at: now + timers.retransmit,
+                        };
+                        solicit.push(Solicitation {
+                            key,
+                            known_mac: Some(mac),
+                        });
+                    } else {
+                        entry.state = EntryState::Stale { mac, since: now };
+                    }
+                }
+                EntryState::Stale { mac, since } => {
+                    if self.table.take_used(slot as NeighbourSlot) {
+                        entry.state = EntryState::Probing {
+                            mac,
+                            probes: 1,
+                            next_at: now + timers.retransmit,
+                        };
+                        solicit.push(Solicitation {
+                            key,
+                            known_mac: Some(mac),
+                        });
+                    } else if !entry.pinned && now >= since + timers.stale_removal {
+                        self.remove(slot, key, now, changes);
+                    }
                 }
                 EntryState::Probing {
                     mac,
@@ -428,17 +472,28 @@ impl NeighbourManager {
                         self.table
                             .set(slot as NeighbourSlot, Resolution::Incomplete);
                     } else {
-                        self.entries[slot] = None;
-                        self.map.remove(&key);
-                        self.quarantined.push_back((slot as NeighbourSlot, now));
-                        self.dirty = true;
-                        changes.push(NeighbourChange::Removed { key });
+                        self.remove(slot, key, now, changes);
                     }
                 }
                 _ => {}
             }
         }
         self.release_quarantined(now);
+    }
+
+    /// Drops the entry in `slot`; the slot is reused after the quarantine.
+    fn remove(
+        &mut self,
+        slot: usize,
+        key: NeighbourKey,
+        now: Duration,
+        changes: &mut Vec<NeighbourChange>,
+    ) {
+        self.entries[slot] = None;
+        self.map.remove(&key);
+        self.quarantined.push_back((slot as NeighbourSlot, now));
+        self.dirty = true;
+        changes.push(NeighbourChange::Removed { key });
     }
 
     fn release_quarantined(&mut self, now: Duration) {
@@ -591,12 +646,17 @@ mod tests {
     }
 
     #[test]
-    fn reachable_neighbour_is_reprobed_by_unicast_and_stays_usable() {
+    fn a_used_neighbour_is_reconfirmed_by_unicast_and_stays_usable() {
         let mut m = manager(2);
         m.resolve(key(2), secs(0)).expect("room");
         m.learned(key(2), MAC, LearnPolicy::Update, secs(0));
         m.publish();
         let slot = slot_of(&m, key(2));
+        assert_eq!(
+            m.table().resolution(slot),
+            Resolution::Reachable(MAC),
+            "a worker uses it"
+        );
         let (mut solicit, mut changes) = (Vec::new(), Vec::new());
         m.poll(secs(31), &mut solicit, &mut changes);
         assert_eq!(
@@ -612,6 +672,42 @@ mod tests {
             None,
             "same MAC is no change"
         );
+    }
+
+    #[test]
+    fn an_unused_neighbour_goes_stale_unprobed_then_is_removed() {
+        let mut m = manager(2);
+        m.resolve(key(2), secs(0)).expect("room");
+        m.learned(key(2), MAC, LearnPolicy::Update, secs(0));
+        m.publish();
+        let (mut solicit, mut changes) = (Vec::new(), Vec::new());
+        m.poll(secs(31), &mut solicit, &mut changes);
+        assert!(solicit.is_empty(), "nobody used it: no probe");
+        let slot = slot_of(&m, key(2));
+        assert_eq!(
+            m.table().resolution(slot),
+            Resolution::Reachable(MAC),
+            "stale is still usable"
+        );
+        // Used while stale: probed at the next poll.
+        m.poll(secs(32), &mut solicit, &mut changes);
+        assert_eq!(
+            solicit,
+            vec![Solicitation {
+                key: key(2),
+                known_mac: Some(MAC)
+            }]
+        );
+        // Answered, then left alone: stale after 30 s, removed 60 s later.
+        m.learned(key(2), MAC, LearnPolicy::Update, secs(33));
+        for s in [64, 100, 124] {
+            m.poll(secs(s), &mut solicit, &mut changes);
+        }
+        assert_eq!(
+            changes.last(),
+            Some(&NeighbourChange::Removed { key: key(2) })
+        );
+        assert!(m.is_empty());
     }
 
     #[test]
