@@ -126,6 +126,36 @@ fn write_error_v4(
     Some(l2 + total)
 }
 
+/// Extension headers walked to find an IPv6 packet's upper layer; more are not looked through.
+const EXTENSION_HEADERS_MAX: usize = 8;
+
+/// The upper-layer protocol of an IPv6 packet and the offset of its header, past hop-by-hop,
+/// routing, destination options and a first fragment's header (RFC 8200 section 4).
+fn ipv6_upper_layer(packet: &[u8]) -> Option<(u8, usize)> {
+    let mut next = *packet.get(wire::ipv6::NEXT_HEADER)?;
+    let mut offset = IPV6_HEADER_LEN;
+    for _ in 0..EXTENSION_HEADERS_MAX {
+        match next {
+            0 | 43 | 60 => {
+                let length = (usize::from(*packet.get(offset + 1)?) + 1) * 8;
+                next = *packet.get(offset)?;
+                offset += length;
+            }
+            44 => {
+                let fragment_offset =
+                    u16::from_be_bytes([*packet.get(offset + 2)?, *packet.get(offset + 3)?]) >> 3;
+                if fragment_offset != 0 {
+                    return None;
+                }
+                next = *packet.get(offset)?;
+                offset += 8;
+            }
+            protocol => return Some((protocol, offset)),
+        }
+    }
+    None
+}
+
 fn write_error_v6(
     out: &mut [u8],
     original: &[u8],
@@ -138,8 +168,9 @@ fn write_error_v6(
     }
     let src = Ipv6Addr::from(<[u8; 16]>::try_from(&original[8..24]).ok()?);
     let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&original[24..40]).ok()?);
-    let is_icmp_error = original[wire::ipv6::NEXT_HEADER] == PROTO_ICMPV6
-        && original.get(IPV6_HEADER_LEN).is_some_and(|&t| t < 128);
+    let is_icmp_error = ipv6_upper_layer(original).is_some_and(|(protocol, offset)| {
+        protocol == PROTO_ICMPV6 && original.get(offset).is_some_and(|&t| t < 128)
+    });
     let multicast_allowed = matches!(kind, IcmpError::TooBig { .. });
     if is_icmp_error
         || (dst.is_multicast() && !multicast_allowed)
@@ -517,5 +548,23 @@ mod tests {
             None,
             "not an echo request"
         );
+    }
+
+    #[test]
+    fn no_error_about_an_icmpv6_error_behind_extension_headers() {
+        let source = IpAddr::V6("2001:2:0:1::1".parse().expect("addr"));
+        let mut out = [0u8; ERROR_FRAME_MAX];
+        let len = write_error(&mut out, &udp_v6(10), IcmpError::TimeExceeded, LINK, source)
+            .expect("sent");
+        // The error with a destination-options header (8 bytes, padding) put in front of its ICMPv6.
+        let mut error = out[14..len].to_vec();
+        error[6] = 60;
+        error.splice(40..40, [PROTO_ICMPV6, 0, 1, 4, 0, 0, 0, 0]);
+        assert_eq!(ipv6_upper_layer(&error), Some((PROTO_ICMPV6, 48)));
+        assert_eq!(
+            write_error(&mut out, &error, IcmpError::TimeExceeded, LINK, source),
+            None
+        );
+        assert_eq!(ipv6_upper_layer(&udp_v6(10)), Some((17, 40)));
     }
 }
