@@ -24,6 +24,7 @@
 
 mod error;
 mod model;
+mod policy;
 mod raw;
 mod validate;
 
@@ -39,6 +40,7 @@ pub use model::{
     Config, DEFAULT_PORT_MTU, DEFAULT_PORT_QUEUES, DataplaneConfig, IcmpConfig, InterfaceRef,
     PortConfig, RouteConfig, RpFilter, TableConfig, VlanConfig, WorkerConfig, XdpMode, ZeroCopy,
 };
+pub use policy::{PolicySource, load_policy_file};
 
 /// Largest configuration file [`Config::load`] reads, so that a wrong path (a disk image, a
 /// device) fails fast instead of exhausting memory.
@@ -53,23 +55,7 @@ impl Config {
 
     /// Reads, parses and validates the configuration file at `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        let path = path.as_ref();
-        let read_error = |source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        };
-        let file = File::open(path).map_err(read_error)?;
-        let mut text = String::new();
-        file.take(CONFIG_FILE_SIZE_MAX + 1)
-            .read_to_string(&mut text)
-            .map_err(read_error)?;
-        if u64::try_from(text.len()).unwrap_or(u64::MAX) > CONFIG_FILE_SIZE_MAX {
-            return Err(ConfigError::TooLarge {
-                path: path.to_owned(),
-                limit_bytes: CONFIG_FILE_SIZE_MAX,
-            });
-        }
-        Self::from_toml_str(&text)
+        Self::from_toml_str(&read_bounded(path.as_ref())?)
     }
 
     /// Checks a configuration built in code against the same rules as a parsed file.
@@ -84,4 +70,24 @@ impl Config {
         toml::to_string(&raw::RawConfig::from(self))
             .expect("the file-shaped structs use only types TOML can represent")
     }
+}
+
+/// Reads a text file of at most [`CONFIG_FILE_SIZE_MAX`] bytes.
+pub(crate) fn read_bounded(path: &Path) -> Result<String, ConfigError> {
+    let read_error = |source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(read_error)?;
+    let mut text = String::new();
+    file.take(CONFIG_FILE_SIZE_MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(read_error)?;
+    if u64::try_from(text.len()).unwrap_or(u64::MAX) > CONFIG_FILE_SIZE_MAX {
+        return Err(ConfigError::TooLarge {
+            path: path.to_owned(),
+            limit_bytes: CONFIG_FILE_SIZE_MAX,
+        });
+    }
+    Ok(text)
 }

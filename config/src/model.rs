@@ -24,6 +24,8 @@ pub struct Config {
     pub workers: WorkerConfig,
     pub ports: Vec<PortConfig>,
     pub routes: Vec<RouteConfig>,
+    /// The segmentation rule set, if any (`[policy]`); without one, everything is forwarded.
+    pub policy: Option<crate::policy::PolicySource>,
 }
 
 /// How the XDP program is attached to an interface.

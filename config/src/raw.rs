@@ -24,6 +24,8 @@ pub(crate) struct RawConfig {
     pub ports: Vec<RawPort>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RawRoute>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::RawPolicy>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -143,6 +145,7 @@ impl From<&Config> for RawConfig {
             },
             ports: config.ports.iter().map(RawPort::from).collect(),
             routes: config.routes.iter().map(RawRoute::from).collect(),
+            policy: config.policy.as_ref().map(crate::policy::to_raw),
         }
     }
 }

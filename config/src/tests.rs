@@ -1051,6 +1051,7 @@ fn config() -> impl Strategy<Value = Config> {
                 },
                 routes: routes_over(&ports, &route_choices),
                 ports,
+                policy: None,
             },
         )
 }
@@ -1064,4 +1065,117 @@ proptest! {
             .map_err(|error| TestCaseError::fail(format!("{error}\n---\n{text}")))?;
         prop_assert_eq!(parsed, config);
     }
+}
+
+// ---- policy ----
+
+fn policy_example() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policy/segmentation.toml")
+}
+
+#[test]
+fn policy_example_loads_and_compiles() {
+    let spec = crate::load_policy_file(&policy_example()).expect("valid policy file");
+    assert_eq!(spec.version, "2026-11-21.1");
+    assert_eq!(spec.segments.len(), 2);
+    assert_eq!(spec.isolate.len(), 1);
+    assert!(spec.rules.len() >= 5);
+    let interfaces = |name: &str| {
+        ["p0", "p1", "p2"]
+            .iter()
+            .position(|p| *p == name)
+            .map(|i| i as u16)
+    };
+    let context = vfn_rules::Context {
+        interface: &interfaces,
+    };
+    vfn_rules::compile(&spec, &context, &vfn_rules::CompileLimits::default())
+        .expect("the example compiles");
+}
+
+#[test]
+fn inline_policy_round_trips() {
+    let policy = std::fs::read_to_string(policy_example()).expect("example");
+    // The policy file's keys, nested under [policy] of a config.
+    let nested = policy
+        .replace("[[segments]]", "[[policy.segments]]")
+        .replace("[[isolate]]", "[[policy.isolate]]")
+        .replace("[[isolate.allow]]", "[[policy.isolate.allow]]")
+        .replace("[[rules]]", "[[policy.rules]]")
+        .replace("version = ", "[policy]\nversion = ");
+    let text =
+        format!("[workers]\ncores = [0]\n[[ports]]\nname = \"p0\"\ninterface = \"eth0\"\n{nested}");
+    let config = parse(&text);
+    let Some(crate::PolicySource::Inline(spec)) = &config.policy else {
+        panic!("inline policy")
+    };
+    assert_eq!(
+        *spec,
+        crate::load_policy_file(&policy_example()).expect("valid")
+    );
+    assert_eq!(
+        Config::from_toml_str(&config.to_toml_string()).expect("round trip"),
+        config
+    );
+}
+
+#[test]
+fn policy_errors_name_their_keys() {
+    let text = r#"
+[workers]
+cores = [0]
+[[ports]]
+name = "p0"
+interface = "eth0"
+[policy]
+default = "maybe"
+[[policy.rules]]
+id = "a"
+source = { prefixes = ["198.18.0.0/33"] }
+protocol = "gre"
+action = "permit"
+[[policy.rules]]
+id = "b"
+protocol = "tcp"
+destination_ports = ["80-", 70000]
+tcp_flags = "syn,!bogus"
+action = { rate_limit = { packets_per_second = -5 } }
+[[policy.rules]]
+id = "c"
+icmp_type = 8
+action = { mirror = { session = "ids", then = "maybe" } }
+"#;
+    let Err(ConfigError::Invalid(errors)) = Config::from_toml_str(text) else {
+        panic!("invalid")
+    };
+    let found: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    for expected in [
+        "policy.default: \"maybe\" is neither \"allow\" nor \"deny\"",
+        "policy.rules[0].source.prefixes[0]: \"198.18.0.0/33\" is not an address or prefix",
+        "policy.rules[0].protocol: \"gre\" is not tcp, udp, icmp, icmpv6 or a protocol number",
+        "policy.rules[0].action: \"permit\" is not allow, drop, reject, { rate_limit = ... } or { mirror = ... }",
+        "policy.rules[1].destination_ports[0]: \"80-\" is not a port or a range \"first-last\"",
+        "policy.rules[1].destination_ports[1]: 70000 is not a port (0..=65535)",
+        "policy.rules[1].tcp_flags: \"!bogus\" is not a TCP flag (fin, syn, rst, psh, ack, urg, ece, cwr, each optionally after !)",
+        "policy.rules[1].action.rate_limit.packets_per_second: -5 is negative",
+        "policy.rules[2].icmp_type: icmp_type and icmp_code need protocol \"icmp\" or \"icmpv6\"",
+        "policy.rules[2].action.mirror.then: \"maybe\" is neither \"allow\" nor \"drop\"",
+    ] {
+        assert!(
+            found.iter().any(|e| e == expected),
+            "missing {expected:?} in {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_policy_is_in_a_file_or_inline_not_both() {
+    let text = "[workers]\ncores = [0]\n[[ports]]\nname = \"p0\"\ninterface = \"eth0\"\n[policy]\nfile = \"x.toml\"\nversion = \"1\"\n";
+    let Err(ConfigError::Invalid(errors)) = Config::from_toml_str(text) else {
+        panic!("invalid")
+    };
+    assert_eq!(
+        errors[0].to_string(),
+        "policy.file: a policy is either in a file of its own or written here, not both"
+    );
 }

@@ -55,6 +55,10 @@ pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let ports = ports(&mut errors, &raw.ports, &mut connected);
     let network = Network::new(&mut errors, &ports, &connected);
     let routes = routes(&mut errors, &raw.routes, &network, &tables);
+    let policy = raw
+        .policy
+        .as_ref()
+        .and_then(|policy| crate::policy::parse(policy, "policy", &mut errors.0));
     if errors.0.is_empty() {
         Ok(Config {
             dataplane,
@@ -63,6 +67,7 @@ pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             workers,
             ports,
             routes,
+            policy,
         })
     } else {
         Err(ConfigError::Invalid(errors.0))

@@ -1,6 +1,7 @@
 //! `vfn`: the VFN router.
 
 mod lab;
+mod policy;
 mod replay;
 mod run;
 mod spec;
@@ -87,15 +88,20 @@ fn main() -> ExitCode {
             config,
             stats_file,
             ready_file,
-        } => load(&config).and_then(|config| {
+        } => load(&config).and_then(|loaded| {
             let options = run::RunOptions {
+                config_path: config.clone(),
                 stats_file,
                 ready_file,
                 stats_interval: Duration::from_millis(200),
             };
-            run::run(&config, &options).map_err(|e| e.to_string())
+            run::run(&loaded, &options).map_err(|e| e.to_string())
         }),
-        Command::Check { config } => load(&config).map(|_| println!("{}: valid", config.display())),
+        Command::Check { config } => load(&config).and_then(|loaded| {
+            let summary = policy::check(&loaded, &config).map_err(|e| e.to_string())?;
+            println!("{}: valid{summary}", config.display());
+            Ok(())
+        }),
         Command::Lab { keep } => lab::run(keep).map_err(|e| e.to_string()),
         Command::Replay {
             config,
@@ -103,8 +109,8 @@ fn main() -> ExitCode {
             port,
             neighbours,
             output_dir,
-        } => load(&config).and_then(|config| {
-            let written = replay::replay(&config, &input, &port, &neighbours, &output_dir)
+        } => load(&config).and_then(|loaded| {
+            let written = replay::replay(&loaded, &config, &input, &port, &neighbours, &output_dir)
                 .map_err(|e| e.to_string())?;
             for (path, count) in written {
                 println!("{path}: {count} frames");

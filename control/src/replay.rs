@@ -57,6 +57,8 @@ pub enum ReplayError {
     UnknownPort(String),
     #[error("--neighbour: {0} names no port or VLAN")]
     UnknownInterface(String),
+    #[error("policy: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
     #[error("{path}: {source}")]
     OutputDir {
         path: String,
@@ -69,6 +71,7 @@ pub enum ReplayError {
 /// it was; the other ports get locally administered addresses.
 pub fn replay(
     config: &Config,
+    config_path: &Path,
     input: &Path,
     port_name: &str,
     neighbours: &[StaticNeighbour],
@@ -121,7 +124,9 @@ pub fn replay(
         frame_size: plan.xdp.frame_size as usize,
         ring_size: plan.xdp.ring_size,
     });
-    let mut worker = router.worker(io);
+    let rules = crate::policy::compile(config, config_path, &router.interfaces)?;
+    router.policy.publish(rules);
+    let mut worker = router.worker(io)?;
     let outputs = pcap::replay(&mut worker, &mut slow, ingress as u16, &frames);
     std::fs::create_dir_all(output_dir).map_err(|source| ReplayError::OutputDir {
         path: output_dir.display().to_string(),

@@ -20,6 +20,8 @@ use crate::spec::{self, PlanError};
 use crate::stats::{self, Sources};
 
 pub struct RunOptions {
+    /// The config file, for the policy file's relative path and for reloading on SIGHUP.
+    pub config_path: PathBuf,
     /// Where to write counters (Prometheus text), refreshed every `stats_interval` and at exit.
     pub stats_file: Option<PathBuf>,
     /// Created once every port is attached and every worker runs.
@@ -70,6 +72,8 @@ pub enum RunError {
     },
     #[error("ports[{index}].interface: {source}")]
     Interface { index: usize, source: XdpError },
+    #[error("policy: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
     #[error("starting a thread: {0}")]
     Thread(std::io::Error),
 }
@@ -121,6 +125,9 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
             .map_err(RunError::Signal)?;
         signal_hook::flag::register(signal, stop.clone()).map_err(RunError::Signal)?;
     }
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .map_err(RunError::Signal)?;
     let plan = spec::plan(config, |name| {
         vfn_xdp::interface_mac(name).map_err(|e| e.to_string())
     })?;
@@ -150,6 +157,9 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
 
     let epoch = Instant::now();
     let mut router = Router::build(plan.router.clone(), epoch, Box::new(log_neighbour_change))?;
+    // The rule set is in force before the first packet is received.
+    let rules = crate::policy::compile(config, &options.config_path, &router.interfaces)?;
+    router.policy.publish(rules);
     // Ports are opened before any thread starts, so a failure leaves nothing running.
     let mut workers = Vec::with_capacity(plan.workers.len());
     for (index, (core, ports)) in plan.workers.iter().enumerate() {
@@ -162,19 +172,16 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
             tracing::info!(worker = index, ?mode, "port attached");
         }
         check_mtus(&plan.router.interfaces, io.frame_capacity())?;
-        workers.push((*core, router.worker(io)));
+        workers.push((*core, router.worker(io)?));
     }
-    let sources = Sources {
-        port_names: plan.port_names.clone(),
-        workers: workers.iter().map(|(_, w)| w.counters()).collect(),
-        slow_path: Arc::default(),
-    };
     let mut slow_path = router
         .take_slow_path()
         .expect("Router::build makes exactly one slow path");
     let sources = Sources {
+        port_names: plan.port_names.clone(),
+        workers: workers.iter().map(|(_, w)| w.counters()).collect(),
+        rules: workers.iter().map(|(_, w)| w.policy_counters()).collect(),
         slow_path: slow_path.counters(),
-        ..sources
     };
 
     let mut threads: Vec<(String, JoinHandle<()>)> = Vec::new();
@@ -211,7 +218,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
         );
     }
     let outcome =
-        spawned.and_then(|()| supervise(&stop, &threads, options, &sources, &plan.port_names));
+        spawned.and_then(|()| supervise(&stop, &reload, &threads, options, &sources, &mut router));
 
     // Every way out stops and joins every thread, so every port is closed and detached.
     stop.store(true, Ordering::Relaxed);
@@ -222,7 +229,10 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
         }
     }
     if let Some(path) = &options.stats_file
-        && let Err(error) = stats::write_atomically(path, &stats::render(&sources))
+        && let Err(error) = stats::write_atomically(
+            path,
+            &stats::render(&sources, router.policy.current().as_deref()),
+        )
     {
         tracing::warn!(path = %path.display(), %error, "writing the final counters");
     }
@@ -236,35 +246,54 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
 /// then the counters every `stats_interval`. A failed counter write is logged, not fatal.
 fn supervise(
     stop: &AtomicBool,
+    reload: &AtomicBool,
     threads: &[(String, JoinHandle<()>)],
     options: &RunOptions,
     sources: &Sources,
-    port_names: &[String],
+    router: &mut Router,
 ) -> Result<(), RunError> {
     if let Some(path) = &options.ready_file {
         write_file(path, "ready\n")?;
     }
-    tracing::info!(ports = ?port_names, workers = threads.len() - 1, "vfn running");
+    tracing::info!(ports = ?sources.port_names, workers = threads.len() - 1, "vfn running");
     let mut stats_failing = false;
+    let mut next_stats = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if let Some((name, _)) = threads.iter().find(|(_, handle)| handle.is_finished()) {
             return Err(RunError::ThreadEnded(name.clone()));
         }
-        if let Some(path) = &options.stats_file {
-            match stats::write_atomically(path, &stats::render(sources)) {
-                Ok(()) => stats_failing = false,
-                Err(error) if !stats_failing => {
-                    stats_failing = true;
-                    tracing::warn!(path = %path.display(), %error, "writing the counters");
+        if reload.swap(false, Ordering::Relaxed) {
+            match crate::policy::reload(&options.config_path, &router.interfaces) {
+                Ok(rules) => {
+                    let generation = router.policy.publish(rules);
+                    tracing::info!(generation, "policy reloaded");
                 }
-                Err(_) => {}
+                Err(error) => {
+                    tracing::error!(%error, "policy reload refused; the rule set in force stays")
+                }
             }
         }
-        // Sleep in small steps so a signal is noticed quickly.
-        let until = Instant::now() + options.stats_interval;
-        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(20));
+        router.policy.collect();
+        for entry in router.overlay.expire(router.epoch.elapsed()) {
+            tracing::info!(id = entry.id, host = %entry.host, "dynamic entry expired");
         }
+        if Instant::now() >= next_stats {
+            next_stats = Instant::now() + options.stats_interval;
+            if let Some(path) = &options.stats_file {
+                match stats::write_atomically(
+                    path,
+                    &stats::render(sources, router.policy.current().as_deref()),
+                ) {
+                    Ok(()) => stats_failing = false,
+                    Err(error) if !stats_failing => {
+                        stats_failing = true;
+                        tracing::warn!(path = %path.display(), %error, "writing the counters");
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
 }

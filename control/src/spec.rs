@@ -10,9 +10,13 @@ use vfn_config::{
 use vfn_dataplane::fib::{FibLimits, StaticRoute};
 use vfn_dataplane::iface::{Interface, RpFilter};
 use vfn_dataplane::neigh::NeighbourTimers;
+use vfn_dataplane::policy::PolicyLimits;
 use vfn_dataplane::router::RouterSpec;
 use vfn_dataplane::worker::WorkerConfig;
 use vfn_xdp::{XdpMode, XdpOptions, XdpPort, ZeroCopy};
+
+/// Dynamic entries (quarantines, rate limits, mirrors with a time to live) at most.
+const DYNAMIC_ENTRIES_MAX: usize = 4_096;
 
 /// Everything `vfn run` starts.
 #[derive(Clone, Debug)]
@@ -148,6 +152,11 @@ pub fn plan(
             icmp_errors_burst: u64::from(config.icmp.errors_burst),
             ..WorkerConfig::default()
         },
+        policy: PolicyLimits {
+            workers: worker_count,
+            ..PolicyLimits::default()
+        },
+        dynamic_entries: DYNAMIC_ENTRIES_MAX,
     };
     let xdp = XdpOptions {
         mode: match dataplane.xdp_mode {

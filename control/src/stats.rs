@@ -6,12 +6,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use vfn_dataplane::counters::{DropReason, WorkerCounters};
+use vfn_dataplane::policy::{ActivePolicy, PolicyCounters, RuleCounter, RuleCounters};
 use vfn_dataplane::slowpath::SlowPathCounters;
 
 /// What is counted, and the names to show it by.
 pub struct Sources {
     pub port_names: Vec<String>,
     pub workers: Vec<Arc<WorkerCounters>>,
+    /// Per worker: per-rule counters and policy counters.
+    pub rules: Vec<(Arc<RuleCounters>, Arc<PolicyCounters>)>,
     pub slow_path: Arc<SlowPathCounters>,
 }
 
@@ -20,8 +23,9 @@ fn family(out: &mut String, name: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} counter");
 }
 
-/// The counters as Prometheus text, one sample per port or reason and worker.
-pub fn render(sources: &Sources) -> String {
+/// The counters as Prometheus text, one sample per port or reason and worker; per rule of the
+/// rule set in force (`policy`), summed over the workers that count for it.
+pub fn render(sources: &Sources, policy: Option<&ActivePolicy>) -> String {
     let mut out = String::with_capacity(16 * 1024);
     type PortField = fn(&vfn_dataplane::counters::PortCounters) -> u64;
     let port_fields: [(&str, &str, PortField); 6] = [
@@ -105,6 +109,7 @@ pub fn render(sources: &Sources) -> String {
             let _ = writeln!(out, "{name}{{worker=\"{worker_index}\"}} {}", field(worker));
         }
     }
+    render_policy(&mut out, sources, policy);
     let slow = &sources.slow_path;
     for (name, help, value) in [
         (
@@ -149,6 +154,91 @@ pub fn render(sources: &Sources) -> String {
     out
 }
 
+fn render_policy(out: &mut String, sources: &Sources, policy: Option<&ActivePolicy>) {
+    type PolicyField = fn(&PolicyCounters) -> u64;
+    let fields: [(&str, &str, PolicyField); 6] = [
+        (
+            "vfn_flows_created_total",
+            "Flows a rule allowed and the flow table took.",
+            |p| p.flows_created.get(),
+        ),
+        (
+            "vfn_flow_table_full_total",
+            "Allowed flows the full flow table could not take.",
+            |p| p.flow_table_full.get(),
+        ),
+        (
+            "vfn_flows_rejudged_total",
+            "Flows judged again under a new rule set.",
+            |p| p.flows_rejudged.get(),
+        ),
+        (
+            "vfn_flows_expired_total",
+            "Flows removed after their idle timeout.",
+            |p| p.flows_expired.get(),
+        ),
+        (
+            "vfn_mirrored_total",
+            "Packets a mirror action or entry selected.",
+            |p| p.mirrored.get(),
+        ),
+        (
+            "vfn_rule_log_events_total",
+            "Matches of rules that log.",
+            |p| p.log_events.get(),
+        ),
+    ];
+    for (name, help, field) in fields {
+        family(out, name, help);
+        for (worker_index, (_, counters)) in sources.rules.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}{{worker=\"{worker_index}\"}} {}",
+                field(counters)
+            );
+        }
+    }
+    let Some(policy) = policy else { return };
+    let _ = writeln!(out, "# HELP vfn_policy_generation The rule set in force.");
+    let _ = writeln!(out, "# TYPE vfn_policy_generation gauge");
+    let _ = writeln!(
+        out,
+        "vfn_policy_generation{{version=\"{}\"}} {}",
+        policy.rules.version, policy.generation
+    );
+    type RuleField = fn(&RuleCounter) -> u64;
+    let rule_fields: [(&str, &str, RuleField); 2] = [
+        (
+            "vfn_rule_packets_total",
+            "Packets a rule decided (the default action as rule \"default\").",
+            |c| c.packets.get(),
+        ),
+        (
+            "vfn_rule_bytes_total",
+            "Bytes of the packets a rule decided.",
+            |c| c.bytes.get(),
+        ),
+    ];
+    let current = || {
+        sources
+            .rules
+            .iter()
+            .filter(|(rules, _)| rules.generation() == policy.generation)
+    };
+    for (name, help, field) in rule_fields {
+        family(out, name, help);
+        for (index, rule) in policy.rules.rules.iter().enumerate() {
+            let total: u64 = current()
+                .filter_map(|(rules, _)| rules.rules.get(index))
+                .map(field)
+                .sum();
+            let _ = writeln!(out, "{name}{{rule=\"{}\"}} {total}", rule.id);
+        }
+        let total: u64 = current().map(|(rules, _)| field(&rules.default)).sum();
+        let _ = writeln!(out, "{name}{{rule=\"default\"}} {total}");
+    }
+}
+
 /// Writes `text` to `path` atomically (a reader sees the old or the new file, never a part).
 pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let mut temporary = path.as_os_str().to_owned();
@@ -166,11 +256,15 @@ mod tests {
         let worker = Arc::new(WorkerCounters::new(2));
         worker.ports[1].rx_packets.add(7);
         worker.count_drop(1, DropReason::NoRoute);
-        let text = render(&Sources {
-            port_names: vec!["p0".into(), "p1".into()],
-            workers: vec![worker],
-            slow_path: Arc::default(),
-        });
+        let text = render(
+            &Sources {
+                port_names: vec!["p0".into(), "p1".into()],
+                workers: vec![worker],
+                rules: Vec::new(),
+                slow_path: Arc::default(),
+            },
+            None,
+        );
         assert!(
             text.contains("vfn_port_rx_packets_total{port=\"p1\",worker=\"0\"} 7\n"),
             "{text}"

@@ -5,6 +5,8 @@
 //! packet. The generating port copies a template into each frame as a NIC's DMA would, so that
 //! copy is part of the measured cost.
 
+mod classify;
+
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
@@ -13,6 +15,7 @@ use vfn_dataplane::fib::{FibLimits, StaticRoute};
 use vfn_dataplane::iface::{Interface, RpFilter};
 use vfn_dataplane::mem_io::{MemIo, MemIoConfig};
 use vfn_dataplane::neigh::{NeighbourKey, NeighbourTimers};
+use vfn_dataplane::policy::PolicyLimits;
 use vfn_dataplane::router::{Router, RouterSpec};
 use vfn_dataplane::wire::LearnPolicy;
 use vfn_dataplane::worker::WorkerConfig;
@@ -41,6 +44,8 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         core: usize,
     },
+    /// The packet classifier on ClassBench sets, against DPDK's rte_acl.
+    Classbench(classify::Args),
 }
 
 const P0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
@@ -95,6 +100,8 @@ fn measure(flows: usize, seconds: f64) -> (u64, Duration) {
         neighbour_capacity: 64,
         neighbour_timers: NeighbourTimers::default(),
         worker: WorkerConfig::default(),
+        policy: PolicyLimits::default(),
+        dynamic_entries: 0,
     };
     let mut router = Router::build(spec, Instant::now(), Box::new(|_| {})).expect("constant spec");
     let mut slow = router.take_slow_path().expect("one slow path");
@@ -114,7 +121,7 @@ fn measure(flows: usize, seconds: f64) -> (u64, Duration) {
     });
     io.generate(0, templates(flows));
     io.discard_sent(1);
-    let mut worker = router.worker(io);
+    let mut worker = router.worker(io).expect("the default flow table builds");
     // Warm up caches and branch predictors.
     let warm_until = Instant::now() + Duration::from_millis(200);
     while Instant::now() < warm_until {
@@ -135,6 +142,7 @@ fn measure(flows: usize, seconds: f64) -> (u64, Duration) {
 
 fn main() {
     match Cli::parse().command {
+        Command::Classbench(args) => classify::run(&args),
         Command::Pipeline {
             seconds,
             flows,

@@ -82,6 +82,7 @@ pub fn lab_config(topology: &Topology) -> Result<Config, LabError> {
         workers: WorkerConfig { cores },
         ports,
         routes,
+        policy: None,
     };
     config
         .validate()

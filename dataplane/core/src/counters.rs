@@ -52,6 +52,12 @@ drop_reasons! {
     ReversePath => "reverse_path", "source fails the port's reverse-path check (spoofed)";
     TtlExceeded => "ttl_exceeded", "TTL or hop limit would reach zero";
     NoRoute => "no_route", "no route to the destination";
+    PolicyDrop => "policy_drop", "a rule (or the rule set's isolation) drops it";
+    PolicyDefault => "policy_default", "no rule matched and the rule set's default is deny";
+    PolicyReject => "policy_reject", "a rule rejects it (the sender is told)";
+    RateLimited => "rate_limited", "over a rule's or a dynamic entry's rate limit";
+    Quarantined => "quarantined", "from or to a host a dynamic entry quarantines";
+    FragmentWithoutFirst => "fragment_without_first", "a later fragment whose first fragment was not seen (or was dropped long ago)";
     DirectedBroadcast => "directed_broadcast", "to a connected subnet's network or broadcast address (RFC 2644)";
     TooBig => "too_big", "larger than the egress MTU with fragmentation forbidden";
     FragmentsTooMany => "fragments_too_many", "IPv4 packet would need more fragments than the worker makes";
@@ -77,6 +83,12 @@ impl Counter {
             self.0.load(Ordering::Relaxed).wrapping_add(value),
             Ordering::Relaxed,
         );
+    }
+
+    /// Overwrites the value (single writer).
+    #[inline]
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
     }
 
     #[inline]

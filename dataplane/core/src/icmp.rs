@@ -1,4 +1,5 @@
-//! ICMP and ICMPv6 error messages the router originates (RFC 1812 section 4.3, RFC 4443).
+//! Error replies the router originates: ICMP and ICMPv6 errors (RFC 1812 section 4.3, RFC 4443)
+//! and the TCP resets of rules that reject (RFC 9293 section 3.10.7.1).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -10,7 +11,10 @@ use crate::wire::{
 
 /// The errors the forwarding path reports to a packet's source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IcmpError {
+pub enum ErrorReply {
+    /// A rule rejects the packet: a TCP RST for TCP (from the packet's destination, as the peer
+    /// would send it), ICMP / ICMPv6 administratively prohibited otherwise.
+    Reject,
     /// TTL or hop limit exhausted in transit.
     TimeExceeded,
     /// No route to the destination network.
@@ -48,10 +52,13 @@ pub struct ErrorLink {
 pub fn write_error(
     out: &mut [u8],
     original: &[u8],
-    kind: IcmpError,
+    kind: ErrorReply,
     link: ErrorLink,
     source: IpAddr,
 ) -> Option<usize> {
+    if kind == ErrorReply::Reject && carries_tcp(original) {
+        return write_tcp_reset(out, original, link);
+    }
     match (original.first()? >> 4, source) {
         (4, IpAddr::V4(source)) => write_error_v4(out, original, kind, link, source),
         (6, IpAddr::V6(source)) => write_error_v6(out, original, kind, link, source),
@@ -62,7 +69,7 @@ pub fn write_error(
 fn write_error_v4(
     out: &mut [u8],
     original: &[u8],
-    kind: IcmpError,
+    kind: ErrorReply,
     link: ErrorLink,
     source: Ipv4Addr,
 ) -> Option<usize> {
@@ -89,10 +96,11 @@ fn write_error_v4(
         return None;
     }
     let (icmp_type, code, rest) = match kind {
-        IcmpError::TimeExceeded => (11, 0, [0; 4]),
-        IcmpError::NetUnreachable => (3, 0, [0; 4]),
-        IcmpError::HostUnreachable => (3, 1, [0; 4]),
-        IcmpError::TooBig { mtu } => {
+        ErrorReply::Reject => (3, 13, [0; 4]),
+        ErrorReply::TimeExceeded => (11, 0, [0; 4]),
+        ErrorReply::NetUnreachable => (3, 0, [0; 4]),
+        ErrorReply::HostUnreachable => (3, 1, [0; 4]),
+        ErrorReply::TooBig { mtu } => {
             let m = mtu.to_be_bytes();
             (3, 4, [0, 0, m[0], m[1]])
         }
@@ -126,40 +134,10 @@ fn write_error_v4(
     Some(l2 + total)
 }
 
-/// Extension headers walked to find an IPv6 packet's upper layer; more are not looked through.
-const EXTENSION_HEADERS_MAX: usize = 8;
-
-/// The upper-layer protocol of an IPv6 packet and the offset of its header, past hop-by-hop,
-/// routing, destination options and a first fragment's header (RFC 8200 section 4).
-fn ipv6_upper_layer(packet: &[u8]) -> Option<(u8, usize)> {
-    let mut next = *packet.get(wire::ipv6::NEXT_HEADER)?;
-    let mut offset = IPV6_HEADER_LEN;
-    for _ in 0..EXTENSION_HEADERS_MAX {
-        match next {
-            0 | 43 | 60 => {
-                let length = (usize::from(*packet.get(offset + 1)?) + 1) * 8;
-                next = *packet.get(offset)?;
-                offset += length;
-            }
-            44 => {
-                let fragment_offset =
-                    u16::from_be_bytes([*packet.get(offset + 2)?, *packet.get(offset + 3)?]) >> 3;
-                if fragment_offset != 0 {
-                    return None;
-                }
-                next = *packet.get(offset)?;
-                offset += 8;
-            }
-            protocol => return Some((protocol, offset)),
-        }
-    }
-    None
-}
-
 fn write_error_v6(
     out: &mut [u8],
     original: &[u8],
-    kind: IcmpError,
+    kind: ErrorReply,
     link: ErrorLink,
     source: Ipv6Addr,
 ) -> Option<usize> {
@@ -168,10 +146,12 @@ fn write_error_v6(
     }
     let src = Ipv6Addr::from(<[u8; 16]>::try_from(&original[8..24]).ok()?);
     let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&original[24..40]).ok()?);
-    let is_icmp_error = ipv6_upper_layer(original).is_some_and(|(protocol, offset)| {
-        protocol == PROTO_ICMPV6 && original.get(offset).is_some_and(|&t| t < 128)
+    let is_icmp_error = wire::ipv6_layers(original).is_some_and(|layers| {
+        layers.protocol == PROTO_ICMPV6
+            && layers.fragment.is_none_or(|f| f.offset == 0)
+            && original.get(layers.offset).is_some_and(|&t| t < 128)
     });
-    let multicast_allowed = matches!(kind, IcmpError::TooBig { .. });
+    let multicast_allowed = matches!(kind, ErrorReply::TooBig { .. });
     if is_icmp_error
         || (dst.is_multicast() && !multicast_allowed)
         || src.is_unspecified()
@@ -180,10 +160,11 @@ fn write_error_v6(
         return None;
     }
     let (icmp_type, code, rest) = match kind {
-        IcmpError::TimeExceeded => (3, 0, [0; 4]),
-        IcmpError::NetUnreachable => (1, 0, [0; 4]),
-        IcmpError::HostUnreachable => (1, 3, [0; 4]),
-        IcmpError::TooBig { mtu } => (2, 0, u32::from(mtu).to_be_bytes()),
+        ErrorReply::Reject => (1, 1, [0; 4]),
+        ErrorReply::TimeExceeded => (3, 0, [0; 4]),
+        ErrorReply::NetUnreachable => (1, 0, [0; 4]),
+        ErrorReply::HostUnreachable => (1, 3, [0; 4]),
+        ErrorReply::TooBig { mtu } => (2, 0, u32::from(mtu).to_be_bytes()),
     };
     let quoted = original
         .len()
@@ -212,6 +193,123 @@ fn write_error_v6(
     let icmp_checksum = !checksum::ones_complement_sum(icmp, sum);
     wire::write_u16(icmp, 2, icmp_checksum);
     Some(l2 + IPV6_HEADER_LEN + payload)
+}
+
+fn carries_tcp(packet: &[u8]) -> bool {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => packet.get(wire::ipv4::PROTOCOL) == Some(&wire::PROTO_TCP),
+        Some(6) => {
+            wire::ipv6_layers(packet).is_some_and(|layers| layers.protocol == wire::PROTO_TCP)
+        }
+        _ => false,
+    }
+}
+
+/// Writes into `out` an Ethernet frame with the TCP reset answering `original` (an IPv4 or
+/// IPv6 packet carrying a whole TCP header), from the original destination to its source; `None`
+/// when `original` is not such a packet or is itself a reset.
+fn write_tcp_reset(out: &mut [u8], original: &[u8], link: ErrorLink) -> Option<usize> {
+    const TCP_HEADER_LEN: usize = 20;
+    let (header_len, payload_len, ethertype) = match original.first()? >> 4 {
+        4 => {
+            let header_len = usize::from(original[0] & 0x0f) * 4;
+            let total = usize::from(wire::read_u16(original, wire::ipv4::TOTAL_LENGTH));
+            if original.get(wire::ipv4::PROTOCOL) != Some(&wire::PROTO_TCP)
+                || total > original.len()
+            {
+                return None;
+            }
+            (header_len, total.checked_sub(header_len)?, ETHERTYPE_IPV4)
+        }
+        6 => {
+            let layers = wire::ipv6_layers(original)?;
+            if layers.protocol != wire::PROTO_TCP || layers.fragment.is_some_and(|f| f.offset != 0)
+            {
+                return None;
+            }
+            let end =
+                IPV6_HEADER_LEN + usize::from(wire::read_u16(original, wire::ipv6::PAYLOAD_LENGTH));
+            (
+                layers.offset,
+                end.min(original.len()).checked_sub(layers.offset)?,
+                ETHERTYPE_IPV6,
+            )
+        }
+        _ => return None,
+    };
+    let tcp = original.get(header_len..header_len + payload_len)?;
+    let data_offset = usize::from(*tcp.get(12)? >> 4) * 4;
+    let flags = *tcp.get(13)?;
+    if tcp.len() < TCP_HEADER_LEN
+        || data_offset < TCP_HEADER_LEN
+        || data_offset > tcp.len()
+        || flags & 0x04 != 0
+    {
+        return None;
+    }
+    let (syn, fin, ack) = (flags & 0x02 != 0, flags & 0x01 != 0, flags & 0x10 != 0);
+    let segment_len = (tcp.len() - data_offset) as u32 + u32::from(syn) + u32::from(fin);
+    let their_seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    let their_ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
+    // RFC 9293 3.10.7.1: acknowledge what was sent unless the segment carried an ACK.
+    let (seq, ack_number, reset_flags) = if ack {
+        (their_ack, 0, 0x04)
+    } else {
+        (0, their_seq.wrapping_add(segment_len), 0x14)
+    };
+    let l2 = wire::write_ethernet(out, link.dst_mac, link.src_mac, link.vlan, ethertype);
+    let ip_len = if ethertype == ETHERTYPE_IPV4 {
+        IPV4_HEADER_LEN
+    } else {
+        IPV6_HEADER_LEN
+    };
+    let frame = out.get_mut(l2..l2 + ip_len + TCP_HEADER_LEN)?;
+    let (ip, reset) = frame.split_at_mut(ip_len);
+    reset[0..2].copy_from_slice(&tcp[2..4]);
+    reset[2..4].copy_from_slice(&tcp[0..2]);
+    reset[4..8].copy_from_slice(&seq.to_be_bytes());
+    reset[8..12].copy_from_slice(&ack_number.to_be_bytes());
+    reset[12] = 5 << 4;
+    reset[13] = reset_flags;
+    reset[14..20].fill(0); // window, checksum, urgent pointer
+    let pseudo = if ethertype == ETHERTYPE_IPV4 {
+        ip[0] = 0x45;
+        ip[1] = 0;
+        wire::write_u16(
+            ip,
+            wire::ipv4::TOTAL_LENGTH,
+            (IPV4_HEADER_LEN + TCP_HEADER_LEN) as u16,
+        );
+        ip[4..8].copy_from_slice(&[0, 0, 0x40, 0]);
+        ip[wire::ipv4::TTL] = ORIGINATED_TTL;
+        ip[wire::ipv4::PROTOCOL] = wire::PROTO_TCP;
+        wire::write_u16(ip, wire::ipv4::CHECKSUM, 0);
+        ip[12..16].copy_from_slice(&original[16..20]);
+        ip[16..20].copy_from_slice(&original[12..16]);
+        let header_checksum = checksum::checksum(ip);
+        wire::write_u16(ip, wire::ipv4::CHECKSUM, header_checksum);
+        u32::from(checksum::ones_complement_sum(&ip[12..20], 0))
+            + u32::from(wire::PROTO_TCP)
+            + TCP_HEADER_LEN as u32
+    } else {
+        ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
+        wire::write_u16(ip, wire::ipv6::PAYLOAD_LENGTH, TCP_HEADER_LEN as u16);
+        ip[wire::ipv6::NEXT_HEADER] = wire::PROTO_TCP;
+        ip[wire::ipv6::HOP_LIMIT] = ORIGINATED_TTL;
+        ip[8..24].copy_from_slice(&original[24..40]);
+        ip[24..40].copy_from_slice(&original[8..24]);
+        let (source, destination): ([u8; 16], [u8; 16]) =
+            (ip[8..24].try_into().ok()?, ip[24..40].try_into().ok()?);
+        checksum::ipv6_pseudo_header_sum(
+            &source,
+            &destination,
+            TCP_HEADER_LEN as u32,
+            wire::PROTO_TCP,
+        )
+    };
+    let tcp_checksum = !checksum::ones_complement_sum(reset, pseudo);
+    wire::write_u16(reset, 16, tcp_checksum);
+    Some(l2 + ip_len + TCP_HEADER_LEN)
 }
 
 /// Writes into `out` the echo reply (an IP packet, from its header on) to the echo request
@@ -328,7 +426,7 @@ mod tests {
         let len = write_error(
             &mut out,
             &original,
-            IcmpError::TimeExceeded,
+            ErrorReply::TimeExceeded,
             LINK,
             source_v4(),
         )
@@ -361,7 +459,7 @@ mod tests {
         let len = write_error(
             &mut out,
             &original,
-            IcmpError::TooBig { mtu: 1500 },
+            ErrorReply::TooBig { mtu: 1500 },
             LINK,
             source_v4(),
         )
@@ -387,8 +485,8 @@ mod tests {
         let original = udp_v4(10);
         let mut out = [0u8; ERROR_FRAME_MAX];
         for (kind, code) in [
-            (IcmpError::NetUnreachable, 0),
-            (IcmpError::HostUnreachable, 1),
+            (ErrorReply::NetUnreachable, 0),
+            (ErrorReply::HostUnreachable, 1),
         ] {
             let len = write_error(&mut out, &original, kind, LINK, source_v4()).expect("sent");
             assert_eq!(&out[14 + 20..14 + 22], &[3, code]);
@@ -403,7 +501,7 @@ mod tests {
         let len = write_error(
             &mut error,
             &udp_v4(10),
-            IcmpError::TimeExceeded,
+            ErrorReply::TimeExceeded,
             LINK,
             source_v4(),
         )
@@ -412,7 +510,7 @@ mod tests {
             write_error(
                 &mut out,
                 &error[14..len],
-                IcmpError::TimeExceeded,
+                ErrorReply::TimeExceeded,
                 LINK,
                 source_v4()
             ),
@@ -424,7 +522,7 @@ mod tests {
             write_error(
                 &mut out,
                 &fragment,
-                IcmpError::TimeExceeded,
+                ErrorReply::TimeExceeded,
                 LINK,
                 source_v4()
             ),
@@ -436,7 +534,7 @@ mod tests {
             write_error(
                 &mut out,
                 &broadcast,
-                IcmpError::TimeExceeded,
+                ErrorReply::TimeExceeded,
                 LINK,
                 source_v4()
             ),
@@ -452,7 +550,7 @@ mod tests {
         let len = write_error(
             &mut out,
             &original,
-            IcmpError::TooBig { mtu: 1500 },
+            ErrorReply::TooBig { mtu: 1500 },
             LINK,
             source,
         )
@@ -484,9 +582,9 @@ mod tests {
         let mut out = [0u8; ERROR_FRAME_MAX];
         let source = IpAddr::V6("2001:2:0:1::1".parse().expect("addr"));
         for (kind, t, c) in [
-            (IcmpError::TimeExceeded, 3, 0),
-            (IcmpError::NetUnreachable, 1, 0),
-            (IcmpError::HostUnreachable, 1, 3),
+            (ErrorReply::TimeExceeded, 3, 0),
+            (ErrorReply::NetUnreachable, 1, 0),
+            (ErrorReply::HostUnreachable, 1, 3),
         ] {
             write_error(&mut out, &original, kind, LINK, source).expect("sent");
             assert_eq!(&out[14 + 40..14 + 42], &[t, c]);
@@ -554,17 +652,83 @@ mod tests {
     fn no_error_about_an_icmpv6_error_behind_extension_headers() {
         let source = IpAddr::V6("2001:2:0:1::1".parse().expect("addr"));
         let mut out = [0u8; ERROR_FRAME_MAX];
-        let len = write_error(&mut out, &udp_v6(10), IcmpError::TimeExceeded, LINK, source)
-            .expect("sent");
+        let len = write_error(
+            &mut out,
+            &udp_v6(10),
+            ErrorReply::TimeExceeded,
+            LINK,
+            source,
+        )
+        .expect("sent");
         // The error with a destination-options header (8 bytes, padding) put in front of its ICMPv6.
         let mut error = out[14..len].to_vec();
         error[6] = 60;
         error.splice(40..40, [PROTO_ICMPV6, 0, 1, 4, 0, 0, 0, 0]);
-        assert_eq!(ipv6_upper_layer(&error), Some((PROTO_ICMPV6, 48)));
+        let layers = wire::ipv6_layers(&error).expect("parses");
+        assert_eq!((layers.protocol, layers.offset), (PROTO_ICMPV6, 48));
         assert_eq!(
-            write_error(&mut out, &error, IcmpError::TimeExceeded, LINK, source),
+            write_error(&mut out, &error, ErrorReply::TimeExceeded, LINK, source),
             None
         );
-        assert_eq!(ipv6_upper_layer(&udp_v6(10)), Some((17, 40)));
+        let layers = wire::ipv6_layers(&udp_v6(10)).expect("parses");
+        assert_eq!(
+            (layers.protocol, layers.offset, layers.fragment),
+            (17, 40, None)
+        );
+    }
+
+    #[test]
+    fn reject_resets_tcp_and_prohibits_the_rest() {
+        let mut syn = Vec::new();
+        etherparse::PacketBuilder::ipv4([198, 18, 1, 2], [198, 18, 3, 2], 64)
+            .tcp(40000, 23, 1000, 64240)
+            .syn()
+            .write(&mut syn, &[])
+            .expect("build");
+        let mut out = [0u8; ERROR_FRAME_MAX];
+        let len =
+            write_error(&mut out, &syn, ErrorReply::Reject, LINK, source_v4()).expect("a reset");
+        let reset = SlicedPacket::from_ethernet(&out[..len]).expect("parses");
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &reset.net else {
+            panic!("ipv4")
+        };
+        assert_eq!(
+            (ip.header().source(), ip.header().destination()),
+            ([198, 18, 3, 2], [198, 18, 1, 2]),
+            "from the destination"
+        );
+        assert!(checksum::is_valid(ip.header().slice()));
+        let Some(TransportSlice::Tcp(tcp)) = &reset.transport else {
+            panic!("tcp")
+        };
+        assert!(tcp.rst() && tcp.ack());
+        assert_eq!((tcp.source_port(), tcp.destination_port()), (23, 40000));
+        assert_eq!(
+            tcp.acknowledgment_number(),
+            1001,
+            "the SYN's sequence number plus one"
+        );
+        let expected = tcp
+            .to_header()
+            .calc_checksum_ipv4_raw([198, 18, 3, 2], [198, 18, 1, 2], &[])
+            .expect("fits");
+        assert_eq!(tcp.checksum(), expected);
+        // Not TCP: administratively prohibited.
+        let mut out = [0u8; ERROR_FRAME_MAX];
+        let len = write_error(&mut out, &udp_v4(10), ErrorReply::Reject, LINK, source_v4())
+            .expect("an error");
+        assert_eq!(&out[14 + 20..14 + 22], &[3, 13]);
+        assert!(len > 14 + 28);
+        // A reset is never answered.
+        let mut rst = Vec::new();
+        etherparse::PacketBuilder::ipv4([198, 18, 1, 2], [198, 18, 3, 2], 64)
+            .tcp(40000, 23, 1000, 0)
+            .rst()
+            .write(&mut rst, &[])
+            .expect("build");
+        assert_eq!(
+            write_error(&mut out, &rst, ErrorReply::Reject, LINK, source_v4()),
+            None
+        );
     }
 }

@@ -8,6 +8,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use etherparse::err::{ipv4 as ipv4_err, ipv6 as ipv6_err};
 use etherparse::{Ipv4HeaderSlice, Ipv6HeaderSlice};
@@ -15,10 +16,12 @@ use etherparse::{Ipv4HeaderSlice, Ipv6HeaderSlice};
 use crate::checksum;
 use crate::counters::DropReason;
 use crate::fib::{Fib, NextHop};
-use crate::icmp::IcmpError;
+use crate::icmp::ErrorReply;
 use crate::iface::{IfIndex, Interface, Interfaces, RpFilter};
 use crate::io::PortIndex;
 use crate::neigh::{NeighbourIndex, NeighbourKey, NeighbourTable, Resolution};
+use crate::overlay::Overlay;
+use crate::policy::{ActivePolicy, Fragment, Judgement, PacketFacts, PolicyState};
 use crate::wire::{self, ETHERNET_HEADER_LEN, IPV6_HEADER_LEN, VLAN_TAG_LEN, ipv4, ipv6};
 
 /// What the worker does with a packet.
@@ -53,7 +56,7 @@ pub enum Verdict {
     /// `ip_start..ip_start + ip_len`, through `iface` to the frame's source MAC.
     Error {
         reason: DropReason,
-        error: IcmpError,
+        error: ErrorReply,
         iface: IfIndex,
         ip_start: usize,
         ip_len: usize,
@@ -62,10 +65,14 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
-/// What a burst shares: one FIB and one neighbour index for all its packets.
+/// What a burst shares: one FIB, one neighbour index, one rule set and one overlay for all its
+/// packets, and one reading of the clock.
 pub struct BurstView<'a> {
     pub fib: &'a Fib,
     pub neighbours: &'a NeighbourIndex,
+    pub policy: Option<&'a ActivePolicy>,
+    pub overlay: &'a Overlay,
+    pub now: Duration,
 }
 
 /// The parsed link layer of a received frame.
@@ -100,11 +107,12 @@ impl Pipeline {
     pub fn process(
         &self,
         view: &BurstView<'_>,
+        policy: &mut PolicyState,
         buf: &mut [u8],
         len: usize,
         port: PortIndex,
     ) -> Verdict {
-        match self.decide(view, buf, len, port) {
+        match self.decide(view, policy, buf, len, port) {
             Ok(verdict) | Err(verdict) => verdict,
         }
     }
@@ -112,6 +120,7 @@ impl Pipeline {
     fn decide(
         &self,
         view: &BurstView<'_>,
+        policy: &mut PolicyState,
         buf: &mut [u8],
         len: usize,
         port: PortIndex,
@@ -120,8 +129,8 @@ impl Pipeline {
         let link = self.link(&buf[..len], port)?;
         match wire::read_u16(buf, link.l3 - 2) {
             wire::ETHERTYPE_ARP => Ok(self.to_host(buf, len, &link)),
-            wire::ETHERTYPE_IPV4 => self.ipv4(view, buf, len, &link),
-            wire::ETHERTYPE_IPV6 => self.ipv6(view, buf, len, &link),
+            wire::ETHERTYPE_IPV4 => self.ipv4(view, policy, buf, len, &link),
+            wire::ETHERTYPE_IPV6 => self.ipv6(view, policy, buf, len, &link),
             _ => Err(Verdict::Drop(DropReason::UnsupportedEthertype)),
         }
     }
@@ -189,6 +198,7 @@ impl Pipeline {
     fn ipv4(
         &self,
         view: &BurstView<'_>,
+        policy: &mut PolicyState,
         buf: &mut [u8],
         len: usize,
         link: &Link,
@@ -255,18 +265,43 @@ impl Pipeline {
         };
         let ttl = buf[l3 + ipv4::TTL];
         if ttl <= 1 {
-            return Err(error(DropReason::TtlExceeded, IcmpError::TimeExceeded));
+            return Err(error(DropReason::TtlExceeded, ErrorReply::TimeExceeded));
         }
-        let next_hop = dst_route.ok_or(error(DropReason::NoRoute, IcmpError::NetUnreachable))?;
+        let next_hop = dst_route.ok_or(error(DropReason::NoRoute, ErrorReply::NetUnreachable))?;
         if let NextHop::Broadcast { .. } = next_hop {
             return Err(Verdict::Drop(DropReason::DirectedBroadcast));
         }
+        let fragment = match (first_fragment, more_fragments) {
+            (false, _) => Fragment::Later {
+                id: u32::from(header.identification()),
+            },
+            (true, true) => Fragment::First {
+                id: u32::from(header.identification()),
+            },
+            (true, false) => Fragment::Whole,
+        };
+        let transport = transport_facts(
+            protocol,
+            &buf[l3 + header_len..l3 + total_len],
+            first_fragment,
+            (8, 0),
+        );
+        let facts = PacketFacts {
+            src: IpAddr::V4(src),
+            dst: IpAddr::V4(dst),
+            proto: protocol,
+            ingress: link.iface,
+            bytes: total_len as u32,
+            fragment,
+            ..transport
+        };
+        judge(view, policy, &facts, &error)?;
         let egress = self.interface(next_hop.iface())?;
         let fragment_mtu = if total_len > usize::from(egress.mtu) {
             if fragment_word & ipv4::FLAG_DONT_FRAGMENT != 0 {
                 return Err(error(
                     DropReason::TooBig,
-                    IcmpError::TooBig { mtu: egress.mtu },
+                    ErrorReply::TooBig { mtu: egress.mtu },
                 ));
             }
             Some(egress.mtu)
@@ -277,7 +312,7 @@ impl Pipeline {
         if resolution == Some(Resolution::Failed) {
             return Err(error(
                 DropReason::NeighbourFailed,
-                IcmpError::HostUnreachable,
+                ErrorReply::HostUnreachable,
             ));
         }
 
@@ -321,6 +356,7 @@ impl Pipeline {
     fn ipv6(
         &self,
         view: &BurstView<'_>,
+        policy: &mut PolicyState,
         buf: &mut [u8],
         len: usize,
         link: &Link,
@@ -385,21 +421,45 @@ impl Pipeline {
         };
         let hop_limit = buf[l3 + ipv6::HOP_LIMIT];
         if hop_limit <= 1 {
-            return Err(error(DropReason::TtlExceeded, IcmpError::TimeExceeded));
+            return Err(error(DropReason::TtlExceeded, ErrorReply::TimeExceeded));
         }
-        let next_hop = dst_route.ok_or(error(DropReason::NoRoute, IcmpError::NetUnreachable))?;
+        let next_hop = dst_route.ok_or(error(DropReason::NoRoute, ErrorReply::NetUnreachable))?;
+        let layers = wire::ipv6_layers(&buf[l3..l3 + total_len])
+            .ok_or(Verdict::Drop(DropReason::Ipv6BadPayloadLength))?;
+        let (fragment, has_transport_header) = match layers.fragment {
+            None => (Fragment::Whole, true),
+            Some(f) if f.offset == 0 && f.more => (Fragment::First { id: f.id }, true),
+            Some(f) if f.offset == 0 => (Fragment::Whole, true),
+            Some(f) => (Fragment::Later { id: f.id }, false),
+        };
+        let transport = transport_facts(
+            layers.protocol,
+            &buf[l3 + layers.offset..l3 + total_len],
+            has_transport_header,
+            (128, 129),
+        );
+        let facts = PacketFacts {
+            src: IpAddr::V6(src),
+            dst: IpAddr::V6(dst),
+            proto: layers.protocol,
+            ingress: link.iface,
+            bytes: total_len as u32,
+            fragment,
+            ..transport
+        };
+        judge(view, policy, &facts, &error)?;
         let egress = self.interface(next_hop.iface())?;
         if total_len > usize::from(egress.mtu) {
             return Err(error(
                 DropReason::TooBig,
-                IcmpError::TooBig { mtu: egress.mtu },
+                ErrorReply::TooBig { mtu: egress.mtu },
             ));
         }
         let (key, resolution) = self.resolve(view, next_hop, IpAddr::V6(dst));
         if resolution == Some(Resolution::Failed) {
             return Err(error(
                 DropReason::NeighbourFailed,
-                IcmpError::HostUnreachable,
+                ErrorReply::HostUnreachable,
             ));
         }
         buf[l3 + ipv6::HOP_LIMIT] = hop_limit - 1;
@@ -487,6 +547,66 @@ impl Pipeline {
         })
     }
 }
+
+/// Applies the segmentation policy: a drop, or a reject (reported like an error), ends the packet.
+#[inline]
+fn judge(
+    view: &BurstView<'_>,
+    policy: &mut PolicyState,
+    facts: &PacketFacts,
+    error: impl Fn(DropReason, ErrorReply) -> Verdict,
+) -> Decision<()> {
+    if view.policy.is_none() && view.overlay.is_empty() {
+        return Ok(());
+    }
+    match policy.judge(view.policy, view.overlay, facts, view.now) {
+        Judgement::Pass => Ok(()),
+        Judgement::Drop(reason) => Err(Verdict::Drop(reason)),
+        Judgement::Reject => Err(error(DropReason::PolicyReject, ErrorReply::Reject)),
+    }
+}
+
+/// The transport fields the policy reads (ports, ICMP type and code, the echo identifier, TCP
+/// flags) from `l4`, the packet's transport header on; zero when the packet has none (a later
+/// fragment, a protocol without ports). `echo` is the (request, reply) type pair of the family.
+#[inline]
+fn transport_facts(protocol: u8, l4: &[u8], has_header: bool, echo: (u8, u8)) -> PacketFacts {
+    let mut facts = PacketFacts {
+        src: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        dst: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        proto: protocol,
+        sport: 0,
+        dport: 0,
+        echo_id: None,
+        tcp_flags: 0,
+        ingress: 0,
+        bytes: 0,
+        fragment: Fragment::Whole,
+    };
+    if !has_header {
+        return facts;
+    }
+    match protocol {
+        wire::PROTO_TCP | wire::PROTO_UDP | PROTO_SCTP if l4.len() >= 4 => {
+            facts.sport = wire::read_u16(l4, 0);
+            facts.dport = wire::read_u16(l4, 2);
+            if protocol == wire::PROTO_TCP && l4.len() > 13 {
+                facts.tcp_flags = l4[13];
+            }
+        }
+        wire::PROTO_ICMP | wire::PROTO_ICMPV6 if l4.len() >= 2 => {
+            facts.sport = u16::from(l4[0]);
+            facts.dport = u16::from(l4[1]);
+            if (l4[0] == echo.0 || l4[0] == echo.1) && l4.len() >= 8 {
+                facts.echo_id = Some(wire::read_u16(l4, 4));
+            }
+        }
+        _ => {}
+    }
+    facts
+}
+
+const PROTO_SCTP: u8 = 132;
 
 /// Checks the UDP or TCP header of a packet whose transport header starts `payload`. `complete`:
 /// the packet is not a fragment, so the whole segment must be there.

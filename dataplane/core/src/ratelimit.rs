@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct TokenBucket {
     rate_per_second: u64,
     burst: u64,
@@ -26,6 +26,12 @@ impl TokenBucket {
 
     /// Takes one token if there is one at time `now`.
     pub fn try_take(&mut self, now: Duration) -> bool {
+        self.try_take_n(1, now)
+    }
+
+    /// Takes `n` tokens if there are that many at time `now` (a byte-rate bucket takes a packet's
+    /// length).
+    pub fn try_take_n(&mut self, n: u64, now: Duration) -> bool {
         if now > self.last {
             let elapsed_us = u64::try_from((now - self.last).as_micros()).unwrap_or(u64::MAX);
             let refill = elapsed_us.saturating_mul(self.rate_per_second);
@@ -35,8 +41,9 @@ impl TokenBucket {
                 .min(self.burst.saturating_mul(MICRO));
             self.last = now;
         }
-        if self.micro_tokens >= MICRO {
-            self.micro_tokens -= MICRO;
+        let needed = n.saturating_mul(MICRO);
+        if self.micro_tokens >= needed {
+            self.micro_tokens -= needed;
             true
         } else {
             false

@@ -12,9 +12,11 @@ use crate::fib::{Fib, FibError, FibLimits, SharedFib, StaticRoute};
 use crate::iface::{Interface, InterfaceError, Interfaces};
 use crate::io::PacketIo;
 use crate::neigh::{NeighbourChange, NeighbourManager, NeighbourTable, NeighbourTimers};
+use crate::overlay::OverlayManager;
 use crate::pipeline::Pipeline;
+use crate::policy::{PolicyLimits, PolicyPublisher, PolicyState};
 use crate::slowpath::{OUTBOUND_CAPACITY, Outbound, SlowPath, TO_SLOW_PATH_CAPACITY, ToSlowPath};
-use crate::worker::{SlowPathLink, Worker, WorkerConfig};
+use crate::worker::{SlowPathLink, Worker, WorkerConfig, WorkerPolicy};
 
 /// Everything the router is made of, validated by the caller's config layer.
 #[derive(Clone, Debug)]
@@ -26,6 +28,10 @@ pub struct RouterSpec {
     pub neighbour_capacity: usize,
     pub neighbour_timers: NeighbourTimers,
     pub worker: WorkerConfig,
+    /// Per-worker policy state: flow table, rate-limit and fragment caches.
+    pub policy: PolicyLimits,
+    /// Dynamic entries at most.
+    pub dynamic_entries: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +40,8 @@ pub enum RouterError {
     Interfaces(#[from] InterfaceError),
     #[error("routes: {0}")]
     Fib(#[from] FibError),
+    #[error("flow table: {0}")]
+    Flows(#[from] vfn_flow::NewTableError),
 }
 
 /// The shared parts of a running router and the factory of its workers.
@@ -42,6 +50,13 @@ pub struct Router {
     pub fib: SharedFib,
     pub neighbours: Arc<NeighbourTable>,
     worker_config: WorkerConfig,
+    policy_limits: PolicyLimits,
+    /// Publishes rule sets to the workers; the control side's.
+    pub policy: PolicyPublisher,
+    /// Adds and expires dynamic entries; the control side's.
+    pub overlay: OverlayManager,
+    /// The clock origin of workers, slow path and control side.
+    pub epoch: Instant,
     to_slow_path: Sender<ToSlowPath>,
     outbound: Receiver<Outbound>,
     slow_path: Option<SlowPath>,
@@ -82,6 +97,10 @@ impl Router {
             fib,
             neighbours,
             worker_config: spec.worker,
+            policy_limits: spec.policy,
+            policy: PolicyPublisher::new(),
+            overlay: OverlayManager::new(spec.dynamic_entries),
+            epoch,
             to_slow_path,
             outbound,
             slow_path: Some(slow_path),
@@ -89,8 +108,14 @@ impl Router {
     }
 
     /// A worker over `io`, which must serve the router's ports in order.
-    pub fn worker<P: PacketIo>(&self, io: P) -> Worker<P> {
-        Worker::new(
+    pub fn worker<P: PacketIo>(&mut self, io: P) -> Result<Worker<P>, RouterError> {
+        let policy = WorkerPolicy {
+            shared: self.policy.shared(),
+            seen: self.policy.register_worker(),
+            overlay: self.overlay.shared(),
+            state: PolicyState::new(self.policy_limits)?,
+        };
+        Ok(Worker::new(
             io,
             Pipeline::new(self.interfaces.clone(), self.neighbours.clone()),
             self.fib.clone(),
@@ -100,7 +125,9 @@ impl Router {
                 to_slow_path: self.to_slow_path.clone(),
                 outbound: self.outbound.clone(),
             },
-        )
+            policy,
+            self.epoch,
+        ))
     }
 
     /// The slow path, to run on its own thread (or step by hand); there is one.

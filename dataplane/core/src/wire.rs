@@ -73,6 +73,64 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(mac)
 }
 
+/// An IPv6 fragment header's fields (RFC 8200 section 4.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6Fragment {
+    pub id: u32,
+    /// In bytes.
+    pub offset: u16,
+    pub more: bool,
+}
+
+/// The layers of an IPv6 packet past its extension headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6Layers {
+    /// The upper-layer protocol (or, in a later fragment, what the fragment carries).
+    pub protocol: u8,
+    /// Offset of the upper-layer header from the start of the IPv6 header.
+    pub offset: usize,
+    pub fragment: Option<Ipv6Fragment>,
+}
+
+/// Extension headers walked at most to find an IPv6 packet's upper layer.
+const EXTENSION_HEADERS_MAX: usize = 8;
+
+/// Walks hop-by-hop, routing, destination-options and fragment headers; `None` when they run
+/// past the packet or there are more than [`EXTENSION_HEADERS_MAX`].
+pub fn ipv6_layers(packet: &[u8]) -> Option<Ipv6Layers> {
+    let mut next = *packet.get(ipv6::NEXT_HEADER)?;
+    let mut offset = IPV6_HEADER_LEN;
+    let mut fragment = None;
+    for _ in 0..EXTENSION_HEADERS_MAX {
+        match next {
+            0 | 43 | 60 => {
+                let length = (usize::from(*packet.get(offset + 1)?) + 1) * 8;
+                next = *packet.get(offset)?;
+                offset += length;
+            }
+            44 => {
+                let word = u16::from_be_bytes([*packet.get(offset + 2)?, *packet.get(offset + 3)?]);
+                let id = u32::from_be_bytes(packet.get(offset + 4..offset + 8)?.try_into().ok()?);
+                fragment = Some(Ipv6Fragment {
+                    id,
+                    offset: word & 0xfff8,
+                    more: word & 1 != 0,
+                });
+                next = *packet.get(offset)?;
+                offset += 8;
+            }
+            protocol => {
+                return (offset <= packet.len()).then_some(Ipv6Layers {
+                    protocol,
+                    offset,
+                    fragment,
+                });
+            }
+        }
+    }
+    None
+}
+
 #[inline]
 pub fn read_u16(buf: &[u8], offset: usize) -> u16 {
     u16::from_be_bytes([buf[offset], buf[offset + 1]])

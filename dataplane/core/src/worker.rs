@@ -6,18 +6,20 @@
 //! start-up.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::counters::{DropReason, WorkerCounters};
 use crate::fib::SharedFib;
-use crate::icmp::{self, ErrorLink, IcmpError};
+use crate::icmp::{self, ErrorLink, ErrorReply};
 use crate::iface::IfIndex;
 use crate::io::{FrameId, Packet, PacketIo, PortIndex, TransmitRefused};
 use crate::neigh::{NeighbourKey, NeighbourTable, Resolution};
+use crate::overlay::SharedOverlay;
 use crate::pipeline::{BurstView, Pipeline, Verdict};
+use crate::policy::{PolicyCounters, PolicyState, RuleCounters, SharedPolicy};
 use crate::ratelimit::TokenBucket;
 use crate::slowpath::{HostFrame, Outbound, ToSlowPath};
 use crate::wire::{self, IPV4_HEADER_LEN};
@@ -123,6 +125,18 @@ pub struct Worker<P: PacketIo> {
     /// A fragment's payload on its way from the original frame to a fresh one.
     scratch: Box<[u8]>,
     idle_iterations: u32,
+    policy: WorkerPolicy,
+    /// The router's clock origin, shared with the slow path and the control side.
+    epoch: Instant,
+}
+
+/// The segmentation policy as one worker sees it.
+pub struct WorkerPolicy {
+    pub shared: SharedPolicy,
+    /// The generation this worker uses, read by the publisher to retire old sets.
+    pub seen: Arc<AtomicU32>,
+    pub overlay: SharedOverlay,
+    pub state: PolicyState,
 }
 
 impl<P: PacketIo> Worker<P> {
@@ -133,6 +147,8 @@ impl<P: PacketIo> Worker<P> {
         neighbours: Arc<NeighbourTable>,
         config: WorkerConfig,
         link: SlowPathLink,
+        policy: WorkerPolicy,
+        epoch: Instant,
     ) -> Worker<P> {
         let counters = Arc::new(WorkerCounters::new(io.port_count()));
         let frame_capacity = io.frame_capacity();
@@ -154,7 +170,22 @@ impl<P: PacketIo> Worker<P> {
             config,
             link,
             idle_iterations: 0,
+            policy,
+            epoch,
         }
+    }
+
+    /// This worker's per-rule counters and policy counters.
+    pub fn policy_counters(&self) -> (Arc<RuleCounters>, Arc<PolicyCounters>) {
+        (
+            self.policy.state.counters.clone(),
+            self.policy.state.policy_counters.clone(),
+        )
+    }
+
+    /// Flows in this worker's table.
+    pub fn flow_count(&self) -> usize {
+        self.policy.state.flow_count()
     }
 
     pub fn counters(&self) -> Arc<WorkerCounters> {
@@ -176,9 +207,8 @@ impl<P: PacketIo> Worker<P> {
 
     /// Polls until `stop` is set, blocking briefly when idle.
     pub fn run(&mut self, stop: &AtomicBool) {
-        let epoch = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            let processed = self.poll_once(epoch.elapsed());
+            let processed = self.poll_once(self.epoch.elapsed());
             if processed == 0 && self.pending.is_empty() && self.link.outbound.is_empty() {
                 self.idle_iterations = self.idle_iterations.saturating_add(1);
                 if self.idle_iterations > self.config.idle_spin_iterations {
@@ -197,9 +227,18 @@ impl<P: PacketIo> Worker<P> {
         self.io.reclaim_and_refill();
         let fib = self.fib.load();
         let neighbour_index = self.neighbours.index();
+        let policy = self.policy.shared.load_full();
+        self.policy.seen.store(
+            policy.as_ref().map_or(0, |p| p.generation),
+            Ordering::Release,
+        );
+        let overlay = self.policy.overlay.load();
         let view = BurstView {
             fib: &fib,
             neighbours: &neighbour_index,
+            policy: policy.as_deref(),
+            overlay: &overlay,
+            now,
         };
         let mut burst = [Packet {
             frame: FrameId(0),
@@ -219,13 +258,22 @@ impl<P: PacketIo> Worker<P> {
                 .add(burst[..count].iter().map(|p| u64::from(p.len)).sum());
             for &packet in &burst[..count] {
                 let buf = self.io.buffer(packet.frame);
-                let verdict = self.pipeline.process(&view, buf, packet.len as usize, port);
+                let verdict = self.pipeline.process(
+                    &view,
+                    &mut self.policy.state,
+                    buf,
+                    packet.len as usize,
+                    port,
+                );
                 self.act(port, packet, verdict, now);
             }
             received += count;
         }
         if !self.pending.is_empty() {
             self.service_pending(&view, now);
+        }
+        if view.policy.is_some() {
+            self.policy.state.expire(now);
         }
         self.send_outbound();
         self.io.flush();
@@ -446,7 +494,7 @@ impl<P: PacketIo> Worker<P> {
         &mut self,
         port: PortIndex,
         frame: FrameId,
-        error: IcmpError,
+        error: ErrorReply,
         iface: IfIndex,
         original: std::ops::Range<usize>,
         now: Duration,

@@ -14,6 +14,7 @@ use vfn_dataplane::io::PacketIo;
 use vfn_dataplane::mem_io::{MemIo, MemIoConfig};
 use vfn_dataplane::neigh::NeighbourTimers;
 use vfn_dataplane::pcap;
+use vfn_dataplane::policy::PolicyLimits;
 use vfn_dataplane::router::{Router, RouterSpec};
 use vfn_dataplane::slowpath::SlowPath;
 use vfn_dataplane::wire;
@@ -72,6 +73,11 @@ impl Bench {
             neighbour_capacity: 64,
             neighbour_timers: NeighbourTimers::default(),
             worker,
+            policy: PolicyLimits {
+                flows: 1024,
+                ..PolicyLimits::default()
+            },
+            dynamic_entries: 16,
         };
         let mut router = Router::build(spec, Instant::now(), Box::new(|_| {})).expect("valid");
         let slow = router.take_slow_path().expect("one slow path");
@@ -82,7 +88,7 @@ impl Bench {
             ring_size: 256,
         });
         let mut bench = Bench {
-            worker: router.worker(io),
+            worker: router.worker(io).expect("policy state"),
             slow,
             router,
             now: Duration::from_secs(1),

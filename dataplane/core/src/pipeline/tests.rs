@@ -23,6 +23,10 @@ pub struct Lab {
     pub pipeline: Pipeline,
     pub fib: Fib,
     pub manager: NeighbourManager,
+    /// The rule set in force, if any.
+    pub policy: Option<crate::policy::ActivePolicy>,
+    pub overlay: crate::overlay::Overlay,
+    pub state: std::cell::RefCell<crate::policy::PolicyState>,
 }
 
 impl Lab {
@@ -93,6 +97,16 @@ impl Lab {
             pipeline: Pipeline::new(ifaces, table),
             fib,
             manager,
+            policy: None,
+            overlay: crate::overlay::Overlay::default(),
+            state: std::cell::RefCell::new(
+                crate::policy::PolicyState::new(crate::policy::PolicyLimits {
+                    flows: 1024,
+                    max_rules: 64,
+                    ..Default::default()
+                })
+                .expect("state"),
+            ),
         }
     }
 
@@ -109,8 +123,17 @@ impl Lab {
         let view = BurstView {
             fib: &self.fib,
             neighbours: &index,
+            policy: self.policy.as_ref(),
+            overlay: &self.overlay,
+            now: Duration::from_secs(1),
         };
-        let verdict = self.pipeline.process(&view, &mut buf, frame.len(), port);
+        let verdict = self.pipeline.process(
+            &view,
+            &mut self.state.borrow_mut(),
+            &mut buf,
+            frame.len(),
+            port,
+        );
         (verdict, buf)
     }
 }
@@ -149,7 +172,7 @@ fn drop_reason(lab: &Lab, port: PortIndex, frame: &[u8]) -> DropReason {
     }
 }
 
-fn icmp_error(lab: &Lab, frame: &[u8]) -> (DropReason, IcmpError) {
+fn icmp_error(lab: &Lab, frame: &[u8]) -> (DropReason, ErrorReply) {
     match lab.run(0, frame).0 {
         Verdict::Error {
             reason,
@@ -248,15 +271,15 @@ fn ttl_one_is_time_exceeded() {
     let lab = Lab::new();
     assert_eq!(
         icmp_error(&lab, &udp4(CLIENT, REMOTE, 1, 10)),
-        (DropReason::TtlExceeded, IcmpError::TimeExceeded)
+        (DropReason::TtlExceeded, ErrorReply::TimeExceeded)
     );
     assert_eq!(
         icmp_error(&lab, &udp4(CLIENT, REMOTE, 0, 10)),
-        (DropReason::TtlExceeded, IcmpError::TimeExceeded)
+        (DropReason::TtlExceeded, ErrorReply::TimeExceeded)
     );
     assert_eq!(
         icmp_error(&lab, &udp6("2001:2:0:1::2", "2001:2:0:ff00::1", 1, 10)),
-        (DropReason::TtlExceeded, IcmpError::TimeExceeded)
+        (DropReason::TtlExceeded, ErrorReply::TimeExceeded)
     );
 }
 
@@ -265,11 +288,11 @@ fn no_route_is_net_unreachable() {
     let lab = Lab::new();
     assert_eq!(
         icmp_error(&lab, &udp4(CLIENT, [198, 18, 200, 1], 64, 10)),
-        (DropReason::NoRoute, IcmpError::NetUnreachable)
+        (DropReason::NoRoute, ErrorReply::NetUnreachable)
     );
     assert_eq!(
         icmp_error(&lab, &udp6("2001:2:0:1::2", "2001:2:0:9::1", 64, 10)),
-        (DropReason::NoRoute, IcmpError::NetUnreachable)
+        (DropReason::NoRoute, ErrorReply::NetUnreachable)
     );
 }
 
@@ -280,7 +303,7 @@ fn oversize_with_dont_fragment_is_too_big_without_is_to_be_fragmented() {
     assert_eq!(frame[14 + 6] & 0x40, 0x40, "built with DF");
     assert_eq!(
         icmp_error(&lab, &frame),
-        (DropReason::TooBig, IcmpError::TooBig { mtu: 1400 })
+        (DropReason::TooBig, ErrorReply::TooBig { mtu: 1400 })
     );
     frame[14 + 6] &= !0x40;
     let header = &mut frame[14..34];
@@ -300,7 +323,7 @@ fn oversize_with_dont_fragment_is_too_big_without_is_to_be_fragmented() {
     assert_eq!(out[14 + 8], 63, "rewritten like any forwarded packet");
     assert_eq!(
         icmp_error(&lab, &udp6("2001:2:0:1::2", "2001:2:0:ff00::1", 64, 1400)),
-        (DropReason::TooBig, IcmpError::TooBig { mtu: 1400 })
+        (DropReason::TooBig, ErrorReply::TooBig { mtu: 1400 })
     );
 }
 
@@ -783,6 +806,6 @@ fn unresolved_next_hop_waits_and_failed_one_is_unreachable() {
     lab.manager.publish();
     assert_eq!(
         icmp_error(&lab, &frame),
-        (DropReason::NeighbourFailed, IcmpError::HostUnreachable)
+        (DropReason::NeighbourFailed, ErrorReply::HostUnreachable)
     );
 }

@@ -1,0 +1,120 @@
+//! The config's segmentation policy: loaded (inline or from its file), compiled against the
+//! router's interfaces, published to the workers; again on SIGHUP, where a bad policy changes
+//! nothing and the log says why.
+
+use std::path::{Path, PathBuf};
+
+use vfn_config::{Config, PolicySource};
+use vfn_dataplane::iface::Interfaces;
+use vfn_rules::{CompileLimits, Context, RuleSet};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("policy file {path}: {source}")]
+    File {
+        path: String,
+        source: vfn_config::ConfigError,
+    },
+    #[error("config {path}: {source}")]
+    Config {
+        path: String,
+        source: vfn_config::ConfigError,
+    },
+    #[error("{0}")]
+    Compile(#[from] vfn_rules::CompileError),
+}
+
+/// Where the policy of a config file is read from, relative paths taken from the config's folder.
+pub fn policy_path(config_path: &Path, file: &Path) -> PathBuf {
+    if file.is_absolute() {
+        file.to_owned()
+    } else {
+        config_path.parent().unwrap_or(Path::new(".")).join(file)
+    }
+}
+
+/// Compiles the policy `config` names (none: `Ok(None)`).
+pub fn compile(
+    config: &Config,
+    config_path: &Path,
+    interfaces: &Interfaces,
+) -> Result<Option<RuleSet>, PolicyError> {
+    let spec = match &config.policy {
+        None => return Ok(None),
+        Some(PolicySource::Inline(spec)) => spec.clone(),
+        Some(PolicySource::File(file)) => {
+            let path = policy_path(config_path, file);
+            vfn_config::load_policy_file(&path).map_err(|source| PolicyError::File {
+                path: path.display().to_string(),
+                source,
+            })?
+        }
+    };
+    let lookup = |name: &str| interfaces.by_name(name);
+    let context = Context { interface: &lookup };
+    let rules = vfn_rules::compile(&spec, &context, &CompileLimits::default())?;
+    tracing::info!(
+        version = %rules.version,
+        rules = rules.rules.len(),
+        entries = rules.entry_count,
+        build_ms = rules.build_time.as_secs_f64() * 1e3,
+        memory_bytes = rules.memory_bytes(),
+        "rule set compiled"
+    );
+    Ok(Some(rules))
+}
+
+/// Compiles the policy of `config` against the interface names the config declares, for `vfn
+/// check`; returns a summary (empty without a policy).
+pub fn check(config: &Config, config_path: &Path) -> Result<String, PolicyError> {
+    let names: Vec<String> = config
+        .ports
+        .iter()
+        .flat_map(|port| {
+            std::iter::once(port.name.clone()).chain(
+                port.vlans
+                    .iter()
+                    .map(move |vlan| format!("{}.{}", port.name, vlan.id)),
+            )
+        })
+        .collect();
+    let spec = match &config.policy {
+        None => return Ok(String::new()),
+        Some(PolicySource::Inline(spec)) => spec.clone(),
+        Some(PolicySource::File(file)) => {
+            let path = policy_path(config_path, file);
+            vfn_config::load_policy_file(&path).map_err(|source| PolicyError::File {
+                path: path.display().to_string(),
+                source,
+            })?
+        }
+    };
+    let lookup = |name: &str| {
+        names
+            .iter()
+            .position(|n| n == name)
+            .and_then(|i| u16::try_from(i).ok())
+    };
+    let rules = vfn_rules::compile(
+        &spec,
+        &Context { interface: &lookup },
+        &CompileLimits::default(),
+    )?;
+    Ok(format!(
+        "; policy {:?}: {} rules, {} classifier entries, built in {:.1} ms, {} bytes",
+        rules.version,
+        rules.rules.len(),
+        rules.entry_count,
+        rules.build_time.as_secs_f64() * 1e3,
+        rules.memory_bytes()
+    ))
+}
+
+/// Re-reads the config file and compiles its policy (SIGHUP).
+pub fn reload(config_path: &Path, interfaces: &Interfaces) -> Result<Option<RuleSet>, PolicyError> {
+    let config = Config::load(config_path).map_err(|source| PolicyError::Config {
+        path: config_path.display().to_string(),
+        source,
+    })?;
+    compile(&config, config_path, interfaces)
+}

@@ -1,0 +1,478 @@
+//! Building the partitioned cut trees (see the crate documentation for the structure).
+
+use std::collections::HashMap;
+use std::mem::size_of;
+use std::time::Instant;
+
+use crate::{
+    Address, BuildError, BuildStats, Classifier, DEPTH_MAX_SUPPORTED, EMPTY_LEAF,
+    ENTRIES_MAX_SUPPORTED, Entry, LEAF_FLAG, Limits, PackedEntry, Tree,
+};
+
+/// A node with at most this many entries becomes a leaf (scanned linearly).
+const LEAF_ENTRIES: usize = 8;
+/// A cut may create at most `SPACE_FACTOR × n` child slots plus entry references for a node of
+/// `n` entries (HiCuts' space measure): the bound on replication per level.
+const SPACE_FACTOR: usize = 4;
+/// Most bits one node extracts: at most 2^16 children.
+const CUT_BITS_MAX: u32 = 16;
+
+/// Fields in cut order: source, destination, source port, destination port, protocol, ingress.
+const FIELDS: usize = 6;
+const SRC: usize = 0;
+const DST: usize = 1;
+const FIELD_NAMES: [&str; FIELDS] = ["src", "dst", "sport", "dport", "proto", "ingress"];
+
+/// Where field `f` lives in the lookup's key words, and how wide it is.
+#[derive(Debug, Clone, Copy)]
+struct FieldLayout {
+    width: u32,
+    first_word: u32,
+}
+
+fn field_layouts<A: Address>() -> [FieldLayout; FIELDS] {
+    let words = A::WORDS as u32;
+    let layout = |width, first_word| FieldLayout { width, first_word };
+    [
+        layout(A::BITS, 0),
+        layout(A::BITS, words),
+        layout(16, 2 * words),
+        layout(16, 2 * words + 1),
+        layout(8, 2 * words + 2),
+        layout(16, 2 * words + 3),
+    ]
+}
+
+/// An entry as the builder sees it: one inclusive range per field, widened to 128 bits.
+#[derive(Debug, Clone, Copy)]
+struct BuildEntry {
+    lo: [u128; FIELDS],
+    hi: [u128; FIELDS],
+    /// Whether the entry ignores TCP flags (the one field that is not a range, never cut).
+    flags_any: bool,
+}
+
+impl BuildEntry {
+    fn new<A: Address>(entry: &Entry<A>, entry_index: usize) -> Result<Self, BuildError> {
+        let m = &entry.m;
+        let ranges = [
+            (m.src.lo.to_u128(), m.src.hi.to_u128()),
+            (m.dst.lo.to_u128(), m.dst.hi.to_u128()),
+            (u128::from(m.sport.lo), u128::from(m.sport.hi)),
+            (u128::from(m.dport.lo), u128::from(m.dport.hi)),
+            m.proto
+                .map_or((0, u128::from(u8::MAX)), |p| (u128::from(p), u128::from(p))),
+            m.ingress.map_or((0, u128::from(u16::MAX)), |i| {
+                (u128::from(i), u128::from(i))
+            }),
+        ];
+        let mut lo = [0; FIELDS];
+        let mut hi = [0; FIELDS];
+        for (field, (range_lo, range_hi)) in ranges.into_iter().enumerate() {
+            if range_lo > range_hi {
+                return Err(BuildError::EmptyRange {
+                    entry_index,
+                    field: FIELD_NAMES[field],
+                });
+            }
+            lo[field] = range_lo;
+            hi[field] = range_hi;
+        }
+        Ok(BuildEntry {
+            lo,
+            hi,
+            flags_any: m.tcp_flags.is_none_or(|flags| flags == (0, 0)),
+        })
+    }
+
+    /// Whether every key in `region` matches this entry.
+    fn covers(&self, region: &Region) -> bool {
+        self.flags_any
+            && (0..FIELDS).all(|f| self.lo[f] <= region.lo[f] && region.hi[f] <= self.hi[f])
+    }
+}
+
+/// The part of the key space a node sees: per field an inclusive range and the bits already
+/// cut. A field with `cut_bits < width` spans an aligned block of `2^(width - cut_bits)` values.
+#[derive(Debug, Clone, Copy)]
+struct Region {
+    lo: [u128; FIELDS],
+    hi: [u128; FIELDS],
+    cut_bits: [u32; FIELDS],
+}
+
+impl Region {
+    fn everything(layouts: &[FieldLayout; FIELDS]) -> Self {
+        let mut hi = [0; FIELDS];
+        for (f, layout) in layouts.iter().enumerate() {
+            hi[f] = u128::MAX >> (128 - layout.width);
+        }
+        Region {
+            lo: [0; FIELDS],
+            hi,
+            cut_bits: [0; FIELDS],
+        }
+    }
+}
+
+/// A cut: extract `bits` bits of `field` below the bits already cut.
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    field: usize,
+    bits: u32,
+    /// Entry references the children would hold in all.
+    refs: usize,
+    /// Entries in the fullest child.
+    fullest: usize,
+}
+
+struct Builder<'a> {
+    entries: &'a [BuildEntry],
+    layouts: [FieldLayout; FIELDS],
+    max_depth: usize,
+    max_memory_bytes: usize,
+    /// Bytes that do not grow while trees are built (entries, priorities).
+    fixed_bytes: usize,
+    slots: Vec<u32>,
+    leaves: Vec<u32>,
+    /// Scratch for child counts, reused by every cut evaluation.
+    counts: Vec<i64>,
+    /// Offsets of the leaves built so far by their ranks: identical leaves are stored once.
+    leaf_offsets: HashMap<Vec<u32>, u32>,
+    t_leaf: usize,
+    t_repl: usize,
+    t_spf: usize,
+    stats: BuildStats,
+}
+
+pub(crate) fn build<A: Address>(
+    entries: &[Entry<A>],
+    limits: &Limits,
+) -> Result<Classifier<A>, BuildError> {
+    let started = Instant::now();
+    check_limits(limits)?;
+    if entries.len() > limits.max_entries {
+        return Err(BuildError::TooManyEntries {
+            count: entries.len(),
+            max_entries: limits.max_entries,
+        });
+    }
+    let build_entries = entries
+        .iter()
+        .enumerate()
+        .map(|(index, entry)| BuildEntry::new(entry, index))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Ranks: positions in priority order; a stable sort keeps list order among equal priorities.
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by_key(|&index| entries[index].priority);
+    let ranked: Vec<BuildEntry> = order.iter().map(|&index| build_entries[index]).collect();
+
+    let fixed_bytes = entries.len() * (size_of::<PackedEntry<A>>() + size_of::<u32>());
+    let mut builder = Builder {
+        entries: &ranked,
+        layouts: field_layouts::<A>(),
+        max_depth: limits.max_depth,
+        max_memory_bytes: limits.max_memory_bytes,
+        fixed_bytes,
+        slots: Vec::new(),
+        // The shared empty leaf.
+        leaves: vec![0],
+        counts: Vec::new(),
+        leaf_offsets: HashMap::new(),
+        t_leaf: tune("LEAF", LEAF_ENTRIES),
+        t_repl: tune("REPL", 200),
+        t_spf: tune("SPF", SPACE_FACTOR),
+        stats: BuildStats::default(),
+    };
+    builder.check_memory()?;
+    let mut trees = Vec::new();
+    for partition in partitions::<A>(&ranked) {
+        if let Some(&rank_min) = partition.first() {
+            let region = Region::everything(&builder.layouts);
+            let root = builder.node(&partition, &region, 0)?;
+            trees.push(Tree { root, rank_min });
+        }
+    }
+    trees.sort_by_key(|tree| tree.rank_min);
+
+    let mut stats = builder.stats;
+    let Builder { slots, leaves, .. } = builder;
+    let mut classifier = Classifier {
+        entries: order
+            .iter()
+            .map(|&index| PackedEntry::new(&entries[index].m))
+            .collect(),
+        priorities: order.iter().map(|&index| entries[index].priority).collect(),
+        trees,
+        slots,
+        leaves,
+        stats,
+    };
+    classifier.slots.shrink_to_fit();
+    classifier.leaves.shrink_to_fit();
+    stats.entries = entries.len();
+    stats.trees = classifier.trees.len();
+    stats.memory_bytes = fixed_bytes
+        + (classifier.slots.len() + classifier.leaves.len()) * size_of::<u32>()
+        + classifier.trees.len() * size_of::<Tree>()
+        + size_of::<Classifier<A>>();
+    stats.build_time = started.elapsed();
+    classifier.stats = stats;
+    Ok(classifier)
+}
+
+fn check_limits(limits: &Limits) -> Result<(), BuildError> {
+    let checks = [
+        ("max_entries", limits.max_entries, ENTRIES_MAX_SUPPORTED),
+        ("max_depth", limits.max_depth, DEPTH_MAX_SUPPORTED),
+        // Slot and leaf offsets are 31-bit: this keeps both arrays below 2^30 words.
+        ("max_memory_bytes", limits.max_memory_bytes, 1 << 32),
+    ];
+    for (field, value, max) in checks {
+        if value == 0 || value > max {
+            return Err(BuildError::InvalidLimit { field, value, max });
+        }
+    }
+    Ok(())
+}
+
+/// Ranks grouped by which address fields are narrow (at most `2^(BITS/2)` addresses): both,
+/// source only, destination only, neither. Cutting a narrow field replicates few entries, and a
+/// wide entry in its own tree is not copied into every leaf of the others (CutSplit's idea).
+fn partitions<A: Address>(ranked: &[BuildEntry]) -> [Vec<u32>; 4] {
+    let narrow = |entry: &BuildEntry, field: usize| {
+        (entry.hi[field] - entry.lo[field]) >> (A::BITS / 2) == 0
+    };
+    let mut groups: [Vec<u32>; 4] = Default::default();
+    for (rank, entry) in ranked.iter().enumerate() {
+        let group = match (narrow(entry, SRC), narrow(entry, DST)) {
+            (true, true) => 0,
+            (true, false) => 1,
+            (false, true) => 2,
+            (false, false) => 3,
+        };
+        groups[group].push(rank as u32);
+    }
+    groups
+}
+
+impl Builder<'_> {
+    fn check_memory(&self) -> Result<(), BuildError> {
+        let needed_bytes =
+            self.fixed_bytes + (self.slots.len() + self.leaves.len()) * size_of::<u32>();
+        if needed_bytes > self.max_memory_bytes {
+            return Err(BuildError::MemoryLimit {
+                needed_bytes,
+                max_memory_bytes: self.max_memory_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Builds the subtree for `ranks` (increasing) restricted to `region`; returns its slot value.
+    fn node(&mut self, ranks: &[u32], region: &Region, depth: usize) -> Result<u32, BuildError> {
+        // Entries after one that covers the whole region can never be the first match in it.
+        let kept = ranks
+            .iter()
+            .position(|&rank| self.entries[rank as usize].covers(region))
+            .map_or(ranks, |covering| &ranks[..=covering]);
+        if kept.is_empty() {
+            return Ok(EMPTY_LEAF);
+        }
+        if kept.len() <= self.t_leaf || depth >= self.max_depth {
+            return self.leaf(kept, depth);
+        }
+        match self.choose_cut(kept, region) {
+            Some(cut) => self.cut_node(kept, region, depth, cut),
+            None => self.leaf(kept, depth),
+        }
+    }
+
+    fn leaf(&mut self, ranks: &[u32], depth: usize) -> Result<u32, BuildError> {
+        self.stats.depth_reached = self.stats.depth_reached.max(depth);
+        if let Some(&offset) = self.leaf_offsets.get(ranks) {
+            return Ok(LEAF_FLAG | offset);
+        }
+        let offset = self.leaves.len() as u32;
+        self.leaves.push(ranks.len() as u32);
+        self.leaves.extend_from_slice(ranks);
+        self.check_memory()?;
+        self.stats.leaves += 1;
+        self.stats.leaf_entry_refs += ranks.len();
+        self.stats.leaf_entries_max = self.stats.leaf_entries_max.max(ranks.len());
+        self.leaf_offsets.insert(ranks.to_vec(), offset);
+        Ok(LEAF_FLAG | offset)
+    }
+
+    /// Children of entry `rank` under a cut of `bits` bits on `field`: an inclusive index range.
+    fn child_span(&self, rank: u32, region: &Region, field: usize, bits: u32) -> (usize, usize) {
+        let entry = &self.entries[rank as usize];
+        let shift = self.layouts[field].width - region.cut_bits[field] - bits;
+        let base = region.lo[field];
+        let lo = entry.lo[field].max(base) - base;
+        let hi = entry.hi[field].min(region.hi[field]) - base;
+        ((lo >> shift) as usize, (hi >> shift) as usize)
+    }
+
+    /// The cut that leaves the fewest entries in the fullest child within the space measure;
+    /// `None` when no cut separates anything.
+    fn choose_cut(&mut self, ranks: &[u32], region: &Region) -> Option<Cut> {
+        let n = ranks.len();
+        let mut best: Option<Cut> = None;
+        for field in 0..FIELDS {
+            let layout = self.layouts[field];
+            let cut_bits = region.cut_bits[field];
+            if cut_bits >= layout.width {
+                continue;
+            }
+            let remaining = layout.width - cut_bits;
+            // A cut never straddles two key words.
+            let word_room = 32 - cut_bits % 32;
+            let bits_max = remaining.min(word_room).min(CUT_BITS_MAX);
+            let mut field_best: Option<Cut> = None;
+            for bits in 1..=bits_max {
+                let (refs, fullest) = self.child_counts(ranks, region, field, bits);
+                if bits > 1 && (refs * 100 > self.t_repl * n || (1 << bits) > self.t_spf * n) {
+                    break;
+                }
+                field_best = Some(Cut {
+                    field,
+                    bits,
+                    refs,
+                    fullest,
+                });
+                if fullest <= 1 {
+                    break;
+                }
+            }
+            if let Some(candidate) = field_best {
+                let better =
+                    best.is_none_or(|b| (candidate.fullest, candidate.refs) < (b.fullest, b.refs));
+                if better {
+                    best = Some(candidate);
+                }
+            }
+        }
+        best.filter(|cut| cut.fullest < n)
+    }
+
+    /// Entry references in all children and in the fullest child, for one cut.
+    fn child_counts(
+        &mut self,
+        ranks: &[u32],
+        region: &Region,
+        field: usize,
+        bits: u32,
+    ) -> (usize, usize) {
+        let mut counts = std::mem::take(&mut self.counts);
+        counts.clear();
+        counts.resize((1 << bits) + 1, 0);
+        let mut refs = 0;
+        for &rank in ranks {
+            let (first, last) = self.child_span(rank, region, field, bits);
+            counts[first] += 1;
+            counts[last + 1] -= 1;
+            refs += last - first + 1;
+        }
+        let mut running = 0;
+        let mut fullest = 0;
+        for count in &counts {
+            running += count;
+            fullest = fullest.max(running);
+        }
+        self.counts = counts;
+        (refs, fullest as usize)
+    }
+
+    fn cut_node(
+        &mut self,
+        ranks: &[u32],
+        region: &Region,
+        depth: usize,
+        cut: Cut,
+    ) -> Result<u32, BuildError> {
+        let field = cut.field;
+        let layout = self.layouts[field];
+        let cut_bits = region.cut_bits[field];
+        let fanout = 1usize << cut.bits;
+        let child_shift = layout.width - cut_bits - cut.bits;
+
+        // Children's entry lists, flat: child j holds lists[starts[j]..starts[j + 1]].
+        let mut starts = vec![0usize; fanout + 1];
+        let spans: Vec<(usize, usize)> = ranks
+            .iter()
+            .map(|&rank| self.child_span(rank, region, field, cut.bits))
+            .collect();
+        for &(first, last) in &spans {
+            for child in first..=last {
+                starts[child + 1] += 1;
+            }
+        }
+        for child in 0..fanout {
+            starts[child + 1] += starts[child];
+        }
+        let mut fill = starts.clone();
+        let mut lists = vec![0u32; cut.refs];
+        for (&rank, &(first, last)) in ranks.iter().zip(&spans) {
+            for child in first..=last {
+                lists[fill[child]] = rank;
+                fill[child] += 1;
+            }
+        }
+
+        let header = self.slots.len();
+        let word = layout.first_word + cut_bits / 32;
+        let shift_in_word = if layout.width >= 32 {
+            32 - cut_bits % 32 - cut.bits
+        } else {
+            child_shift
+        };
+        let mask = (1u32 << cut.bits) - 1;
+        self.slots.push(word | (shift_in_word << 8) | (mask << 16));
+        self.slots.resize(header + 1 + fanout, EMPTY_LEAF);
+        self.check_memory()?;
+        self.stats.nodes += 1;
+
+        let child_lo = |child: usize| region.lo[field] + ((child as u128) << child_shift);
+        let child_hi = |child: usize| child_lo(child) + ((1u128 << child_shift) - 1);
+        let mut child = 0;
+        while child < fanout {
+            let list = &lists[starts[child]..starts[child + 1]];
+            if list.is_empty() {
+                child += 1;
+                continue;
+            }
+            // Neighbours with the same entries, all spanning the neighbours whole in this
+            // field, share one subtree: this field cannot separate them any further.
+            let mut last = child;
+            while last + 1 < fanout
+                && lists[starts[last + 1]..starts[last + 2]] == *list
+                && list.iter().all(|&rank| {
+                    let entry = &self.entries[rank as usize];
+                    entry.lo[field] <= child_lo(child) && child_hi(last + 1) <= entry.hi[field]
+                })
+            {
+                last += 1;
+            }
+            let mut child_region = *region;
+            child_region.lo[field] = child_lo(child);
+            child_region.hi[field] = child_hi(last);
+            child_region.cut_bits[field] = if last > child {
+                layout.width
+            } else {
+                cut_bits + cut.bits
+            };
+            let value = self.node(list, &child_region, depth + 1)?;
+            self.slots[header + 1 + child..=header + 1 + last].fill(value);
+            child = last + 1;
+        }
+        Ok(header as u32)
+    }
+}
+
+fn tune(name: &str, default: usize) -> usize {
+    std::env::var(format!("CLASSIFY_{name}"))
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

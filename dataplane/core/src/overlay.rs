@@ -1,0 +1,243 @@
+//! Dynamic entries: a small overlay consulted before the rule set. Entries with a time to live
+//! (quarantine a host, rate-limit a source, mirror a host's traffic) that the VFN's own scoring and
+//! the API add and remove without touching the versioned rule set. Bounded, expiring, and published
+//! whole with `arc-swap` like the rule set; a worker treats an entry past its expiry as absent
+//! even before the control side prunes it.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hashbrown::HashMap;
+
+/// What an entry does to the packets of its host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DynamicAction {
+    /// Drop every packet from or to the host.
+    Quarantine,
+    /// At most this many packets per second from the host (per worker), with a burst.
+    RateLimit { packets_per_second: u64, burst: u64 },
+    /// Copy the host's packets to a mirror session (counted until mirroring arrives).
+    Mirror { session: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DynamicEntry {
+    pub id: u64,
+    pub host: IpAddr,
+    pub action: DynamicAction,
+    /// Since the router's epoch.
+    pub expires_at: Duration,
+    /// Who added it (scoring, an API client), for events and audit.
+    pub reason: String,
+}
+
+/// The overlay as workers see it.
+#[derive(Debug, Default)]
+pub struct Overlay {
+    by_host: HashMap<IpAddr, DynamicEntry>,
+}
+
+impl Overlay {
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.by_host.is_empty()
+    }
+
+    /// The live entry of `host` at `now`, if any.
+    #[inline]
+    pub fn get(&self, host: IpAddr, now: Duration) -> Option<&DynamicEntry> {
+        self.by_host
+            .get(&host)
+            .filter(|entry| entry.expires_at > now)
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &DynamicEntry> {
+        self.by_host.values()
+    }
+}
+
+pub type SharedOverlay = Arc<ArcSwap<Overlay>>;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OverlayError {
+    #[error("the overlay holds its maximum of {max} entries")]
+    Full { max: usize },
+    #[error("a time to live of zero expires at once")]
+    ZeroTtl,
+    #[error("no dynamic entry with id {0}")]
+    NoSuchEntry(u64),
+}
+
+/// The single writer of the overlay (the control side).
+#[derive(Debug)]
+pub struct OverlayManager {
+    shared: SharedOverlay,
+    entries: Vec<DynamicEntry>,
+    max_entries: usize,
+    next_id: u64,
+}
+
+impl OverlayManager {
+    pub fn new(max_entries: usize) -> OverlayManager {
+        OverlayManager {
+            shared: Arc::default(),
+            entries: Vec::new(),
+            max_entries,
+            next_id: 1,
+        }
+    }
+
+    pub fn shared(&self) -> SharedOverlay {
+        self.shared.clone()
+    }
+
+    /// Adds (or replaces, for the same host) an entry living `ttl` from `now`; returns its id.
+    pub fn add(
+        &mut self,
+        host: IpAddr,
+        action: DynamicAction,
+        ttl: Duration,
+        reason: String,
+        now: Duration,
+    ) -> Result<u64, OverlayError> {
+        if ttl.is_zero() {
+            return Err(OverlayError::ZeroTtl);
+        }
+        self.entries.retain(|e| e.host != host);
+        if self.entries.len() >= self.max_entries {
+            return Err(OverlayError::Full {
+                max: self.max_entries,
+            });
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.entries.push(DynamicEntry {
+            id,
+            host,
+            action,
+            expires_at: now + ttl,
+            reason,
+        });
+        self.publish();
+        Ok(id)
+    }
+
+    pub fn remove(&mut self, id: u64) -> Result<DynamicEntry, OverlayError> {
+        let index = self
+            .entries
+            .iter()
+            .position(|e| e.id == id)
+            .ok_or(OverlayError::NoSuchEntry(id))?;
+        let entry = self.entries.remove(index);
+        self.publish();
+        Ok(entry)
+    }
+
+    /// Removes entries past their expiry; returns them (for events).
+    pub fn expire(&mut self, now: Duration) -> Vec<DynamicEntry> {
+        let (expired, live): (Vec<_>, Vec<_>) =
+            self.entries.drain(..).partition(|e| e.expires_at <= now);
+        self.entries = live;
+        if !expired.is_empty() {
+            self.publish();
+        }
+        expired
+    }
+
+    pub fn entries(&self) -> &[DynamicEntry] {
+        &self.entries
+    }
+
+    fn publish(&self) {
+        let by_host = self.entries.iter().map(|e| (e.host, e.clone())).collect();
+        self.shared.store(Arc::new(Overlay { by_host }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 2, 2));
+
+    #[test]
+    fn an_entry_lives_for_its_ttl_and_is_then_pruned() {
+        let mut manager = OverlayManager::new(4);
+        let shared = manager.shared();
+        let now = Duration::from_secs(10);
+        manager
+            .add(
+                HOST,
+                DynamicAction::Quarantine,
+                Duration::from_secs(2),
+                "test".into(),
+                now,
+            )
+            .expect("room");
+        assert!(
+            shared
+                .load()
+                .get(HOST, now + Duration::from_millis(1500))
+                .is_some()
+        );
+        assert!(
+            shared
+                .load()
+                .get(HOST, now + Duration::from_secs(2))
+                .is_none(),
+            "expired even before pruning"
+        );
+        assert_eq!(manager.expire(now + Duration::from_secs(2)).len(), 1);
+        assert!(shared.load().is_empty());
+    }
+
+    #[test]
+    fn bounded_and_one_entry_per_host() {
+        let mut manager = OverlayManager::new(1);
+        let now = Duration::ZERO;
+        manager
+            .add(
+                HOST,
+                DynamicAction::Quarantine,
+                Duration::from_secs(1),
+                String::new(),
+                now,
+            )
+            .expect("room");
+        manager
+            .add(
+                HOST,
+                DynamicAction::Mirror {
+                    session: "ids".into(),
+                },
+                Duration::from_secs(1),
+                String::new(),
+                now,
+            )
+            .expect("replaces");
+        assert_eq!(manager.entries().len(), 1);
+        let other = IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 2, 3));
+        assert_eq!(
+            manager.add(
+                other,
+                DynamicAction::Quarantine,
+                Duration::from_secs(1),
+                String::new(),
+                now
+            ),
+            Err(OverlayError::Full { max: 1 })
+        );
+        assert_eq!(
+            manager.add(
+                other,
+                DynamicAction::Quarantine,
+                Duration::ZERO,
+                String::new(),
+                now
+            ),
+            Err(OverlayError::ZeroTtl)
+        );
+    }
+}

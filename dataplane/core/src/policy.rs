@@ -1,0 +1,743 @@
+//! The segmentation policy on the worker: the published rule set, the dynamic overlay, and the
+//! per-worker state that makes rules stateful (flow table), enforces `rate_limit`, remembers the
+//! verdicts of first fragments, and counts per rule.
+//!
+//! Rule sets are published whole with `arc-swap`; a worker loads once per burst and records the
+//! generation it uses. The publisher keeps every replaced set until every worker has moved past
+//! it, so the last reference is always dropped on the control side, never on a worker.
+
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use vfn_flow::{
+    Direction, FlowKey, FlowTable, Orientation, PacketTuple, TcpFlags, Timeouts, mapped_address,
+};
+use vfn_rules::{Action, DefaultAction, Key, RateLimitSpec, RuleSet};
+
+use crate::counters::{Counter, DropReason};
+use crate::overlay::{DynamicAction, Overlay};
+use crate::ratelimit::TokenBucket;
+
+/// A rule set as published, with its generation (1, 2, ...; 0 is "no rule set").
+#[derive(Debug)]
+pub struct ActivePolicy {
+    pub generation: u32,
+    pub rules: RuleSet,
+}
+
+/// The rule set as workers see it; `None`: no policy, everything is forwarded statelessly.
+pub type SharedPolicy = Arc<ArcSwapOption<ActivePolicy>>;
+
+/// The single writer of the rule set: publishes, and retires replaced sets only once every worker
+/// has loaded a newer one.
+#[derive(Debug, Default)]
+pub struct PolicyPublisher {
+    shared: SharedPolicy,
+    generation: u32,
+    retired: Vec<Arc<ActivePolicy>>,
+    seen: Vec<Arc<AtomicU32>>,
+}
+
+impl PolicyPublisher {
+    pub fn new() -> PolicyPublisher {
+        PolicyPublisher::default()
+    }
+
+    pub fn shared(&self) -> SharedPolicy {
+        self.shared.clone()
+    }
+
+    /// A cell in which a new worker records the generation it uses.
+    pub fn register_worker(&mut self) -> Arc<AtomicU32> {
+        let cell = Arc::new(AtomicU32::new(self.generation));
+        self.seen.push(cell.clone());
+        cell
+    }
+
+    /// Publishes `rules` (or no rule set); returns the new generation. Every burst that starts
+    /// after this returns sees the new set.
+    pub fn publish(&mut self, rules: Option<RuleSet>) -> u32 {
+        self.generation = self.generation.wrapping_add(1).max(1);
+        let next = rules.map(|rules| {
+            Arc::new(ActivePolicy {
+                generation: self.generation,
+                rules,
+            })
+        });
+        if let Some(previous) = self.shared.swap(next) {
+            self.retired.push(previous);
+        }
+        self.collect();
+        self.generation
+    }
+
+    /// Drops retired sets that no worker can still be using.
+    pub fn collect(&mut self) {
+        let oldest_in_use = self
+            .seen
+            .iter()
+            .map(|cell| cell.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(self.generation);
+        self.retired.retain(|set| set.generation >= oldest_in_use);
+    }
+
+    pub fn current(&self) -> Option<Arc<ActivePolicy>> {
+        self.shared.load_full()
+    }
+
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Sets still held for workers that have not moved on.
+    pub fn retired_count(&self) -> usize {
+        self.retired.len()
+    }
+}
+
+/// What the flow table keeps per flow (8 bytes, so an entry fits a cache line): the verdict of
+/// the initiator's tuple under one rule-set generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowVerdict {
+    /// The low 16 bits of the generation: a flow idle across exactly 65 536 publications would
+    /// keep a stale verdict, which the flow timeouts make moot.
+    generation: u16,
+    /// The interface the initiator's packets arrive on (rules may match it when re-judging).
+    ingress: u16,
+    /// The rule index (or [`NO_RULE`]) and, in the top bit, whether every packet of the
+    /// initiator's direction gets this verdict (no per-packet rule applies).
+    rule_and_cacheable: u32,
+}
+
+/// The default action, in place of a rule index.
+pub const NO_RULE: u32 = 0x7fff_ffff;
+const CACHEABLE: u32 = 1 << 31;
+
+impl FlowVerdict {
+    fn new(generation: u32, rule: u32, ingress: u16, cacheable: bool) -> FlowVerdict {
+        FlowVerdict {
+            generation: generation as u16,
+            ingress,
+            rule_and_cacheable: (rule & NO_RULE) | if cacheable { CACHEABLE } else { 0 },
+        }
+    }
+
+    fn is_of(&self, generation: u32) -> bool {
+        self.generation == generation as u16
+    }
+
+    fn rule(&self) -> u32 {
+        self.rule_and_cacheable & NO_RULE
+    }
+
+    fn cacheable(&self) -> bool {
+        self.rule_and_cacheable & CACHEABLE != 0
+    }
+}
+
+/// How a packet is judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Judgement {
+    Pass,
+    Drop(DropReason),
+    /// Drop and tell the sender (TCP RST or ICMP administratively prohibited).
+    Reject,
+}
+
+/// Where a packet stands among the fragments of its datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fragment {
+    Whole,
+    First { id: u32 },
+    Later { id: u32 },
+}
+
+/// The fields the policy reads from one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketFacts {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    /// TCP/UDP ports; ICMP type and code.
+    pub sport: u16,
+    pub dport: u16,
+    /// The identifier of an ICMP(v6) echo request or reply.
+    pub echo_id: Option<u16>,
+    pub tcp_flags: u8,
+    pub ingress: u16,
+    pub bytes: u32,
+    pub fragment: Fragment,
+}
+
+/// Counters of one rule on one worker.
+#[derive(Debug, Default)]
+pub struct RuleCounter {
+    pub packets: Counter,
+    pub bytes: Counter,
+    /// Nanoseconds since the router's epoch; 0: never.
+    pub last_hit_ns: Counter,
+}
+
+/// One worker's per-rule counters, for the generation they count; reset when it changes.
+#[derive(Debug)]
+pub struct RuleCounters {
+    generation: AtomicU32,
+    pub rules: Box<[RuleCounter]>,
+    /// Packets no rule matched (the default action).
+    pub default: RuleCounter,
+}
+
+impl RuleCounters {
+    fn new(max_rules: usize) -> RuleCounters {
+        RuleCounters {
+            generation: AtomicU32::new(0),
+            rules: (0..max_rules).map(|_| RuleCounter::default()).collect(),
+            default: RuleCounter::default(),
+        }
+    }
+
+    /// The generation these counters count for.
+    pub fn generation(&self) -> u32 {
+        self.generation.load(Ordering::Acquire)
+    }
+}
+
+/// Per-worker policy counters that are not drops.
+#[derive(Debug, Default)]
+pub struct PolicyCounters {
+    pub flows_created: Counter,
+    pub flow_table_full: Counter,
+    pub flows_rejudged: Counter,
+    pub flows_expired: Counter,
+    pub mirrored: Counter,
+    pub log_events: Counter,
+}
+
+/// Bounds of the per-worker policy state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyLimits {
+    pub flows: usize,
+    pub timeouts: Timeouts,
+    /// Rules the counters have room for (the rule set limit).
+    pub max_rules: usize,
+    /// Token buckets for per-source rate limits (a direct-mapped cache).
+    pub source_buckets: usize,
+    /// First-fragment verdicts remembered (a direct-mapped cache).
+    pub fragments: usize,
+    /// How long a first fragment's verdict waits for the later fragments.
+    pub fragment_ttl: Duration,
+    /// Flows expired per burst at most.
+    pub expiry_budget: usize,
+    /// Workers sharing each rate limit (each enforces its share of the rate).
+    pub workers: usize,
+}
+
+impl Default for PolicyLimits {
+    fn default() -> Self {
+        PolicyLimits {
+            flows: 262_144,
+            timeouts: Timeouts::default(),
+            max_rules: 100_000,
+            source_buckets: 16_384,
+            fragments: 4_096,
+            fragment_ttl: Duration::from_secs(2),
+            expiry_budget: 64,
+            workers: 1,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct BucketSlot {
+    owner: u64,
+    bucket: PacketByteBucket,
+}
+
+/// A packet-rate and a byte-rate bucket together (either may be unlimited).
+#[derive(Clone, Copy, Debug)]
+struct PacketByteBucket {
+    packets: Option<TokenBucket>,
+    bytes: Option<TokenBucket>,
+}
+
+impl PacketByteBucket {
+    fn new(rate: &RateLimitSpec, workers: u64) -> PacketByteBucket {
+        let share = |value: u64| (value / workers.max(1)).max(1);
+        PacketByteBucket {
+            packets: rate
+                .packets_per_second
+                .map(|pps| TokenBucket::new(share(pps), share(rate.burst_packets.max(1)))),
+            bytes: rate
+                .bits_per_second
+                .map(|bps| TokenBucket::new(share(bps / 8), share(rate.burst_bytes.max(1)))),
+        }
+    }
+
+    fn admit(&mut self, bytes: u32, now: Duration) -> bool {
+        let packets_ok = self.packets.as_mut().is_none_or(|b| b.try_take(now));
+        let bytes_ok = self
+            .bytes
+            .as_mut()
+            .is_none_or(|b| b.try_take_n(u64::from(bytes), now));
+        packets_ok && bytes_ok
+    }
+}
+
+/// A first fragment's verdict, for the later fragments of its datagram.
+#[derive(Clone, Copy, Debug)]
+struct FragmentSlot {
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    id: u32,
+    pass: bool,
+    expires_at: Duration,
+}
+
+/// One worker's policy state.
+pub struct PolicyState {
+    flows: FlowTable<FlowVerdict>,
+    rule_buckets: Vec<Option<PacketByteBucket>>,
+    source_buckets: Box<[Option<BucketSlot>]>,
+    fragments: Box<[Option<FragmentSlot>]>,
+    hasher: hashbrown::DefaultHashBuilder,
+    limits: PolicyLimits,
+    /// Generation the rule buckets and counters belong to.
+    generation: u32,
+    pub counters: Arc<RuleCounters>,
+    pub policy_counters: Arc<PolicyCounters>,
+}
+
+impl PolicyState {
+    pub fn new(limits: PolicyLimits) -> Result<PolicyState, vfn_flow::NewTableError> {
+        Ok(PolicyState {
+            flows: FlowTable::new(limits.flows, limits.timeouts)?,
+            rule_buckets: Vec::with_capacity(limits.max_rules),
+            source_buckets: vec![None; limits.source_buckets.max(1)].into_boxed_slice(),
+            fragments: vec![None; limits.fragments.max(1)].into_boxed_slice(),
+            hasher: hashbrown::DefaultHashBuilder::default(),
+            limits,
+            generation: 0,
+            counters: Arc::new(RuleCounters::new(limits.max_rules)),
+            policy_counters: Arc::default(),
+        })
+    }
+
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Expires idle flows, a bounded amount per call (once per loop iteration).
+    pub fn expire(&mut self, now: Duration) {
+        let counters = &self.policy_counters;
+        self.flows
+            .expire(nanos(now), self.limits.expiry_budget, |_| {
+                counters.flows_expired.add(1)
+            });
+    }
+
+    /// The verdict for one packet under `policy` and `overlay` at `now`.
+    pub fn judge(
+        &mut self,
+        policy: Option<&ActivePolicy>,
+        overlay: &Overlay,
+        facts: &PacketFacts,
+        now: Duration,
+    ) -> Judgement {
+        if !overlay.is_empty()
+            && let Some(judgement) = self.judge_overlay(overlay, facts, now)
+        {
+            return judgement;
+        }
+        let Some(policy) = policy else {
+            return Judgement::Pass;
+        };
+        if policy.generation != self.generation {
+            self.start_generation(policy);
+        }
+        match facts.fragment {
+            Fragment::Later { id } => return self.later_fragment(facts, id, now),
+            Fragment::Whole | Fragment::First { .. } => {}
+        }
+        let judgement = self.judge_stateful(policy, facts, now);
+        if let Fragment::First { id } = facts.fragment {
+            self.remember_fragment(facts, id, judgement == Judgement::Pass, now);
+        }
+        judgement
+    }
+
+    fn judge_overlay(
+        &mut self,
+        overlay: &Overlay,
+        facts: &PacketFacts,
+        now: Duration,
+    ) -> Option<Judgement> {
+        for (host, is_source) in [(facts.src, true), (facts.dst, false)] {
+            let Some(entry) = overlay.get(host, now) else {
+                continue;
+            };
+            match &entry.action {
+                DynamicAction::Quarantine => return Some(Judgement::Drop(DropReason::Quarantined)),
+                DynamicAction::RateLimit {
+                    packets_per_second,
+                    burst,
+                } if is_source => {
+                    let rate = RateLimitSpec {
+                        packets_per_second: Some(*packets_per_second),
+                        bits_per_second: None,
+                        burst_packets: *burst,
+                        burst_bytes: 0,
+                        per_source: false,
+                    };
+                    let workers = self.limits.workers as u64;
+                    let slot = self.source_slot(
+                        entry.id ^ 0x5eed_0000_0000_0000,
+                        facts.src,
+                        &rate,
+                        workers,
+                    );
+                    if !slot.admit(facts.bytes, now) {
+                        return Some(Judgement::Drop(DropReason::RateLimited));
+                    }
+                }
+                DynamicAction::RateLimit { .. } => {}
+                DynamicAction::Mirror { .. } => self.policy_counters.mirrored.add(1),
+            }
+        }
+        None
+    }
+
+    /// A new rule set: rule buckets and counters start over (flows are re-judged lazily).
+    fn start_generation(&mut self, policy: &ActivePolicy) {
+        self.generation = policy.generation;
+        let workers = self.limits.workers as u64;
+        self.rule_buckets.clear();
+        self.rule_buckets
+            .extend(
+                policy
+                    .rules
+                    .rules
+                    .iter()
+                    .take(self.limits.max_rules)
+                    .map(|rule| match &rule.action {
+                        Action::RateLimit(rate) if !rate.per_source => {
+                            Some(PacketByteBucket::new(rate, workers))
+                        }
+                        _ => None,
+                    }),
+            );
+        self.source_buckets.fill(None);
+        let counters = &self.counters;
+        for counter in counters
+            .rules
+            .iter()
+            .take(policy.rules.rules.len())
+            .chain(std::iter::once(&counters.default))
+        {
+            counter.packets.set(0);
+            counter.bytes.set(0);
+            counter.last_hit_ns.set(0);
+        }
+        counters
+            .generation
+            .store(policy.generation, Ordering::Release);
+    }
+
+    fn judge_stateful(
+        &mut self,
+        policy: &ActivePolicy,
+        facts: &PacketFacts,
+        now: Duration,
+    ) -> Judgement {
+        let tuple = flow_tuple(facts);
+        let (key, orientation) = FlowKey::from_packet(&tuple);
+        let hash = self.flows.hash(&key);
+        let now_ns = nanos(now);
+        let flags = TcpFlags::from_header_byte(facts.tcp_flags);
+        if let Some((entry, direction)) = self.flows.get_mut(&key, hash, orientation) {
+            entry.record_packet(now_ns, direction, flags);
+            let verdict = entry.value;
+            let initiator = entry.initiator();
+            if verdict.is_of(policy.generation) {
+                return match direction {
+                    // The reply of a flow a rule allowed.
+                    Direction::Reverse => Judgement::Pass,
+                    Direction::Forward if verdict.cacheable() => {
+                        self.act(policy, verdict.rule(), facts, now)
+                    }
+                    Direction::Forward => {
+                        let decision = classify(&policy.rules, facts, facts.ingress);
+                        self.act(policy, decision.rule.unwrap_or(NO_RULE), facts, now)
+                    }
+                };
+            }
+            // A new rule set: the flow is judged again on its initiator's tuple.
+            self.policy_counters.flows_rejudged.add(1);
+            let initiator_facts = initiator_view(&key, initiator, facts, verdict.ingress);
+            let decision = classify(&policy.rules, &initiator_facts, verdict.ingress);
+            let rule = decision.rule.unwrap_or(NO_RULE);
+            if !allows(policy, rule) {
+                self.flows.remove(&key, hash);
+                return self.act(policy, rule, facts, now).or_drop();
+            }
+            if let Some((entry, _)) = self.flows.get_mut(&key, hash, orientation) {
+                entry.value =
+                    FlowVerdict::new(policy.generation, rule, verdict.ingress, decision.cacheable);
+            }
+            return match direction {
+                Direction::Reverse => Judgement::Pass,
+                Direction::Forward if decision.cacheable => self.act(policy, rule, facts, now),
+                Direction::Forward => {
+                    let own = classify(&policy.rules, facts, facts.ingress);
+                    self.act(policy, own.rule.unwrap_or(NO_RULE), facts, now)
+                }
+            };
+        }
+        let decision = classify(&policy.rules, facts, facts.ingress);
+        let rule = decision.rule.unwrap_or(NO_RULE);
+        let judgement = self.act(policy, rule, facts, now);
+        if allows(policy, rule) {
+            let value =
+                FlowVerdict::new(policy.generation, rule, facts.ingress, decision.cacheable);
+            match self.flows.insert(key, hash, orientation, value, now_ns) {
+                Ok(entry) => {
+                    entry.record_packet(now_ns, Direction::Forward, flags);
+                    self.policy_counters.flows_created.add(1);
+                }
+                // Judged without state: replies are judged as flows of their own.
+                Err(_) => self.policy_counters.flow_table_full.add(1),
+            }
+        }
+        judgement
+    }
+
+    /// Applies rule `rule` (or the default action) to one packet and counts it.
+    fn act(
+        &mut self,
+        policy: &ActivePolicy,
+        rule: u32,
+        facts: &PacketFacts,
+        now: Duration,
+    ) -> Judgement {
+        let counter = match self.counters.rules.get(rule as usize) {
+            Some(counter) => counter,
+            None => &self.counters.default,
+        };
+        counter.packets.add(1);
+        counter.bytes.add(u64::from(facts.bytes));
+        counter.last_hit_ns.set(nanos(now).max(1));
+        let Some(compiled) = policy.rules.rules.get(rule as usize) else {
+            return match policy.rules.default_action {
+                DefaultAction::Allow => Judgement::Pass,
+                DefaultAction::Deny => Judgement::Drop(DropReason::PolicyDefault),
+            };
+        };
+        if compiled.log {
+            self.policy_counters.log_events.add(1);
+        }
+        match &compiled.action {
+            Action::Allow => Judgement::Pass,
+            Action::Drop => Judgement::Drop(DropReason::PolicyDrop),
+            Action::Reject => Judgement::Reject,
+            Action::Mirror { then_allow, .. } => {
+                self.policy_counters.mirrored.add(1);
+                if *then_allow {
+                    Judgement::Pass
+                } else {
+                    Judgement::Drop(DropReason::PolicyDrop)
+                }
+            }
+            Action::RateLimit(rate) => {
+                let admitted = if rate.per_source {
+                    let workers = self.limits.workers as u64;
+                    self.source_slot(u64::from(rule), facts.src, rate, workers)
+                        .admit(facts.bytes, now)
+                } else {
+                    match self.rule_buckets.get_mut(rule as usize) {
+                        Some(Some(bucket)) => bucket.admit(facts.bytes, now),
+                        _ => true,
+                    }
+                };
+                if admitted {
+                    Judgement::Pass
+                } else {
+                    Judgement::Drop(DropReason::RateLimited)
+                }
+            }
+        }
+    }
+
+    /// The bucket of (`owner`, `source`) in the direct-mapped cache; a slot taken over by another
+    /// pair starts full (the keyed hash keeps a sender from choosing whom it evicts).
+    fn source_slot(
+        &mut self,
+        owner: u64,
+        source: IpAddr,
+        rate: &RateLimitSpec,
+        workers: u64,
+    ) -> &mut PacketByteBucket {
+        let tag = self.hasher.hash_one((owner, source));
+        let index = (tag as usize) % self.source_buckets.len();
+        let slot = &mut self.source_buckets[index];
+        if slot.is_some_and(|s| s.owner != tag) {
+            *slot = None;
+        }
+        &mut slot
+            .get_or_insert_with(|| BucketSlot {
+                owner: tag,
+                bucket: PacketByteBucket::new(rate, workers),
+            })
+            .bucket
+    }
+
+    fn fragment_index(&self, facts: &PacketFacts, id: u32) -> usize {
+        (self
+            .hasher
+            .hash_one((facts.src, facts.dst, facts.proto, id)) as usize)
+            % self.fragments.len()
+    }
+
+    fn remember_fragment(&mut self, facts: &PacketFacts, id: u32, pass: bool, now: Duration) {
+        let index = self.fragment_index(facts, id);
+        self.fragments[index] = Some(FragmentSlot {
+            src: facts.src,
+            dst: facts.dst,
+            proto: facts.proto,
+            id,
+            pass,
+            expires_at: now + self.limits.fragment_ttl,
+        });
+    }
+
+    fn later_fragment(&mut self, facts: &PacketFacts, id: u32, now: Duration) -> Judgement {
+        let index = self.fragment_index(facts, id);
+        match self.fragments[index] {
+            Some(slot)
+                if slot.src == facts.src
+                    && slot.dst == facts.dst
+                    && slot.proto == facts.proto
+                    && slot.id == id
+                    && slot.expires_at > now =>
+            {
+                if slot.pass {
+                    Judgement::Pass
+                } else {
+                    Judgement::Drop(DropReason::PolicyDrop)
+                }
+            }
+            _ => Judgement::Drop(DropReason::FragmentWithoutFirst),
+        }
+    }
+}
+
+impl Judgement {
+    /// A judgement for a packet of a flow its rule set no longer allows: never a pass.
+    fn or_drop(self) -> Judgement {
+        match self {
+            Judgement::Pass => Judgement::Drop(DropReason::PolicyDrop),
+            other => other,
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Whether a rule lets a flow be established.
+fn allows(policy: &ActivePolicy, rule: u32) -> bool {
+    match policy.rules.rules.get(rule as usize) {
+        None => policy.rules.default_action == DefaultAction::Allow,
+        Some(compiled) => match &compiled.action {
+            Action::Allow | Action::RateLimit(_) => true,
+            Action::Mirror { then_allow, .. } => *then_allow,
+            Action::Drop | Action::Reject => false,
+        },
+    }
+}
+
+fn flow_tuple(facts: &PacketFacts) -> PacketTuple {
+    let (src, dst) = (mapped_address(facts.src), mapped_address(facts.dst));
+    match (facts.proto, facts.echo_id) {
+        (_, Some(id)) => PacketTuple::icmp_echo(src, dst, facts.proto, id, facts.ingress),
+        (6 | 17 | 132, _) => PacketTuple {
+            src,
+            dst,
+            sport: facts.sport,
+            dport: facts.dport,
+            proto: facts.proto,
+            ingress: facts.ingress,
+        },
+        _ => PacketTuple::portless(src, dst, facts.proto, facts.ingress),
+    }
+}
+
+/// The initiator's side of a flow, as a packet of its own: from the key, the orientation the
+/// initiator had, and (for what the key does not hold) the packet at hand.
+fn initiator_view(
+    key: &FlowKey,
+    initiator: Orientation,
+    facts: &PacketFacts,
+    ingress: u16,
+) -> PacketFacts {
+    let low = (key.low_address(), key.low_port());
+    let high = (key.high_address(), key.high_port());
+    let ((src, sport), (dst, dport)) = match initiator {
+        Orientation::Canonical => (low, high),
+        Orientation::Swapped => (high, low),
+    };
+    let unmapped = |a: u128| {
+        let v6 = std::net::Ipv6Addr::from(a);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        }
+    };
+    let (sport, dport) = match facts.echo_id {
+        // An echo flow's initiator sends echo requests.
+        Some(_) => (if facts.src.is_ipv4() { 8 } else { 128 }, 0),
+        None => (sport, dport),
+    };
+    PacketFacts {
+        src: unmapped(src),
+        dst: unmapped(dst),
+        sport,
+        dport,
+        tcp_flags: 0,
+        ingress,
+        ..*facts
+    }
+}
+
+fn classify(rules: &RuleSet, facts: &PacketFacts, ingress: u16) -> vfn_rules::Decision {
+    match (facts.src, facts.dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => rules.classify_v4(&Key {
+            src: u32::from(src),
+            dst: u32::from(dst),
+            sport: facts.sport,
+            dport: facts.dport,
+            proto: facts.proto,
+            ingress,
+            tcp_flags: facts.tcp_flags,
+        }),
+        (IpAddr::V6(src), IpAddr::V6(dst)) => rules.classify_v6(&Key {
+            src: u128::from(src),
+            dst: u128::from(dst),
+            sport: facts.sport,
+            dport: facts.dport,
+            proto: facts.proto,
+            ingress,
+            tcp_flags: facts.tcp_flags,
+        }),
+        // One packet has one family; a mix cannot be built by the pipeline.
+        _ => vfn_rules::Decision {
+            rule: None,
+            cacheable: false,
+        },
+    }
+}

@@ -1,0 +1,94 @@
+//! The hot per-flow entry: everything a packet of a known flow reads or writes.
+
+use crate::key::{Direction, FlowKey, Orientation, PROTO_TCP};
+use crate::tcp::{TcpFlags, TcpState, update_tcp_state};
+
+/// One flow's hot state. It fits one 64-byte cache line when `V` takes at most 8 bytes, which
+/// [`crate::FlowTable::new`] enforces at compile time.
+///
+/// Only `value` is public: the key, timestamps and state are maintained by the table and by
+/// [`FlowEntry::record_packet`], because the table's expiry relies on how they change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowEntry<V> {
+    key: FlowKey,
+    initiator: Orientation,
+    tcp: TcpState,
+    reply_seen: bool,
+    first_seen_ns: u64,
+    last_seen_ns: u64,
+    /// The caller's cached verdict for this flow (for example rule index, action and the
+    /// rule-set generation that produced them).
+    pub value: V,
+}
+
+const _: () = assert!(
+    size_of::<FlowEntry<u64>>() == 64,
+    "a flow entry must fit one cache line"
+);
+
+impl<V> FlowEntry<V> {
+    pub(crate) fn new(key: FlowKey, initiator: Orientation, value: V, now_ns: u64) -> Self {
+        Self {
+            key,
+            initiator,
+            tcp: TcpState::None,
+            reply_seen: false,
+            first_seen_ns: now_ns,
+            last_seen_ns: now_ns,
+            value,
+        }
+    }
+
+    /// Records a packet of this flow seen at `now_ns` travelling in `direction`: refreshes the
+    /// idle timer, notes that the flow has a reply and, for TCP, updates the state from
+    /// `tcp_flags` (ignored for other protocols).
+    ///
+    /// Call it for every packet, including the first (right after insert, with
+    /// [`Direction::Forward`]). `now_ns` must be monotonic and at least the time given to the
+    /// table's last `insert` or `expire`: the expiry schedule relies on state changes coming with
+    /// a fresh `last_seen_ns`.
+    pub fn record_packet(&mut self, now_ns: u64, direction: Direction, tcp_flags: TcpFlags) {
+        self.last_seen_ns = self.last_seen_ns.max(now_ns);
+        self.reply_seen |= direction == Direction::Reverse;
+        if self.key.proto() == PROTO_TCP {
+            self.tcp = update_tcp_state(self.tcp, direction, tcp_flags);
+        }
+    }
+
+    pub fn key(&self) -> &FlowKey {
+        &self.key
+    }
+
+    /// Orientation of the flow's first packet relative to the key.
+    pub fn initiator(&self) -> Orientation {
+        self.initiator
+    }
+
+    /// TCP state; always [`TcpState::None`] for other protocols.
+    pub fn tcp(&self) -> TcpState {
+        self.tcp
+    }
+
+    /// Whether a packet travelled in the reply direction.
+    pub fn reply_seen(&self) -> bool {
+        self.reply_seen
+    }
+
+    pub fn first_seen_ns(&self) -> u64 {
+        self.first_seen_ns
+    }
+
+    pub fn last_seen_ns(&self) -> u64 {
+        self.last_seen_ns
+    }
+
+    /// Established flows are protected from eviction when the table is full: TCP flows in state
+    /// [`TcpState::Established`], other flows once a packet went in the reply direction.
+    pub fn is_established(&self) -> bool {
+        if self.key.proto() == PROTO_TCP {
+            self.tcp == TcpState::Established
+        } else {
+            self.reply_seen
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! The flow table: entries in a fixed slab, a hash index of slab slots, a timer wheel for expiry
+//! and a FIFO of eviction candidates.
+
+use crate::entry::FlowEntry;
+use crate::error::{InsertError, NewTableError};
+use crate::key::{Direction, FlowKey, Orientation};
+use crate::links::LinkArena;
+use crate::timeouts::{Timeouts, TimeoutsNs};
+use crate::wheel::{SLOT_COUNT, TimerWheel, WheelStep};
+use hashbrown::HashTable;
+use siphasher::sip::SipHasher13;
+
+/// The largest accepted capacity (64 M flows, 4 GiB of entries): slots are `u32`, shared with
+/// the timer wheel's sentinels.
+pub const CAPACITY_MAX: usize = 1 << 26;
+
+/// How many flows one eviction looks at, per source (timer wheel, then the FIFO of flows that
+/// are not established).
+pub const EVICTION_CANDIDATES_MAX: usize = 32;
+
+/// An entry alone in its cache line: a lookup touches one line of the slab.
+#[repr(align(64))]
+struct CacheLine<T>(T);
+
+/// Flows evicted by inserts into a full table, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvictionCounts {
+    /// Flows idle past their timeout that `expire` had not reached yet.
+    pub idle: u64,
+    /// Active flows that were not established.
+    pub unestablished: u64,
+}
+
+/// What one [`FlowTable::expire`] call did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExpireProgress {
+    /// Units of work done, at most the budget: one per flow looked at, one per tick passed.
+    pub work: usize,
+    /// Flows expired (and passed to `on_expired`).
+    pub expired: usize,
+    /// True when every flow due by `now_ns` has been expired; false when the budget ran out first.
+    pub caught_up: bool,
+}
+
+/// One worker's flow table. See the crate documentation for the design and the full-table
+/// policy.
+pub struct FlowTable<V> {
+    /// Slab of entries; grows by `push` up to `capacity` (within its reservation), then slots are
+    /// reused from `free_slots`.
+    entries: Vec<CacheLine<FlowEntry<V>>>,
+    free_slots: Vec<u32>,
+    /// Slots of live entries, hashed by key.
+    index: HashTable<u32>,
+    /// Every live slot is scheduled in the wheel no later than its real deadline.
+    wheel: TimerWheel,
+    /// FIFO of flows that may not be established, oldest first; its sentinel is node `capacity`.
+    unestablished: LinkArena,
+    timeouts: TimeoutsNs,
+    capacity: u32,
+    hasher: SipHasher13,
+    evictions: EvictionCounts,
+}
+
+impl<V: Copy> FlowTable<V> {
+    /// A table for `capacity` flows (1 to [`CAPACITY_MAX`]), with every allocation made here:
+    /// the slab, the free list, the index (sized for twice the capacity, so inserts never make
+    /// it grow), the timer wheel (8 bytes per flow plus 512 KiB) and the FIFO (8 bytes per flow).
+    /// The hash key is drawn from the operating system's random source.
+    pub fn new(capacity: usize, timeouts: Timeouts) -> Result<Self, NewTableError> {
+        const {
+            assert!(
+                size_of::<FlowEntry<V>>() <= 64,
+                "the flow value must take at most 8 bytes so that an entry fits one cache line"
+            );
+        };
+        let capacity_u32 = u32::try_from(capacity)
+            .ok()
+            .filter(|&capacity| capacity > 0 && capacity as usize <= CAPACITY_MAX)
+            .ok_or(NewTableError::CapacityOutOfRange {
+                requested: capacity,
+                max: CAPACITY_MAX,
+            })?;
+        let timeouts = TimeoutsNs::new(&timeouts)?;
+        let mut hash_key = [0; 16];
+        getrandom::fill(&mut hash_key).map_err(NewTableError::Randomness)?;
+        Ok(Self {
+            entries: Vec::with_capacity(capacity),
+            free_slots: Vec::with_capacity(capacity),
+            index: HashTable::with_capacity(2 * capacity),
+            wheel: TimerWheel::new(capacity_u32),
+            unestablished: LinkArena::new(capacity_u32 + 1),
+            timeouts,
+            capacity: capacity_u32,
+            hasher: SipHasher13::new_with_key(&hash_key),
+            evictions: EvictionCounts::default(),
+        })
+    }
+
+    /// The key's hash under this table's secret key (SipHash-1-3): compute it once per packet and
+    /// pass it to [`FlowTable::get_mut`] and [`FlowTable::insert`].
+    pub fn hash(&self, key: &FlowKey) -> u64 {
+        self.hasher.hash(key.as_bytes())
+    }
+
+    fn find_slot(&self, key: &FlowKey, hash: u64) -> Option<u32> {
+        let entries = &self.entries;
+        self.index
+            .find(hash, |&slot| entries[slot as usize].0.key() == key)
+            .copied()
+    }
+
+    /// The flow of `key`, if present.
+    pub fn get(&self, key: &FlowKey, hash: u64) -> Option<&FlowEntry<V>> {
+        let slot = self.find_slot(key, hash)?;
+        Some(&self.entries[slot as usize].0)
+    }
+
+    /// Finds the flow of a packet with `orientation` (from [`FlowKey::from_packet`]) and gives the
+    /// packet's direction relative to the flow's initiator. Call
+    /// [`FlowEntry::record_packet`] on the entry for the packet.
+    pub fn get_mut(
+        &mut self,
+        key: &FlowKey,
+        hash: u64,
+        orientation: Orientation,
+    ) -> Option<(&mut FlowEntry<V>, Direction)> {
+        let slot = self.find_slot(key, hash)?;
+        let entry = &mut self.entries[slot as usize].0;
+        let direction = Direction::between(entry.initiator(), orientation);
+        Some((entry, direction))
+    }
+
+    /// Inserts the flow of a packet that [`FlowTable::get_mut`] did not find; that packet, with
+    /// `initiator` orientation, is the flow's initiator. The entry starts with `first_seen_ns` and
+    /// `last_seen_ns` at `now_ns` and TCP state `None`: call [`FlowEntry::record_packet`] on it
+    /// with [`Direction::Forward`] for the packet.
+    ///
+    /// When the table is full, a flow is evicted by the crate's full-table policy, or the insert
+    /// fails with [`InsertError::TableFull`].
+    pub fn insert(
+        &mut self,
+        key: FlowKey,
+        hash: u64,
+        initiator: Orientation,
+        value: V,
+        now_ns: u64,
+    ) -> Result<&mut FlowEntry<V>, InsertError> {
+        debug_assert_eq!(
+            hash,
+            self.hash(&key),
+            "the hash must come from this table's `hash`"
+        );
+        if self.find_slot(&key, hash).is_some() {
+            return Err(InsertError::AlreadyPresent);
+        }
+        if self.index.is_empty() {
+            self.wheel.restart_at(now_ns);
+        }
+        if self.len() == self.capacity() && !self.evict_one(now_ns) {
+            return Err(InsertError::TableFull);
+        }
+        let slot = self.free_slots.pop().unwrap_or(self.entries.len() as u32);
+        let entry = FlowEntry::new(key, initiator, value, now_ns);
+        if slot as usize == self.entries.len() {
+            self.entries.push(CacheLine(entry));
+        } else {
+            self.entries[slot as usize] = CacheLine(entry);
+        }
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        self.index.insert_unique(hash, slot, |&slot| {
+            hasher.hash(entries[slot as usize].0.key().as_bytes())
+        });
+        self.wheel
+            .schedule(slot, self.next_check_ns(&entry, now_ns));
+        self.unestablished.push_back(self.capacity, slot);
+        Ok(&mut self.entries[slot as usize].0)
+    }
+
+    /// Removes the flow of `key` and returns it.
+    pub fn remove(&mut self, key: &FlowKey, hash: u64) -> Option<FlowEntry<V>> {
+        let slot = self.find_slot(key, hash)?;
+        Some(self.remove_slot(slot))
+    }
+
+    /// Expires the flows idle for at least their timeout at `now_ns`, calling `on_expired` for
+    /// each, with at most `budget` units of work (see [`ExpireProgress::work`]). Flows left over
+    /// by an exhausted budget are expired by the next calls, the most overdue first. The work
+    /// does not depend on the table's size: the timer wheel yields only flows scheduled up to
+    /// `now_ns` (each flow at most once per `min(its timeout, ~68 s)`, and TCP flows at least
+    /// once per `tcp_transitory`), plus one unit per 1.05 ms tick passed (at most one 68 s lap).
+    pub fn expire(
+        &mut self,
+        now_ns: u64,
+        budget: usize,
+        mut on_expired: impl FnMut(&FlowEntry<V>),
+    ) -> ExpireProgress {
+        let mut progress = ExpireProgress::default();
+        if self.index.is_empty() {
+            self.wheel.restart_at(now_ns);
+            progress.caught_up = true;
+            return progress;
+        }
+        while progress.work < budget {
+            match self.wheel.step(now_ns) {
+                WheelStep::CaughtUp => {
+                    progress.caught_up = true;
+                    break;
+                }
+                WheelStep::NextTick => progress.work += 1,
+                WheelStep::Visit(slot) => {
+                    progress.work += 1;
+                    if let Some(expired) = self.visit(slot, now_ns) {
+                        on_expired(&expired);
+                        progress.expired += 1;
+                    }
+                }
+            }
+        }
+        progress
+    }
+
+    /// Visits every flow, in no particular order; the work is bounded by the index size.
+    pub fn for_each(&self, mut f: impl FnMut(&FlowEntry<V>)) {
+        for &slot in &self.index {
+            f(&self.entries[slot as usize].0);
+        }
+    }
+
+    /// Number of flows in the table.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Most flows the table holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity as usize
+    }
+
+    /// Buckets of the hash index, allocated by [`FlowTable::new`]: constant for the table's life
+    /// because the index is sized for twice the capacity and so never grows.
+    pub fn index_bucket_count(&self) -> usize {
+        self.index.num_buckets()
+    }
+
+    /// Flows evicted so far by inserts into a full table.
+    pub fn evictions(&self) -> EvictionCounts {
+        self.evictions
+    }
+
+    fn idle_deadline_ns(&self, entry: &FlowEntry<V>) -> u64 {
+        let timeout = self
+            .timeouts
+            .idle_timeout_ns(entry.key().proto(), entry.tcp());
+        entry.last_seen_ns().saturating_add(timeout)
+    }
+
+    /// When the wheel must look at the flow again: its deadline, or earlier if its next packet
+    /// could switch it to a shorter timeout (a TCP flow leaving `Established`). Never later than
+    /// the real deadline, whatever packets come after `now_ns`.
+    fn next_check_ns(&self, entry: &FlowEntry<V>, now_ns: u64) -> u64 {
+        let shortest = self.timeouts.shortest_timeout_ns(entry.key().proto());
+        self.idle_deadline_ns(entry)
+            .min(now_ns.saturating_add(shortest))
+    }
+
+    /// Expires the flow in `slot` if it is due, else reschedules it and updates its membership
+    /// of the eviction FIFO.
+    fn visit(&mut self, slot: u32, now_ns: u64) -> Option<FlowEntry<V>> {
+        let entry = self.entries[slot as usize].0;
+        if self.idle_deadline_ns(&entry) <= now_ns {
+            return Some(self.remove_slot(slot));
+        }
+        self.wheel
+            .reschedule_visited(slot, self.next_check_ns(&entry, now_ns));
+        match (entry.is_established(), self.unestablished.is_linked(slot)) {
+            (true, true) => self.unestablished.unlink(slot),
+            (false, false) => self.unestablished.push_back(self.capacity, slot),
+            _ => {}
+        }
+        None
+    }
+
+    /// Makes room for one flow by the full-table policy; false when no flow may be evicted.
+    fn evict_one(&mut self, now_ns: u64) -> bool {
+        let mut candidate = self.wheel.cursor_slot_front();
+        for _ in 0..EVICTION_CANDIDATES_MAX {
+            let Some(slot) = candidate else { break };
+            if self.idle_deadline_ns(&self.entries[slot as usize].0) <= now_ns {
+                self.remove_slot(slot);
+                self.evictions.idle += 1;
+                return true;
+            }
+            candidate = self.wheel.next_in_slot(slot);
+        }
+        let sentinel = self.capacity;
+        for _ in 0..EVICTION_CANDIDATES_MAX {
+            let slot = self.unestablished.next(sentinel);
+            if slot == sentinel {
+                break;
+            }
+            let entry = &self.entries[slot as usize].0;
+            if entry.is_established() {
+                self.unestablished.unlink(slot);
+                continue;
+            }
+            if self.idle_deadline_ns(entry) <= now_ns {
+                self.evictions.idle += 1;
+            } else {
+                self.evictions.unestablished += 1;
+            }
+            self.remove_slot(slot);
+            return true;
+        }
+        false
+    }
+
+    fn remove_slot(&mut self, slot: u32) -> FlowEntry<V> {
+        let entry = self.entries[slot as usize].0;
+        self.wheel.cancel(slot);
+        self.unestablished.unlink(slot);
+        let hash = self.hash(entry.key());
+        let removed = self
+            .index
+            .find_entry(hash, |&candidate| candidate == slot)
+            .map(|found| found.remove());
+        debug_assert!(
+            removed.is_ok(),
+            "slot {slot} missing from the index: a wrong hash was inserted"
+        );
+        self.free_slots.push(slot);
+        entry
+    }
+}
+
+/// The wheel's sentinels follow the flows' nodes: both must fit `u32`.
+const _: () = assert!(CAPACITY_MAX as u64 + SLOT_COUNT as u64 <= u32::MAX as u64);
