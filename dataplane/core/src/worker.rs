@@ -183,6 +183,11 @@ impl<P: PacketIo> Worker<P> {
         )
     }
 
+    /// The generation of the rule set the last burst used (0: none).
+    pub fn policy_generation(&self) -> u32 {
+        self.policy.seen.load(Ordering::Acquire)
+    }
+
     /// Flows in this worker's table.
     pub fn flow_count(&self) -> usize {
         self.policy.state.flow_count()

@@ -7,13 +7,15 @@
 
 use std::hint::black_box;
 use std::time::Instant;
-use vfn_flow::{Direction, FlowKey, FlowTable, PacketTuple, TcpFlags, Timeouts, mapped_address};
+use vfn_flow::{
+    Direction, FlowKey, FlowTable, NewTableError, PacketTuple, TcpFlags, Timeouts, mapped_address,
+};
 
 const LOOKUPS: u64 = 5_000_000;
 
 /// Flow `index`: UDP from 198.18.0.0/15 (v4, even) or 2001:2::/48 (v6, odd) to one server.
 fn tuple(index: u64) -> PacketTuple {
-    let src = if index % 2 == 0 {
+    let src = if index.is_multiple_of(2) {
         mapped_address(std::net::Ipv4Addr::from(0xc612_0000 | (index as u32 & 0x1_ffff)).into())
     } else {
         0x2001_0002_0000_0000_0000_0000_0000_0000 | u128::from(index)
@@ -38,9 +40,8 @@ fn next_random(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn bench(flow_count: u64) {
-    let mut table = FlowTable::<u64>::new(flow_count as usize, Timeouts::default())
-        .unwrap_or_else(|error| panic!("cannot build the table: {error}"));
+fn bench(flow_count: u64) -> Result<(), NewTableError> {
+    let mut table = FlowTable::<u64>::new(flow_count as usize, Timeouts::default())?;
     let started = Instant::now();
     for index in 0..flow_count {
         let (key, orientation) = FlowKey::from_packet(&tuple(index));
@@ -71,12 +72,12 @@ fn bench(flow_count: u64) {
         "{flow_count:>9} flows: {:>6.1} M lookups/s ({lookup_ns:>5.1} ns each), insert {insert_ns:>5.1} ns",
         1e3 / lookup_ns
     );
+    Ok(())
 }
 
-fn main() {
+fn main() -> Result<(), NewTableError> {
     let (key, _) = FlowKey::from_packet(&tuple(7));
-    let table = FlowTable::<u64>::new(1, Timeouts::default())
-        .unwrap_or_else(|error| panic!("cannot build the table: {error}"));
+    let table = FlowTable::<u64>::new(1, Timeouts::default())?;
     let started = Instant::now();
     let mut sum = 0u64;
     for _ in 0..LOOKUPS {
@@ -88,6 +89,7 @@ fn main() {
         started.elapsed().as_nanos() as f64 / LOOKUPS as f64
     );
     for flow_count in [1, 100_000, 1_000_000] {
-        bench(flow_count);
+        bench(flow_count)?;
     }
+    Ok(())
 }

@@ -186,8 +186,9 @@ impl<V: Copy> FlowTable<V> {
     /// each, with at most `budget` units of work (see [`ExpireProgress::work`]). Flows left over
     /// by an exhausted budget are expired by the next calls, the most overdue first. The work
     /// does not depend on the table's size: the timer wheel yields only flows scheduled up to
-    /// `now_ns` (each flow at most once per `min(its timeout, ~68 s)`, and TCP flows at least
-    /// once per `tcp_transitory`), plus one unit per 1.05 ms tick passed (at most one 68 s lap).
+    /// `now_ns`, about once per `min(timeout, 68.7 s)` for each live flow (a wheel lap; TCP also
+    /// at least once per `tcp_transitory`), plus one unit per 1.05 ms tick passed (at most one
+    /// lap after a long pause). `now_ns` must not go backwards.
     pub fn expire(
         &mut self,
         now_ns: u64,

@@ -132,8 +132,8 @@ impl Harness {
         value: u16,
     ) -> Result<(), TestCaseError> {
         let tuple = self.tuple(flow, is_reply);
-        let direction =
-            support::packet(&mut self.table, &tuple, flags, value, self.now_ns).unwrap();
+        let direction = support::packet(&mut self.table, &tuple, flags, value, self.now_ns)
+            .expect("capacity covers the universe");
         let now_ns = self.now_ns;
         let proto = tuple.proto;
         match self.model.get_mut(&flow) {
@@ -173,7 +173,7 @@ impl Harness {
         self.flows
             .iter()
             .position(|tuple| FlowKey::from_packet(tuple).0 == *key)
-            .unwrap()
+            .expect("keys come from the universe")
     }
 
     fn is_due(&self, model: &ModelFlow, flow: usize) -> bool {
@@ -189,13 +189,12 @@ impl Harness {
         prop_assert_eq!(progress.expired, expired.len());
         for key in expired {
             let flow = self.flow_of(&key);
-            let model = self.model.remove(&flow);
-            prop_assert!(model.is_some(), "expired a flow not in the table");
-            prop_assert!(
-                self.is_due(&model.unwrap(), flow),
-                "expired flow {} too early",
-                flow
-            );
+            let Some(model) = self.model.remove(&flow) else {
+                return Err(TestCaseError::fail(format!(
+                    "expired flow {flow} not in the table"
+                )));
+            };
+            prop_assert!(self.is_due(&model, flow), "expired flow {} too early", flow);
         }
         if progress.caught_up {
             for (&flow, model) in &self.model {

@@ -44,7 +44,7 @@ fn assert_expires_exactly(
     timeout: Duration,
     setup: impl Fn(&mut FlowTable<u32>, u128, u128, u64) -> PacketTuple,
 ) {
-    let mut table = FlowTable::new(16, timeouts()).unwrap();
+    let mut table = FlowTable::new(16, timeouts()).expect("valid configuration");
     let flow = setup(&mut table, ipv4(1), ipv4(2), START);
     let twin = setup(&mut table, ipv6(1), ipv6(2), START + 1);
     let timeout_ns = timeout.as_nanos() as u64;

@@ -22,7 +22,7 @@ fn replied_udp(index: u32) -> PacketTuple {
 /// A spoofed SYN or a one-way UDP packet from a random-looking source.
 fn flood_packet(index: u32) -> PacketTuple {
     let src = ipv6(1 << 40 | u64::from(index));
-    if index % 2 == 0 {
+    if index.is_multiple_of(2) {
         support::tcp(src, ipv4(50_000), index as u16, 443)
     } else {
         support::udp(src, ipv4(50_000), index as u16, 53)
@@ -33,27 +33,27 @@ fn flood_packet(index: u32) -> PacketTuple {
 /// `CAPACITY`, then floods it with ten times its capacity of new flows, running expiry as a worker
 /// does. Returns the table and the number of refused flood inserts.
 fn flood(established: u32) -> (FlowTable<u32>, usize) {
-    let mut table = FlowTable::new(CAPACITY, Timeouts::default()).unwrap();
+    let mut table = FlowTable::new(CAPACITY, Timeouts::default()).expect("valid configuration");
     let buckets = table.index_bucket_count();
     establish(&mut table, established, START);
     let mut refused = 0;
     for index in 0..10 * CAPACITY as u32 {
         // 10 000 new flows per second, all within every timeout.
         let now = START + u64::from(index) * (SECOND / 10_000);
-        match packet(
+        let result = packet(
             &mut table,
             &flood_packet(index),
             TcpFlags::SYN,
             u32::MAX,
             now,
-        ) {
-            Ok(_) => {}
-            Err(InsertError::TableFull) => refused += 1,
-            Err(error) => panic!("flood packet {index}: {error}"),
-        }
-        table.expire(now, 64, |entry| {
-            panic!("flow expired during the flood: {entry:?}")
-        });
+        );
+        assert!(
+            matches!(result, Ok(_) | Err(InsertError::TableFull)),
+            "flood packet {index}: {result:?}"
+        );
+        refused += usize::from(result.is_err());
+        let progress = table.expire(now, 64, |_| {});
+        assert_eq!(progress.expired, 0, "a flow expired during the flood");
         assert_eq!(table.index_bucket_count(), buckets, "the index grew");
         assert!(table.len() <= CAPACITY);
     }
@@ -64,10 +64,11 @@ fn flood(established: u32) -> (FlowTable<u32>, usize) {
 /// is its index.
 fn establish(table: &mut FlowTable<u32>, count: u32, now: u64) {
     for index in 0..count {
-        if index % 2 == 0 {
+        if index.is_multiple_of(2) {
             tcp_handshake(table, &established_tcp(index), index, now);
         } else {
-            packet(table, &replied_udp(index), TcpFlags::NONE, index, now).unwrap();
+            packet(table, &replied_udp(index), TcpFlags::NONE, index, now)
+                .expect("room for the flow");
             packet(
                 table,
                 &reply(&replied_udp(index)),
@@ -82,7 +83,7 @@ fn establish(table: &mut FlowTable<u32>, count: u32, now: u64) {
 
 fn assert_established_intact(table: &FlowTable<u32>, established: u32) {
     for index in 0..established {
-        let tuple = if index % 2 == 0 {
+        let tuple = if index.is_multiple_of(2) {
             established_tcp(index)
         } else {
             replied_udp(index)

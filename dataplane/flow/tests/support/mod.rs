@@ -22,7 +22,7 @@ pub fn ipv4(index: u32) -> u128 {
 
 /// The `index`-th IPv6 address of 2001:2::/48.
 pub fn ipv6(index: u64) -> u128 {
-    let base = u128::from("2001:2::".parse::<Ipv6Addr>().unwrap());
+    let base = u128::from("2001:2::".parse::<Ipv6Addr>().expect("valid prefix"));
     base | u128::from(index)
 }
 
@@ -87,9 +87,9 @@ pub fn tcp_handshake<V: Copy>(
     value: V,
     now_ns: u64,
 ) {
-    packet(table, tuple, TcpFlags::SYN, value, now_ns).unwrap();
-    packet(table, &reply(tuple), SYN_ACK, value, now_ns).unwrap();
-    packet(table, tuple, TcpFlags::ACK, value, now_ns).unwrap();
+    packet(table, tuple, TcpFlags::SYN, value, now_ns).expect("room for the SYN");
+    packet(table, &reply(tuple), SYN_ACK, value, now_ns).expect("flow present");
+    packet(table, tuple, TcpFlags::ACK, value, now_ns).expect("flow present");
 }
 
 pub fn contains<V: Copy>(table: &FlowTable<V>, tuple: &PacketTuple) -> bool {

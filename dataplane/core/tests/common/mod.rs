@@ -1,0 +1,169 @@
+//! The router in memory for integration tests: two ports, a gateway behind p1, MemIo, the slow
+//! path stepped by hand with a virtual clock.
+#![allow(dead_code, reason = "each test binary uses a part")]
+
+use std::time::{Duration, Instant};
+
+use vfn_dataplane::fib::{FibLimits, StaticRoute};
+use vfn_dataplane::iface::{Interface, RpFilter};
+use vfn_dataplane::io::PacketIo;
+use vfn_dataplane::mem_io::{MemIo, MemIoConfig};
+use vfn_dataplane::neigh::NeighbourTimers;
+use vfn_dataplane::policy::PolicyLimits;
+use vfn_dataplane::router::{Router, RouterSpec};
+use vfn_dataplane::slowpath::SlowPath;
+use vfn_dataplane::worker::{Worker, WorkerConfig};
+
+pub const P0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+pub const P1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0xc1, 0, 0, 0, 2];
+pub const SERVER_MAC: [u8; 6] = [0x02, 0x5e, 0, 0, 0, 2];
+
+pub struct Bench {
+    pub worker: Worker<MemIo>,
+    pub slow: SlowPath,
+    pub router: Router,
+    pub now: Duration,
+}
+
+pub fn interface(name: &str, port: u16, mac: [u8; 6], v4: &str, v6: &str) -> Interface {
+    Interface {
+        name: name.into(),
+        port,
+        vlan: None,
+        mac,
+        mtu: 1500,
+        rp_filter: RpFilter::Strict,
+        ipv4: vec![v4.parse().expect("fixture")],
+        ipv6: vec![v6.parse().expect("fixture")],
+    }
+}
+
+impl Bench {
+    pub fn new() -> Bench {
+        Bench::with_server_mtu(1500)
+    }
+
+    pub fn with_server_mtu(server_mtu: u16) -> Bench {
+        Bench::build(server_mtu, WorkerConfig::default())
+    }
+
+    pub fn build(server_mtu: u16, worker: WorkerConfig) -> Bench {
+        let spec = RouterSpec {
+            port_count: 2,
+            interfaces: vec![
+                interface("p0", 0, P0_MAC, "198.18.1.1/24", "2001:2:0:1::1/64"),
+                Interface {
+                    mtu: server_mtu,
+                    ..interface("p1", 1, P1_MAC, "198.18.2.1/24", "2001:2:0:2::1/64")
+                },
+            ],
+            routes: vec![StaticRoute {
+                prefix: "198.19.0.0/16".parse().expect("p"),
+                via: "198.18.2.2".parse().expect("a"),
+                iface: None,
+            }],
+            fib_limits: FibLimits::default(),
+            neighbour_capacity: 64,
+            neighbour_timers: NeighbourTimers::default(),
+            worker,
+            policy: PolicyLimits {
+                flows: 1024,
+                ..PolicyLimits::default()
+            },
+            dynamic_entries: 16,
+        };
+        let mut router = Router::build(spec, Instant::now(), Box::new(|_| {})).expect("valid");
+        let slow = router.take_slow_path().expect("one slow path");
+        let io = MemIo::new(MemIoConfig {
+            ports: 2,
+            frame_count: 1024,
+            frame_size: 2048,
+            ring_size: 256,
+        });
+        let mut bench = Bench {
+            worker: router.worker(io).expect("policy state"),
+            slow,
+            router,
+            now: Duration::from_secs(1),
+        };
+        // The router solicits its gateway at once; the server answers.
+        let [_, out1] = bench.settle();
+        assert!(
+            out1.iter()
+                .any(|f| f[12..14] == [0x08, 0x06] && f[38..42] == [198, 18, 2, 2]),
+            "gateway solicited"
+        );
+        bench.exchange(
+            1,
+            &arp(
+                2,
+                SERVER_MAC,
+                [198, 18, 2, 2],
+                P1_MAC,
+                [198, 18, 2, 1],
+                P1_MAC,
+            ),
+        );
+        bench
+    }
+
+    /// Delivers `frame` on `port`, runs worker and slow path until quiet, returns what each port sent.
+    pub fn exchange(&mut self, port: u16, frame: &[u8]) -> [Vec<Vec<u8>>; 2] {
+        self.worker.io_mut().inject(port, frame).expect("room");
+        self.settle()
+    }
+
+    pub fn settle(&mut self) -> [Vec<Vec<u8>>; 2] {
+        for _ in 0..4 {
+            self.worker.poll_once(self.now);
+            self.slow.step(self.now);
+        }
+        self.worker.poll_once(self.now);
+        [
+            self.worker.io_mut().take_sent(0),
+            self.worker.io_mut().take_sent(1),
+        ]
+    }
+
+    pub fn assert_balanced(&self) {
+        let accounting = self.worker.io().accounting();
+        assert!(accounting.is_balanced(), "{accounting:?}");
+        assert_eq!(accounting.in_hand, 0, "{accounting:?}");
+    }
+}
+
+pub fn arp(
+    op: u16,
+    sender_mac: [u8; 6],
+    sender: [u8; 4],
+    target_mac: [u8; 6],
+    target: [u8; 4],
+    dst: [u8; 6],
+) -> Vec<u8> {
+    let mut f = vec![0u8; 42];
+    f[0..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&sender_mac);
+    f[12..14].copy_from_slice(&[0x08, 0x06]);
+    f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, op as u8]);
+    f[22..28].copy_from_slice(&sender_mac);
+    f[28..32].copy_from_slice(&sender);
+    f[32..38].copy_from_slice(&target_mac);
+    f[38..42].copy_from_slice(&target);
+    f
+}
+
+/// The client's ARP request for the router: the router learns the client and answers.
+pub fn client_resolves_router(bench: &mut Bench) -> [Vec<Vec<u8>>; 2] {
+    bench.exchange(
+        0,
+        &arp(
+            1,
+            CLIENT_MAC,
+            [198, 18, 1, 2],
+            [0; 6],
+            [198, 18, 1, 1],
+            [0xff; 6],
+        ),
+    )
+}
