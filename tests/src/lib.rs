@@ -68,7 +68,7 @@ pub use topology::{
     Topology, TopologySpec,
 };
 pub use traffic::{
-    PingOpts, PingResult, TRAFFIC_DEADLINE_MAX, TransferResult, UdpResult, interface_mac, ping,
-    send_raw_frames, tcp_transfer, udp_exchange,
+    Connect, FloodResult, PingOpts, PingResult, TRAFFIC_DEADLINE_MAX, TransferResult, UdpResult,
+    interface_mac, ping, send_raw_frames, tcp_connect, tcp_transfer, udp_exchange, udp_flood,
 };
 pub use vfn::{Counters, RunningVfn, lab_config, vfn_binary};

@@ -253,6 +253,27 @@ impl RunningVfn {
 }
 
 impl RunningVfn {
+    /// Rewrites the router's config and sends it SIGHUP: it reloads the policy (or, if the new
+    /// one is invalid, keeps the one in force and logs why).
+    pub fn reload(&self, config: &Config) -> Result<(), LabError> {
+        std::fs::write(self.dir.join("vfn.toml"), config.to_toml_string())
+            .map_err(LabError::io("writing the router config"))?;
+        let child = self
+            .child
+            .as_ref()
+            .ok_or_else(|| LabError::invalid_argument("router", "already stopped"))?;
+        let pid = nix::unistd::Pid::from_raw(
+            i32::try_from(child.id())
+                .map_err(|_| LabError::invalid_argument("pid", child.id().to_string()))?,
+        );
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).map_err(|source| {
+            LabError::Sys {
+                context: "SIGHUP to the router".into(),
+                source,
+            }
+        })
+    }
+
     /// Kills the router with SIGKILL, as a crash would: nothing of its own cleanup runs.
     pub fn kill(mut self) -> Result<ExitStatus, LabError> {
         let Some(mut child) = self.child.take() else {

@@ -5,8 +5,8 @@ use std::mem::size_of;
 use std::time::Instant;
 
 use crate::{
-    Address, BuildError, BuildStats, Classifier, DEPTH_MAX_SUPPORTED, EMPTY_LEAF,
-    ENTRIES_MAX_SUPPORTED, Entry, LEAF_FLAG, Limits, PackedEntry, Tree,
+    Address, BuildError, BuildStats, Classifier, DEPTH_MAX_SUPPORTED, ENTRIES_MAX_SUPPORTED,
+    Entry, Limits, PackedEntry, Slot, Tree,
 };
 
 /// A node with at most this many entries becomes a leaf (scanned linearly).
@@ -133,7 +133,7 @@ struct Builder<'a> {
     max_memory_bytes: usize,
     /// Bytes that do not grow while trees are built (entries, priorities).
     fixed_bytes: usize,
-    slots: Vec<u32>,
+    slots: Vec<Slot>,
     leaves: Vec<u32>,
     /// Scratch for child counts, reused by every cut evaluation.
     counts: Vec<i64>,
@@ -175,8 +175,7 @@ pub(crate) fn build<A: Address>(
         max_memory_bytes: limits.max_memory_bytes,
         fixed_bytes,
         slots: Vec::new(),
-        // The shared empty leaf.
-        leaves: vec![0],
+        leaves: Vec::new(),
         counts: Vec::new(),
         leaf_offsets: HashMap::new(),
         t_leaf: tune("LEAF", LEAF_ENTRIES),
@@ -213,7 +212,8 @@ pub(crate) fn build<A: Address>(
     stats.entries = entries.len();
     stats.trees = classifier.trees.len();
     stats.memory_bytes = fixed_bytes
-        + (classifier.slots.len() + classifier.leaves.len()) * size_of::<u32>()
+        + classifier.slots.len() * size_of::<Slot>()
+        + classifier.leaves.len() * size_of::<u32>()
         + classifier.trees.len() * size_of::<Tree>()
         + size_of::<Classifier<A>>();
     stats.build_time = started.elapsed();
@@ -259,7 +259,9 @@ fn partitions<A: Address>(ranked: &[BuildEntry]) -> [Vec<u32>; 4] {
 impl Builder<'_> {
     fn check_memory(&self) -> Result<(), BuildError> {
         let needed_bytes =
-            self.fixed_bytes + (self.slots.len() + self.leaves.len()) * size_of::<u32>();
+            self.fixed_bytes
+                + self.slots.len() * size_of::<Slot>()
+                + self.leaves.len() * size_of::<u32>();
         if needed_bytes > self.max_memory_bytes {
             return Err(BuildError::MemoryLimit {
                 needed_bytes,
@@ -270,14 +272,14 @@ impl Builder<'_> {
     }
 
     /// Builds the subtree for `ranks` (increasing) restricted to `region`; returns its slot value.
-    fn node(&mut self, ranks: &[u32], region: &Region, depth: usize) -> Result<u32, BuildError> {
+    fn node(&mut self, ranks: &[u32], region: &Region, depth: usize) -> Result<Slot, BuildError> {
         // Entries after one that covers the whole region can never be the first match in it.
         let kept = ranks
             .iter()
             .position(|&rank| self.entries[rank as usize].covers(region))
             .map_or(ranks, |covering| &ranks[..=covering]);
         if kept.is_empty() {
-            return Ok(EMPTY_LEAF);
+            return Ok(Slot::EMPTY);
         }
         if kept.len() <= self.t_leaf || depth >= self.max_depth {
             return self.leaf(kept, depth);
@@ -288,20 +290,19 @@ impl Builder<'_> {
         }
     }
 
-    fn leaf(&mut self, ranks: &[u32], depth: usize) -> Result<u32, BuildError> {
+    fn leaf(&mut self, ranks: &[u32], depth: usize) -> Result<Slot, BuildError> {
         self.stats.depth_reached = self.stats.depth_reached.max(depth);
         if let Some(&offset) = self.leaf_offsets.get(ranks) {
-            return Ok(LEAF_FLAG | offset);
+            return Ok(Slot::leaf(offset, ranks.len() as u32));
         }
         let offset = self.leaves.len() as u32;
-        self.leaves.push(ranks.len() as u32);
         self.leaves.extend_from_slice(ranks);
         self.check_memory()?;
         self.stats.leaves += 1;
         self.stats.leaf_entry_refs += ranks.len();
         self.stats.leaf_entries_max = self.stats.leaf_entries_max.max(ranks.len());
         self.leaf_offsets.insert(ranks.to_vec(), offset);
-        Ok(LEAF_FLAG | offset)
+        Ok(Slot::leaf(offset, ranks.len() as u32))
     }
 
     /// Children of entry `rank` under a cut of `bits` bits on `field`: an inclusive index range.
@@ -390,7 +391,7 @@ impl Builder<'_> {
         region: &Region,
         depth: usize,
         cut: Cut,
-    ) -> Result<u32, BuildError> {
+    ) -> Result<Slot, BuildError> {
         let field = cut.field;
         let layout = self.layouts[field];
         let cut_bits = region.cut_bits[field];
@@ -420,7 +421,7 @@ impl Builder<'_> {
             }
         }
 
-        let header = self.slots.len();
+        let first_child = self.slots.len();
         let word = layout.first_word + cut_bits / 32;
         let shift_in_word = if layout.width >= 32 {
             32 - cut_bits % 32 - cut.bits
@@ -428,8 +429,7 @@ impl Builder<'_> {
             child_shift
         };
         let mask = (1u32 << cut.bits) - 1;
-        self.slots.push(word | (shift_in_word << 8) | (mask << 16));
-        self.slots.resize(header + 1 + fanout, EMPTY_LEAF);
+        self.slots.resize(first_child + fanout, Slot::EMPTY);
         self.check_memory()?;
         self.stats.nodes += 1;
 
@@ -463,10 +463,10 @@ impl Builder<'_> {
                 cut_bits + cut.bits
             };
             let value = self.node(list, &child_region, depth + 1)?;
-            self.slots[header + 1 + child..=header + 1 + last].fill(value);
+            self.slots[first_child + child..=first_child + last].fill(value);
             child = last + 1;
         }
-        Ok(header as u32)
+        Ok(Slot::node(first_child as u32, word, shift_in_word, mask))
     }
 }
 

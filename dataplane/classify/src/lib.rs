@@ -389,3 +389,35 @@ impl<A: Address> Classifier<A> {
         self.stats
     }
 }
+
+impl<A: Address> Classifier<A> {
+    #[doc(hidden)]
+    pub fn debug_cost(&self, key: &Key<A>) -> [usize; 4] {
+        let words = key_words(key);
+        let mut best = RANK_NONE;
+        let mut cost = [0usize; 4];
+        for tree in &self.trees {
+            if tree.rank_min >= best {
+                break;
+            }
+            cost[0] += 1;
+            let mut slot = tree.root;
+            while slot & LEAF_FLAG == 0 {
+                cost[1] += 1;
+                let header = self.slots[slot as usize];
+                let word = words[(header & 0xff) as usize];
+                let child = ((word >> ((header >> 8) & 31)) & (header >> 16)) as usize;
+                slot = self.slots[slot as usize + 1 + child];
+            }
+            let offset = (slot & !LEAF_FLAG) as usize;
+            let count = self.leaves[offset] as usize;
+            for &rank in &self.leaves[offset + 1..offset + 1 + count] {
+                if rank >= best { break; }
+                cost[2] += 1;
+                if self.entries[rank as usize].matches(key) { best = rank; break; }
+            }
+        }
+        cost[3] = best as usize;
+        cost
+    }
+}

@@ -105,6 +105,7 @@ mod field {
     pub const HIGH_PORT: usize = 34;
     pub const PROTO: usize = 36;
     pub const SIZE: usize = 37;
+    const _: () = assert!(HIGH_PORT == LOW_PORT + 2 && PROTO == HIGH_PORT + 2 && SIZE == PROTO + 1);
 }
 
 /// Canonical flow key: both directions of a flow give the same key.
@@ -115,12 +116,30 @@ mod field {
 ///
 /// The key is one 37-byte array (alignment 1, no padding) so that a [`crate::FlowEntry`] fits one
 /// cache line and the hash reads it in one pass.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Eq)]
 pub struct FlowKey {
     bytes: [u8; field::SIZE],
 }
 
+/// Compares the key as four word loads: the derived comparison of a 37-byte array calls
+/// `memcmp`, a third of the lookup time in `flow_bench`.
+impl PartialEq for FlowKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.words() == other.words()
+    }
+}
+
 impl FlowKey {
+    fn words(&self) -> (u128, u128, u32, u8) {
+        (
+            u128::from_ne_bytes(self.read(field::LOW_ADDRESS)),
+            u128::from_ne_bytes(self.read(field::HIGH_ADDRESS)),
+            // Both ports: HIGH_PORT follows LOW_PORT.
+            u32::from_ne_bytes(self.read(field::LOW_PORT)),
+            self.bytes[field::PROTO],
+        )
+    }
+
     /// The key of a packet's flow, and the packet's orientation relative to the key.
     ///
     /// A packet whose source and destination endpoints are equal is [`Orientation::Canonical`]

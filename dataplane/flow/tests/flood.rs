@@ -76,7 +76,7 @@ fn establish(table: &mut FlowTable<u32>, count: u32, now: u64) {
                 index,
                 now,
             )
-            .unwrap();
+            .expect("flow present");
         }
     }
 }

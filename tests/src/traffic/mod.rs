@@ -3,6 +3,7 @@
 
 mod pattern;
 mod ping;
+mod probe;
 mod raw;
 mod tcp;
 mod udp;
@@ -11,6 +12,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 pub use ping::{PingOpts, PingResult, ping};
+pub use probe::{Connect, FloodResult, tcp_connect, udp_flood};
 pub use raw::{interface_mac, send_raw_frames};
 pub use tcp::{TransferResult, tcp_transfer};
 pub use udp::{UdpResult, udp_exchange};

@@ -1,0 +1,347 @@
+//! End to end: segmentation rules enforced by the `vfn` binary on real traffic between network
+//! namespaces. Needs root; the tests run one at a time and fail loudly without root.
+
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use vfn_config::{Config, PolicySource};
+use vfn_lab::{Connect, Lab, PingOpts, RunningVfn, TopologySpec};
+use vfn_rules::{
+    Action, AddressMatch, DefaultAction, IsolateSpec, ManagementFlow, PortRange, Protocol,
+    RateLimitSpec, RuleSetSpec, RuleSpec,
+};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+const READY: Duration = Duration::from_secs(30);
+const SHORT: Duration = Duration::from_millis(1500);
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+struct Setup {
+    vfn: RunningVfn,
+    lab: Lab,
+    config: Config,
+}
+
+fn with_policy(config: &Config, spec: RuleSetSpec) -> Config {
+    Config {
+        policy: Some(PolicySource::Inline(spec)),
+        ..config.clone()
+    }
+}
+
+fn setup(prefix: &str, spec: RuleSetSpec) -> Setup {
+    assert!(
+        is_root(),
+        "needs root: these tests create network namespaces and attach XDP programs"
+    );
+    let lab = Lab::create(&TopologySpec::default_lab(prefix)).expect("lab");
+    let config = with_policy(&vfn_lab::lab_config(lab.topology()).expect("config"), spec);
+    let vfn = RunningVfn::start(
+        &lab,
+        &vfn_lab::vfn_binary().expect("binary"),
+        &config,
+        READY,
+    )
+    .expect("router starts");
+    Setup { vfn, lab, config }
+}
+
+fn addr(text: &str) -> IpAddr {
+    text.parse().expect("address")
+}
+
+fn prefixes(list: &[&str]) -> AddressMatch {
+    let prefix = |text: &&str| {
+        text.parse()
+            .unwrap_or_else(|_| ipnet::IpNet::from(addr(text)))
+    };
+    AddressMatch {
+        prefixes: list.iter().map(prefix).collect(),
+        ..AddressMatch::default()
+    }
+}
+
+fn tcp_rule(
+    id: &str,
+    source: &[&str],
+    destination: &[&str],
+    port: u16,
+    action: Action,
+) -> RuleSpec {
+    RuleSpec {
+        source: prefixes(source),
+        destination: prefixes(destination),
+        protocol: Some(Protocol::Tcp),
+        destination_ports: vec![PortRange::single(port)],
+        ..RuleSpec::new(id, action)
+    }
+}
+
+impl Setup {
+    fn connect(&self, from: &str, to_role: &str, to: &str, port: u16) -> Connect {
+        let (client, server) = (
+            self.lab.netns(from).expect("client"),
+            self.lab.netns(to_role).expect("server"),
+        );
+        vfn_lab::tcp_connect(client, server, addr(to), port, true, SHORT).expect("connect runs")
+    }
+}
+
+const C1: &str = "198.18.1.2";
+const C2: &str = "198.18.2.2";
+const SRV: &str = "198.18.3.2";
+
+#[test]
+fn allow_drop_reject_and_replies_of_allowed_flows() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = RuleSetSpec {
+        version: "e2e-1".into(),
+        default_action: DefaultAction::Deny,
+        rules: vec![
+            RuleSpec {
+                protocol: Some(Protocol::Icmp {
+                    icmp_type: Some(8),
+                    code: None,
+                }),
+                source: prefixes(&["198.18.1.0/24"]),
+                ..RuleSpec::new("ping-from-c1", Action::Allow)
+            },
+            RuleSpec {
+                protocol: Some(Protocol::Icmp {
+                    icmp_type: Some(8),
+                    code: None,
+                }),
+                source: prefixes(&["198.18.2.0/24"]),
+                ..RuleSpec::new("ping-from-c2", Action::Reject)
+            },
+            tcp_rule("web", &[C1], &[SRV], 8080, Action::Allow),
+            tcp_rule("rejected", &[C1], &[SRV], 8081, Action::Reject),
+            tcp_rule("dropped", &[C1], &[SRV], 8082, Action::Drop),
+        ],
+        ..RuleSetSpec::default()
+    };
+    let s = setup("vfnpol1", spec);
+    let ping = vfn_lab::ping(
+        s.lab.netns("c1").expect("c1"),
+        addr(SRV),
+        3,
+        &PingOpts {
+            interval: Duration::from_millis(50),
+            ..PingOpts::default()
+        },
+    )
+    .expect("ping");
+    assert!(
+        ping.all_received(),
+        "allowed ping and its replies: {}",
+        ping.output
+    );
+    let filtered = vfn_lab::ping(
+        s.lab.netns("c2").expect("c2"),
+        addr(SRV),
+        2,
+        &PingOpts {
+            interval: Duration::from_millis(50),
+            ..PingOpts::default()
+        },
+    )
+    .expect("ping");
+    assert_eq!(filtered.received, 0);
+    assert!(
+        filtered.output.contains("Packet filtered"),
+        "ICMP administratively prohibited: {}",
+        filtered.output
+    );
+
+    assert_eq!(
+        s.connect("c1", "srv", SRV, 8080),
+        Connect::Connected,
+        "allowed; the SYN-ACK passes as a reply\n{}",
+        s.vfn.log()
+    );
+    let transfer = vfn_lab::tcp_transfer(
+        s.lab.netns("c1").expect("c1"),
+        s.lab.netns("srv").expect("srv"),
+        addr(SRV),
+        8080,
+        1 << 20,
+        Duration::from_secs(20),
+    )
+    .expect("transfer runs");
+    assert!(transfer.is_intact(), "{transfer:?}");
+    assert_eq!(
+        s.connect("c1", "srv", SRV, 8081),
+        Connect::Refused,
+        "reject answers with a reset"
+    );
+    assert_eq!(
+        s.connect("c1", "srv", SRV, 8082),
+        Connect::TimedOut,
+        "drop is silent"
+    );
+    assert_eq!(
+        s.connect("srv", "c1", C1, 8080),
+        Connect::TimedOut,
+        "unsolicited, the other way"
+    );
+    assert_eq!(
+        s.connect("c2", "srv", SRV, 8080),
+        Connect::TimedOut,
+        "the default denies"
+    );
+    let counters = s
+        .vfn
+        .wait_for_counters(Duration::from_secs(3), |c| c.drops("policy_reject") >= 3)
+        .expect("counted");
+    assert!(counters.drops("policy_drop") >= 1);
+    assert!(counters.drops("policy_default") >= 2);
+    assert!(counters.total("vfn_rule_packets_total", &[("rule", "web")]) > 100);
+}
+
+#[test]
+fn rate_limit_holds_the_rate() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = RuleSetSpec {
+        version: "e2e-rate".into(),
+        default_action: DefaultAction::Allow,
+        rules: vec![RuleSpec {
+            protocol: Some(Protocol::Udp),
+            destination_ports: vec![PortRange::single(7000)],
+            ..RuleSpec::new(
+                "limited",
+                Action::RateLimit(RateLimitSpec {
+                    packets_per_second: Some(1000),
+                    bits_per_second: None,
+                    burst_packets: 100,
+                    burst_bytes: 0,
+                    per_source: false,
+                }),
+            )
+        }],
+        ..RuleSetSpec::default()
+    };
+    let s = setup("vfnpol2", spec);
+    // Warm up the neighbours so that the first packets are not queued behind ARP.
+    vfn_lab::ping(
+        s.lab.netns("c1").expect("c1"),
+        addr(SRV),
+        1,
+        &PingOpts::default(),
+    )
+    .expect("ping");
+    let seconds = 3;
+    let result = vfn_lab::udp_flood(
+        s.lab.netns("c1").expect("c1"),
+        s.lab.netns("srv").expect("srv"),
+        addr(SRV),
+        7000,
+        5000,
+        Duration::from_secs(seconds),
+    )
+    .expect("flood runs");
+    assert!(result.sent >= 14_000, "offered at 5x: {result:?}");
+    let rate = (result.received.saturating_sub(100)) as f64 / result.elapsed.as_secs_f64();
+    assert!(
+        (900.0..=1100.0).contains(&rate),
+        "arrivals less the burst: {rate:.0}/s, not within 10 % of 1000/s ({result:?})"
+    );
+}
+
+#[test]
+fn isolation_keeps_only_the_management_flows() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = RuleSetSpec {
+        version: "e2e-isolate".into(),
+        default_action: DefaultAction::Allow,
+        isolate: vec![IsolateSpec {
+            id: "quarantine-c2".into(),
+            target: prefixes(&[C2]),
+            allow: vec![ManagementFlow {
+                peer: prefixes(&[C1]),
+                protocol: Some(Protocol::Tcp),
+                ports: vec![PortRange::single(2222)],
+                from_target: false,
+            }],
+            log: true,
+        }],
+        ..RuleSetSpec::default()
+    };
+    let s = setup("vfnpol3", spec);
+    assert_eq!(
+        s.connect("c1", "c2", C2, 2222),
+        Connect::Connected,
+        "the management flow\n{}",
+        s.vfn.log()
+    );
+    assert_eq!(
+        s.connect("c1", "c2", C2, 8080),
+        Connect::TimedOut,
+        "anything else to the target"
+    );
+    assert_eq!(
+        s.connect("c2", "srv", SRV, 8080),
+        Connect::TimedOut,
+        "anything from the target"
+    );
+    assert_eq!(
+        s.connect("c1", "srv", SRV, 8080),
+        Connect::Connected,
+        "others are not isolated"
+    );
+}
+
+#[test]
+fn sighup_swaps_the_rule_set_and_a_bad_one_changes_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let allow = RuleSetSpec {
+        version: "allow".into(),
+        default_action: DefaultAction::Deny,
+        rules: vec![tcp_rule("web", &[C1], &[SRV], 8080, Action::Allow)],
+        ..RuleSetSpec::default()
+    };
+    let s = setup("vfnpol4", allow.clone());
+    assert_eq!(s.connect("c1", "srv", SRV, 8080), Connect::Connected);
+    let deny = RuleSetSpec {
+        version: "deny".into(),
+        default_action: DefaultAction::Deny,
+        ..RuleSetSpec::default()
+    };
+    s.vfn.reload(&with_policy(&s.config, deny)).expect("SIGHUP");
+    s.vfn
+        .wait_for_counters(Duration::from_secs(5), |c| {
+            c.total("vfn_policy_generation", &[("version", "deny")]) >= 2
+        })
+        .expect("the new set is in force");
+    assert_eq!(
+        s.connect("c1", "srv", SRV, 8080),
+        Connect::TimedOut,
+        "denied after the swap"
+    );
+    // A rule naming an unknown segment: refused whole, the deny set stays.
+    let mut bad = allow;
+    bad.rules[0].destination = AddressMatch {
+        segments: vec!["nowhere".into()],
+        ..AddressMatch::default()
+    };
+    s.vfn.reload(&with_policy(&s.config, bad)).expect("SIGHUP");
+    let refused = vfn_lab::wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        s.vfn.log().contains("unknown segment")
+    });
+    assert!(refused.is_ok(), "the log says why: {}", s.vfn.log());
+    assert_eq!(
+        s.connect("c1", "srv", SRV, 8080),
+        Connect::TimedOut,
+        "still the deny set"
+    );
+}
