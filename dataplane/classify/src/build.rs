@@ -225,7 +225,7 @@ fn check_limits(limits: &Limits) -> Result<(), BuildError> {
     let checks = [
         ("max_entries", limits.max_entries, ENTRIES_MAX_SUPPORTED),
         ("max_depth", limits.max_depth, DEPTH_MAX_SUPPORTED),
-        // Slot and leaf offsets are 31-bit: this keeps both arrays below 2^30 words.
+        // Slot and leaf offsets are 32-bit: this keeps both arrays below 2^29 elements.
         ("max_memory_bytes", limits.max_memory_bytes, 1 << 32),
     ];
     for (field, value, max) in checks {

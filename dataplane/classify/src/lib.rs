@@ -262,19 +262,66 @@ fn key_words<A: Address>(key: &Key<A>) -> [u32; KEY_WORDS] {
     words
 }
 
-/// A slot value with this bit set is a leaf (an offset into `leaves`), otherwise a cut node (an
-/// offset into `slots`).
-const LEAF_FLAG: u32 = 1 << 31;
-/// The shared empty leaf: `leaves[0] == 0`.
-const EMPTY_LEAF: u32 = LEAF_FLAG;
+/// A reference to a subtree, as the root of a tree or in a cut node's child array: the offset
+/// of a node's first child slot or of a leaf's first rank, with what is needed to use it, so
+/// that each level of a lookup costs one memory read.
+///
+/// Bits 0-31: offset into `slots` (node) or `leaves` (leaf). Bits 32-63, the descriptor: for a
+/// node, the child mask (bits 32-47, never 0), the shift within the key word (bits 48-52) and
+/// the key word index (bits 53-60); for a leaf, bit 63 set and the rank count in bits 32-62.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot(u64);
+
+impl Slot {
+    const LEAF_FLAG: u64 = 1 << 63;
+    /// A leaf with no entry.
+    const EMPTY: Slot = Slot(Self::LEAF_FLAG);
+
+    fn node(first_child: u32, word: u32, shift: u32, mask: u32) -> Slot {
+        let descriptor = u64::from(mask) | u64::from(shift) << 16 | u64::from(word) << 21;
+        Slot(descriptor << 32 | u64::from(first_child))
+    }
+
+    fn leaf(offset: u32, count: u32) -> Slot {
+        Slot(Self::LEAF_FLAG | u64::from(count) << 32 | u64::from(offset))
+    }
+
+    #[inline(always)]
+    fn is_leaf(self) -> bool {
+        self.0 & Self::LEAF_FLAG != 0
+    }
+
+    #[inline(always)]
+    fn offset(self) -> usize {
+        self.0 as u32 as usize
+    }
+
+    /// Index in `slots` of the child `words` leads to (for a node).
+    #[inline(always)]
+    fn child_index(self, words: &[u32; KEY_WORDS]) -> usize {
+        let descriptor = (self.0 >> 32) as u32;
+        let word = words[(descriptor >> 21) as usize % KEY_WORDS];
+        self.offset() + ((word >> ((descriptor >> 16) & 31)) & (descriptor & 0xffff)) as usize
+    }
+
+    /// The leaf's ranks, in `leaves` (for a leaf).
+    #[inline(always)]
+    fn rank_range(self) -> std::ops::Range<usize> {
+        let count = ((self.0 >> 32) as u32 & !(1 << 31)) as usize;
+        self.offset()..self.offset() + count
+    }
+}
+
+/// Keys that `classify_burst` walks through a tree together.
+pub const BURST_GROUP: usize = 32;
+
 /// No entry found yet: above every rank.
 const RANK_NONE: u32 = u32::MAX;
 
 /// One tree: the entries of one partition.
 #[derive(Debug, Clone, Copy)]
 struct Tree {
-    /// Slot value of the root (node or leaf).
-    root: u32,
+    root: Slot,
     /// The best rank in the tree: a lookup that already has a better one skips the tree.
     rank_min: u32,
 }
@@ -288,9 +335,9 @@ pub struct Classifier<A> {
     priorities: Vec<u32>,
     /// Trees in increasing `rank_min`.
     trees: Vec<Tree>,
-    /// Cut nodes: a header word (key word index, shift, mask) followed by one slot per child.
-    slots: Vec<u32>,
-    /// Leaves: a count followed by that many ranks in increasing order.
+    /// Cut nodes' children: each node's child slots are contiguous.
+    slots: Vec<Slot>,
+    /// Leaves' ranks, each leaf's in increasing order; identical leaves are stored once.
     leaves: Vec<u32>,
     stats: BuildStats,
 }
@@ -323,42 +370,76 @@ impl<A: Address> Classifier<A> {
 
     /// `classify` for every key: `out[i]` is the answer for `keys[i]`. Extra `out` slots (or
     /// keys) beyond the shorter of the two are left alone.
+    ///
+    /// Keys go through each tree in groups of [`BURST_GROUP`], one level at a time for the whole
+    /// group, so that the memory reads of different keys overlap.
     pub fn classify_burst(&self, keys: &[Key<A>], out: &mut [Option<u32>]) {
-        for (key, answer) in keys.iter().zip(out.iter_mut()) {
-            *answer = self.classify(key);
+        for (keys, out) in keys.chunks(BURST_GROUP).zip(out.chunks_mut(BURST_GROUP)) {
+            self.classify_group(keys, out);
         }
     }
 
-    /// Follows cut nodes from `slot` to a leaf; returns the leaf's slot value. Bounded by the
-    /// depth limit the tree was built with.
+    fn classify_group(&self, keys: &[Key<A>], out: &mut [Option<u32>]) {
+        let count = keys.len().min(out.len()).min(BURST_GROUP);
+        let keys = &keys[..count];
+        let mut words = [[0; KEY_WORDS]; BURST_GROUP];
+        for (words, key) in words.iter_mut().zip(keys) {
+            *words = key_words(key);
+        }
+        let mut best = [RANK_NONE; BURST_GROUP];
+        let mut slots = [Slot::EMPTY; BURST_GROUP];
+        for tree in &self.trees {
+            let mut descending = false;
+            for (slot, &best) in slots.iter_mut().zip(&best).take(count) {
+                // A key that already has a better rank than the tree's best skips the tree.
+                *slot = if tree.rank_min < best { tree.root } else { Slot::EMPTY };
+                descending |= !slot.is_leaf();
+            }
+            for _ in 0..DEPTH_MAX_SUPPORTED {
+                if !descending {
+                    break;
+                }
+                descending = false;
+                for (slot, words) in slots.iter_mut().zip(&words).take(count) {
+                    if !slot.is_leaf() {
+                        *slot = self.child(*slot, words);
+                        descending |= !slot.is_leaf();
+                    }
+                }
+            }
+            for ((best, slot), key) in best.iter_mut().zip(&slots).zip(keys) {
+                *best = self.scan_leaf(*slot, key, *best);
+            }
+        }
+        for (answer, &best) in out.iter_mut().zip(&best).take(count) {
+            *answer = self.priorities.get(best as usize).copied();
+        }
+    }
+
     #[inline(always)]
-    fn descend(&self, mut slot: u32, words: &[u32; KEY_WORDS]) -> u32 {
-        for _ in 0..=DEPTH_MAX_SUPPORTED {
-            if slot & LEAF_FLAG != 0 {
+    fn child(&self, slot: Slot, words: &[u32; KEY_WORDS]) -> Slot {
+        self.slots
+            .get(slot.child_index(words))
+            .copied()
+            .unwrap_or(Slot::EMPTY)
+    }
+
+    /// Follows cut nodes from `slot` to a leaf. Bounded by the deepest tree supported.
+    #[inline(always)]
+    fn descend(&self, mut slot: Slot, words: &[u32; KEY_WORDS]) -> Slot {
+        for _ in 0..DEPTH_MAX_SUPPORTED {
+            if slot.is_leaf() {
                 return slot;
             }
-            let header_index = slot as usize;
-            let header = self.slots.get(header_index).copied().unwrap_or(EMPTY_LEAF);
-            let word = words[(header & 0xff) as usize % KEY_WORDS];
-            let child = ((word >> ((header >> 8) & 31)) & (header >> 16)) as usize;
-            slot = self
-                .slots
-                .get(header_index + 1 + child)
-                .copied()
-                .unwrap_or(EMPTY_LEAF);
+            slot = self.child(slot, words);
         }
-        EMPTY_LEAF
+        slot
     }
 
     /// The first entry of the leaf matching `key` if it ranks better than `best`, else `best`.
     #[inline(always)]
-    fn scan_leaf(&self, slot: u32, key: &Key<A>, best: u32) -> u32 {
-        let offset = (slot & !LEAF_FLAG) as usize;
-        let count = self.leaves.get(offset).copied().unwrap_or(0) as usize;
-        let ranks = self
-            .leaves
-            .get(offset + 1..offset + 1 + count)
-            .unwrap_or(&[]);
+    fn scan_leaf(&self, slot: Slot, key: &Key<A>, best: u32) -> u32 {
+        let ranks = self.leaves.get(slot.rank_range()).unwrap_or(&[]);
         for &rank in ranks {
             if rank >= best {
                 break;
@@ -402,16 +483,11 @@ impl<A: Address> Classifier<A> {
             }
             cost[0] += 1;
             let mut slot = tree.root;
-            while slot & LEAF_FLAG == 0 {
+            while !slot.is_leaf() {
                 cost[1] += 1;
-                let header = self.slots[slot as usize];
-                let word = words[(header & 0xff) as usize];
-                let child = ((word >> ((header >> 8) & 31)) & (header >> 16)) as usize;
-                slot = self.slots[slot as usize + 1 + child];
+                slot = self.child(slot, &words);
             }
-            let offset = (slot & !LEAF_FLAG) as usize;
-            let count = self.leaves[offset] as usize;
-            for &rank in &self.leaves[offset + 1..offset + 1 + count] {
+            for &rank in &self.leaves[slot.rank_range()] {
                 if rank >= best { break; }
                 cost[2] += 1;
                 if self.entries[rank as usize].matches(key) { best = rank; break; }
