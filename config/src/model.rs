@@ -112,6 +112,8 @@ pub struct TableConfig {
     pub max_routes_v4: u32,
     /// IPv6 routes, 1..=4194304.
     pub max_routes_v6: u32,
+    /// Flows each worker keeps for the segmentation policy, 1024..=67108864.
+    pub flows: u32,
 }
 
 impl Default for TableConfig {
@@ -121,6 +123,7 @@ impl Default for TableConfig {
             pending_per_neighbour: 3,
             max_routes_v4: 1_048_576,
             max_routes_v6: 131_072,
+            flows: 262_144,
         }
     }
 }

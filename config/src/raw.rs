@@ -48,6 +48,7 @@ pub(crate) struct RawTables {
     pub pending_per_neighbour: i64,
     pub max_routes_v4: i64,
     pub max_routes_v6: i64,
+    pub flows: i64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -172,6 +173,7 @@ impl From<&TableConfig> for RawTables {
             pending_per_neighbour: tables.pending_per_neighbour.into(),
             max_routes_v4: tables.max_routes_v4.into(),
             max_routes_v6: tables.max_routes_v6.into(),
+            flows: tables.flows.into(),
         }
     }
 }

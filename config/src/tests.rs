@@ -193,7 +193,7 @@ fn dataplane_section_keeps_defaults_for_omitted_keys() {
 #[test]
 fn tables_section() {
     let config = parse(&with(
-        "[tables]\nneighbours = 16\npending_per_neighbour = 0\nmax_routes_v4 = 16777216\nmax_routes_v6 = 1\n",
+        "[tables]\nneighbours = 16\npending_per_neighbour = 0\nmax_routes_v4 = 16777216\nmax_routes_v6 = 1\nflows = 1024\n",
     ));
     assert_eq!(
         config.tables,
@@ -202,6 +202,7 @@ fn tables_section() {
             pending_per_neighbour: 0,
             max_routes_v4: 16_777_216,
             max_routes_v6: 1,
+            flows: 1024,
         }
     );
 }
@@ -420,6 +421,7 @@ fn every_range_names_its_key() {
         ("dataplane", "idle_spin_bursts", "1000001", "0..=1000000"),
         ("tables", "neighbours", "15", "16..=1048576"),
         ("tables", "pending_per_neighbour", "65", "0..=64"),
+        ("tables", "flows", "1023", "1024..=67108864"),
         ("tables", "max_routes_v4", "0", "1..=16777216"),
         ("tables", "max_routes_v6", "4194305", "1..=4194304"),
         ("icmp", "errors_per_second", "1000001", "0..=1000000"),
@@ -1027,6 +1029,7 @@ fn config() -> impl Strategy<Value = Config> {
             0u32..=64,
             1u32..=16_777_216,
             1u32..=4_194_304,
+            1_024u32..=67_108_864,
         ),
         (0u32..=1_000_000, 1u32..=100_000),
         proptest::collection::btree_set(0u16..1024, 1..=8),
@@ -1041,6 +1044,7 @@ fn config() -> impl Strategy<Value = Config> {
                     pending_per_neighbour: tables.1,
                     max_routes_v4: tables.2,
                     max_routes_v6: tables.3,
+                    flows: tables.4,
                 },
                 icmp: IcmpConfig {
                     errors_per_second: icmp.0,

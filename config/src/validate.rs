@@ -27,6 +27,7 @@ const NEIGHBOURS: RangeInclusive<u32> = 16..=1_048_576;
 const PENDING_PER_NEIGHBOUR: RangeInclusive<u32> = 0..=64;
 const MAX_ROUTES_V4: RangeInclusive<u32> = 1..=16_777_216;
 const MAX_ROUTES_V6: RangeInclusive<u32> = 1..=4_194_304;
+const FLOWS: RangeInclusive<u32> = 1_024..=67_108_864;
 const ICMP_ERRORS_PER_SECOND: RangeInclusive<u32> = 0..=1_000_000;
 const ICMP_ERRORS_BURST: RangeInclusive<u32> = 1..=100_000;
 const CORE_ID: RangeInclusive<u16> = 0..=1023;
@@ -176,6 +177,7 @@ fn tables(errors: &mut Errors, raw: &RawTables) -> TableConfig {
         ),
         max_routes_v4: errors.ranged("tables.max_routes_v4", raw.max_routes_v4, MAX_ROUTES_V4),
         max_routes_v6: errors.ranged("tables.max_routes_v6", raw.max_routes_v6, MAX_ROUTES_V6),
+        flows: errors.ranged("tables.flows", raw.flows, FLOWS),
     }
 }
 

@@ -1,0 +1,335 @@
+//! `vfn-perf pipeline`: the whole worker (pipeline, counters, frame accounting, and with
+//! `--rules` the segmentation policy: classifier, flow table) forwarding 64-byte IPv4 frames
+//! between two in-memory ports, pinned to one core: packets per second per core and ns per
+//! packet. The generating port copies a template into each frame as a NIC's DMA would, so that
+//! copy is part of the measured cost. Frames never leave the process.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use etherparse::PacketBuilder;
+use vfn_classify::classbench;
+use vfn_dataplane::fib::{FibLimits, StaticRoute};
+use vfn_dataplane::iface::{Interface, RpFilter};
+use vfn_dataplane::mem_io::{MemIo, MemIoConfig};
+use vfn_dataplane::neigh::{NeighbourKey, NeighbourTimers};
+use vfn_dataplane::policy::PolicyLimits;
+use vfn_dataplane::router::{Router, RouterSpec};
+use vfn_dataplane::wire::LearnPolicy;
+use vfn_dataplane::worker::WorkerConfig;
+use vfn_rules::{
+    Action, AddressMatch, CompileLimits, Context, DefaultAction, PortRange, Protocol, RuleSetSpec,
+    RuleSpec,
+};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Flow counts to measure: distinct synthetic flows, or without `--rules` the first that many
+    /// packets of the rule set's trace.
+    #[arg(long, value_delimiter = ',', default_value = "1,100000")]
+    flows: Vec<usize>,
+    /// Runs per flow count; the table shows median, min and max.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// CPU to pin to.
+    #[arg(long, default_value_t = 1)]
+    core: usize,
+    /// A ClassBench set (e.g. acl1_10k) to enforce as the segmentation policy, traffic from its
+    /// trace (each rule allows; the default allows).
+    #[arg(long)]
+    rules: Option<String>,
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/classbench"))]
+    classbench: PathBuf,
+}
+
+const P0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+const P1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
+const CLIENT_MAC: [u8; 6] = [0x02, 0xc1, 0, 0, 0, 2];
+const SERVER_MAC: [u8; 6] = [0x02, 0x5e, 0, 0, 0, 2];
+
+fn interface(name: &str, port: u16, mac: [u8; 6], v4: &str, rp_filter: RpFilter) -> Interface {
+    Interface {
+        name: name.into(),
+        port,
+        vlan: None,
+        mac,
+        mtu: 1500,
+        rp_filter,
+        ipv4: vec![v4.parse().expect("constant")],
+        ipv6: Vec::new(),
+    }
+}
+
+fn frame(src: [u8; 4], dst: [u8; 4], proto: u8, sport: u16, dport: u16) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(64);
+    let builder = PacketBuilder::ethernet2(CLIENT_MAC, P0_MAC).ipv4(src, dst, 64);
+    let written = match proto {
+        6 => builder
+            .tcp(sport, dport, 1, 8192)
+            .write(&mut frame, &[0u8; 6]),
+        _ => builder.udp(sport, dport).write(&mut frame, &[0u8; 18]),
+    };
+    written.expect("constant frame");
+    frame
+}
+
+/// `flows` distinct flows from 198.18.0.0/17 behind p0 to 198.19.0.1 behind the gateway on p1.
+fn synthetic(flows: usize) -> Vec<Vec<u8>> {
+    (0..flows)
+        .map(|i| {
+            frame(
+                [198, 18, (i >> 8) as u8 & 0x7f, i as u8],
+                [198, 19, 0, 1],
+                17,
+                1024 + (i >> 15) as u16,
+                9,
+            )
+        })
+        .collect()
+}
+
+/// A ClassBench set as a rule set: every rule allows. Rules with ports but no protocol, which the
+/// VFN refuses (ports need TCP or UDP), become a TCP and a UDP rule.
+fn classbench_policy(
+    dir: &std::path::Path,
+    set: &str,
+) -> Result<(RuleSetSpec, Vec<Vec<u8>>), String> {
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .map_err(|e| format!("{}: {e}", dir.join(name).display()))
+    };
+    let entries = classbench::parse_rules(&read(set)?).map_err(|e| e.to_string())?;
+    let trace_name = [format!("{set}_trace"), format!("{set}_trace.gen")]
+        .into_iter()
+        .find(|name| dir.join(name).exists())
+        .ok_or_else(|| format!("no trace for {set} in {}", dir.display()))?;
+    let trace = classbench::parse_trace(&read(&trace_name)?).map_err(|e| e.to_string())?;
+    let prefix = |lo: u32, hi: u32| -> ipnet::IpNet {
+        let len = 32 - (u64::from(hi - lo) + 1).trailing_zeros() as u8;
+        ipnet::IpNet::new(std::net::IpAddr::from(lo.to_be_bytes()), len)
+            .expect("ClassBench prefixes are prefixes")
+    };
+    let ports = |lo: u16, hi: u16| {
+        if (lo, hi) == (0, u16::MAX) {
+            Vec::new()
+        } else {
+            vec![PortRange {
+                first: lo,
+                last: hi,
+            }]
+        }
+    };
+    let mut rules = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let m = &entry.m;
+        let base = RuleSpec {
+            source: AddressMatch {
+                prefixes: vec![prefix(m.src.lo, m.src.hi)],
+                ..AddressMatch::default()
+            },
+            destination: AddressMatch {
+                prefixes: vec![prefix(m.dst.lo, m.dst.hi)],
+                ..AddressMatch::default()
+            },
+            source_ports: ports(m.sport.lo, m.sport.hi),
+            destination_ports: ports(m.dport.lo, m.dport.hi),
+            ..RuleSpec::new(format!("r{index}"), Action::Allow)
+        };
+        let has_ports = !base.source_ports.is_empty() || !base.destination_ports.is_empty();
+        match m.proto {
+            Some(6) => rules.push(RuleSpec {
+                protocol: Some(Protocol::Tcp),
+                ..base
+            }),
+            Some(17) => rules.push(RuleSpec {
+                protocol: Some(Protocol::Udp),
+                ..base
+            }),
+            Some(other) => rules.push(RuleSpec {
+                protocol: Some(Protocol::Number(other)),
+                source_ports: Vec::new(),
+                destination_ports: Vec::new(),
+                ..base
+            }),
+            None if has_ports => {
+                rules.push(RuleSpec {
+                    id: format!("r{index}-udp"),
+                    protocol: Some(Protocol::Udp),
+                    ..base.clone()
+                });
+                rules.push(RuleSpec {
+                    protocol: Some(Protocol::Tcp),
+                    ..base
+                });
+            }
+            None => rules.push(base),
+        }
+    }
+    let frames = trace
+        .iter()
+        .map(|p| {
+            frame(
+                p.key.src.to_be_bytes(),
+                p.key.dst.to_be_bytes(),
+                if p.key.proto == 6 { 6 } else { 17 },
+                p.key.sport,
+                p.key.dport,
+            )
+        })
+        .collect();
+    Ok((
+        RuleSetSpec {
+            version: set.into(),
+            default_action: DefaultAction::Allow,
+            rules,
+            ..RuleSetSpec::default()
+        },
+        frames,
+    ))
+}
+
+/// Forwards `templates` for `seconds` under `policy`; returns packets forwarded and the time.
+fn measure(
+    templates: Vec<Vec<u8>>,
+    policy: Option<&RuleSetSpec>,
+    seconds: f64,
+) -> Result<(u64, Duration), String> {
+    let with_rules = policy.is_some();
+    let spec = RouterSpec {
+        port_count: 2,
+        interfaces: vec![
+            // ClassBench traces come from anywhere: no reverse-path check then.
+            interface(
+                "p0",
+                0,
+                P0_MAC,
+                "198.18.0.1/17",
+                if with_rules {
+                    RpFilter::Off
+                } else {
+                    RpFilter::Strict
+                },
+            ),
+            interface("p1", 1, P1_MAC, "198.18.128.1/24", RpFilter::Strict),
+        ],
+        routes: vec![StaticRoute {
+            prefix: if with_rules {
+                "0.0.0.0/0"
+            } else {
+                "198.19.0.0/16"
+            }
+            .parse()
+            .expect("constant"),
+            via: "198.18.128.2".parse().expect("constant"),
+            iface: None,
+        }],
+        fib_limits: FibLimits::default(),
+        neighbour_capacity: 64,
+        neighbour_timers: NeighbourTimers::default(),
+        worker: WorkerConfig::default(),
+        policy: PolicyLimits::default(),
+        dynamic_entries: 0,
+    };
+    let mut router =
+        Router::build(spec, Instant::now(), Box::new(|_| {})).map_err(|e| e.to_string())?;
+    let mut slow = router.take_slow_path().ok_or("no slow path")?;
+    let gateway = NeighbourKey {
+        iface: 1,
+        addr: "198.18.128.2".parse().expect("constant"),
+    };
+    slow.neighbours_mut()
+        .learned(gateway, SERVER_MAC, LearnPolicy::Create, Duration::ZERO);
+    slow.neighbours_mut().publish();
+    if let Some(spec) = policy {
+        let interfaces = router.interfaces.clone();
+        let lookup = |name: &str| interfaces.by_name(name);
+        let rules = vfn_rules::compile(
+            spec,
+            &Context { interface: &lookup },
+            &CompileLimits::default(),
+        )
+        .map_err(|e| e.to_string())?;
+        router.policy.publish(Some(rules));
+    }
+    let mut io = MemIo::new(MemIoConfig {
+        ports: 2,
+        frame_count: 4096,
+        frame_size: 2048,
+        ring_size: 1024,
+    });
+    io.generate(0, templates);
+    io.discard_sent(1);
+    let mut worker = router.worker(io).map_err(|e| e.to_string())?;
+    // Warm up caches, branch predictors and the flow table.
+    let warm_until = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < warm_until {
+        worker.poll_once(Duration::ZERO);
+    }
+    let before = worker.io().sent_packets(1);
+    let start = Instant::now();
+    let deadline = Duration::from_secs_f64(seconds);
+    let mut now = Duration::ZERO;
+    while now < deadline {
+        // The clock is read once per burst, as the worker loop does.
+        now = start.elapsed();
+        worker.poll_once(now);
+    }
+    Ok((worker.io().sent_packets(1) - before, start.elapsed()))
+}
+
+pub fn run(args: &Args) -> Result<(), String> {
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: args.core }) {
+        eprintln!("warning: could not pin to core {}", args.core);
+    }
+    let policy = match &args.rules {
+        Some(set) => Some(classbench_policy(&args.classbench, set)?),
+        None => None,
+    };
+    match &policy {
+        Some((spec, _)) => println!(
+            "in-memory pipeline, IPv4 64 B frames, forwarding + {} rules ({}) + flow table, trace flows, 1 worker on core {}",
+            spec.rules.len(),
+            spec.version,
+            args.core
+        ),
+        None => println!(
+            "in-memory pipeline, IPv4 UDP 64 B frames, forwarding only, 1 worker on core {}",
+            args.core
+        ),
+    }
+    println!(
+        "{:>8} {:>12} {:>12} {:>12} {:>10}",
+        "flows", "Mpps median", "Mpps min", "Mpps max", "ns/packet"
+    );
+    for &flows in &args.flows {
+        let flows = flows.max(1);
+        let templates = match &policy {
+            Some((_, trace)) => trace.iter().take(flows).cloned().collect(),
+            None => synthetic(flows),
+        };
+        let actual = templates.len();
+        let mut rates = Vec::with_capacity(args.runs);
+        for _ in 0..args.runs.max(1) {
+            let (packets, elapsed) = measure(
+                templates.clone(),
+                policy.as_ref().map(|(spec, _)| spec),
+                args.seconds,
+            )?;
+            rates.push(packets as f64 / elapsed.as_secs_f64() / 1e6);
+        }
+        rates.sort_by(f64::total_cmp);
+        let median = rates[rates.len() / 2];
+        println!(
+            "{:>8} {:>12.2} {:>12.2} {:>12.2} {:>10.1}",
+            actual,
+            median,
+            rates[0],
+            rates[rates.len() - 1],
+            1e3 / median
+        );
+    }
+    Ok(())
+}
