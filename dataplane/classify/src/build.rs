@@ -5,15 +5,18 @@ use std::mem::size_of;
 use std::time::Instant;
 
 use crate::{
-    Address, BuildError, BuildStats, Classifier, DEPTH_MAX_SUPPORTED, ENTRIES_MAX_SUPPORTED,
-    Entry, Limits, PackedEntry, Slot, Tree,
+    Address, BuildError, BuildStats, Classifier, DEPTH_MAX_SUPPORTED, ENTRIES_MAX_SUPPORTED, Entry,
+    Limits, MEMORY_MAX_SUPPORTED, PackedEntry, Slot, Tree,
 };
 
 /// A node with at most this many entries becomes a leaf (scanned linearly).
 const LEAF_ENTRIES: usize = 8;
-/// A cut may create at most `SPACE_FACTOR × n` child slots plus entry references for a node of
-/// `n` entries (HiCuts' space measure): the bound on replication per level.
+/// A cut of a node of `n` entries may create at most `SPACE_FACTOR × n` child slots (HiCuts'
+/// space measure)...
 const SPACE_FACTOR: usize = 4;
+/// ...and at most `REPLICATION_PERCENT_MAX × n / 100` entry references in its children: entries
+/// spanning several children are copied into each, and this bounds the copies per level.
+const REPLICATION_PERCENT_MAX: usize = 200;
 /// Most bits one node extracts: at most 2^16 children.
 const CUT_BITS_MAX: u32 = 16;
 
@@ -139,9 +142,6 @@ struct Builder<'a> {
     counts: Vec<i64>,
     /// Offsets of the leaves built so far by their ranks: identical leaves are stored once.
     leaf_offsets: HashMap<Vec<u32>, u32>,
-    t_leaf: usize,
-    t_repl: usize,
-    t_spf: usize,
     stats: BuildStats,
 }
 
@@ -178,9 +178,6 @@ pub(crate) fn build<A: Address>(
         leaves: Vec::new(),
         counts: Vec::new(),
         leaf_offsets: HashMap::new(),
-        t_leaf: tune("LEAF", LEAF_ENTRIES),
-        t_repl: tune("REPL", 200),
-        t_spf: tune("SPF", SPACE_FACTOR),
         stats: BuildStats::default(),
     };
     builder.check_memory()?;
@@ -225,8 +222,11 @@ fn check_limits(limits: &Limits) -> Result<(), BuildError> {
     let checks = [
         ("max_entries", limits.max_entries, ENTRIES_MAX_SUPPORTED),
         ("max_depth", limits.max_depth, DEPTH_MAX_SUPPORTED),
-        // Slot and leaf offsets are 32-bit: this keeps both arrays below 2^29 elements.
-        ("max_memory_bytes", limits.max_memory_bytes, 1 << 32),
+        (
+            "max_memory_bytes",
+            limits.max_memory_bytes,
+            MEMORY_MAX_SUPPORTED,
+        ),
     ];
     for (field, value, max) in checks {
         if value == 0 || value > max {
@@ -258,10 +258,9 @@ fn partitions<A: Address>(ranked: &[BuildEntry]) -> [Vec<u32>; 4] {
 
 impl Builder<'_> {
     fn check_memory(&self) -> Result<(), BuildError> {
-        let needed_bytes =
-            self.fixed_bytes
-                + self.slots.len() * size_of::<Slot>()
-                + self.leaves.len() * size_of::<u32>();
+        let needed_bytes = self.fixed_bytes
+            + self.slots.len() * size_of::<Slot>()
+            + self.leaves.len() * size_of::<u32>();
         if needed_bytes > self.max_memory_bytes {
             return Err(BuildError::MemoryLimit {
                 needed_bytes,
@@ -281,7 +280,7 @@ impl Builder<'_> {
         if kept.is_empty() {
             return Ok(Slot::EMPTY);
         }
-        if kept.len() <= self.t_leaf || depth >= self.max_depth {
+        if kept.len() <= LEAF_ENTRIES || depth >= self.max_depth {
             return self.leaf(kept, depth);
         }
         match self.choose_cut(kept, region) {
@@ -333,7 +332,8 @@ impl Builder<'_> {
             let mut field_best: Option<Cut> = None;
             for bits in 1..=bits_max {
                 let (refs, fullest) = self.child_counts(ranks, region, field, bits);
-                if bits > 1 && (refs * 100 > self.t_repl * n || (1 << bits) > self.t_spf * n) {
+                let too_many_refs = refs * 100 > REPLICATION_PERCENT_MAX * n;
+                if bits > 1 && (too_many_refs || (1 << bits) > SPACE_FACTOR * n) {
                     break;
                 }
                 field_best = Some(Cut {
@@ -468,11 +468,4 @@ impl Builder<'_> {
         }
         Ok(Slot::node(first_child as u32, word, shift_in_word, mask))
     }
-}
-
-fn tune(name: &str, default: usize) -> usize {
-    std::env::var(format!("CLASSIFY_{name}"))
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }

@@ -295,7 +295,7 @@ impl Pipeline {
             fragment,
             ..transport
         };
-        judge(view, policy, &facts, &error)?;
+        judge(view, policy, &facts, error)?;
         let egress = self.interface(next_hop.iface())?;
         let fragment_mtu = if total_len > usize::from(egress.mtu) {
             if fragment_word & ipv4::FLAG_DONT_FRAGMENT != 0 {
@@ -447,7 +447,7 @@ impl Pipeline {
             fragment,
             ..transport
         };
-        judge(view, policy, &facts, &error)?;
+        judge(view, policy, &facts, error)?;
         let egress = self.interface(next_hop.iface())?;
         if total_len > usize::from(egress.mtu) {
             return Err(error(

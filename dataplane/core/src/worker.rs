@@ -140,6 +140,10 @@ pub struct WorkerPolicy {
 }
 
 impl<P: PacketIo> Worker<P> {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "built in one place, by Router::worker"
+    )]
     pub fn new(
         io: P,
         pipeline: Pipeline,

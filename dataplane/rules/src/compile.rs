@@ -10,7 +10,7 @@ use vfn_classify::{Address, Classifier, Entry, Limits as ClassifierLimits, Match
 
 use crate::model::*;
 use crate::prefix;
-use crate::ruleset::{CompiledRule, FamilyClassifiers, RuleOrigin, RuleSet};
+use crate::ruleset::{CompiledRule, RuleOrigin, RuleSet};
 
 /// Bounds of a rule set; every one configurable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,10 +114,14 @@ const TCP: u8 = 6;
 const UDP: u8 = 17;
 const ICMPV6: u8 = 58;
 
-/// Address sides of one rule, per family, as prefix lists (`None`: the family is excluded).
+/// Prefixes `(network, length)` of one family.
+type Prefixes = Vec<(u128, u8)>;
+
+/// Address sides of one rule, per family, as (source, destination) prefix lists (`None`: the
+/// family is excluded).
 struct Sides {
-    v4: Option<(Vec<(u128, u8)>, Vec<(u128, u8)>)>,
-    v6: Option<(Vec<(u128, u8)>, Vec<(u128, u8)>)>,
+    v4: Option<(Prefixes, Prefixes)>,
+    v6: Option<(Prefixes, Prefixes)>,
 }
 
 /// Validates `spec` whole and builds its classifiers.
@@ -217,22 +221,18 @@ pub fn compile(
         &per_packet6,
         &classifier_limits,
     )?;
-    Ok(RuleSet::new(
-        spec.version.clone(),
-        spec.default_action,
+    Ok(RuleSet {
+        version: spec.version.clone(),
+        default_action: spec.default_action,
         rules,
-        spec.segments.clone(),
-        FamilyClassifiers {
-            all: v4,
-            per_packet: per_packet_v4,
-        },
-        FamilyClassifiers {
-            all: v6,
-            per_packet: per_packet_v6,
-        },
-        started.elapsed(),
-        entries4.len() + entries6.len(),
-    ))
+        segments: spec.segments.clone(),
+        v4,
+        v6,
+        per_packet_v4,
+        per_packet_v6,
+        build_time: started.elapsed(),
+        entry_count: entries4.len() + entries6.len(),
+    })
 }
 
 fn build<A: Address>(
@@ -510,7 +510,7 @@ fn split_prefixes(
     field: &str,
     rule: &Flat<'_>,
     errors: &mut Errors,
-) -> (Vec<(u128, u8)>, Vec<(u128, u8)>) {
+) -> (Prefixes, Prefixes) {
     let (mut v4, mut v6) = (Vec::new(), Vec::new());
     for (i, prefix) in prefixes.iter().enumerate() {
         if prefix.trunc() != *prefix {
@@ -541,7 +541,7 @@ fn resolve_side(
     segments: &HashMap<&str, &SegmentSpec>,
     limits: &CompileLimits,
     errors: &mut Errors,
-) -> (Option<Vec<(u128, u8)>>, Option<Vec<(u128, u8)>>) {
+) -> (Option<Prefixes>, Option<Prefixes>) {
     let (mut v4, mut v6) =
         split_prefixes(&side.prefixes, &format!("{field}.prefixes"), rule, errors);
     for (i, name) in side.segments.iter().enumerate() {
@@ -729,7 +729,7 @@ fn expand(
     let dports = ports(rule.destination_ports, icmp_code);
     let tcp_flags = rule.tcp_flags.map(|f| (f.set, f.set | f.clear));
     let per_pair = sports.len() * dports.len() * ingress.len();
-    let count = |side: &Option<(Vec<(u128, u8)>, Vec<(u128, u8)>)>| {
+    let count = |side: &Option<(Prefixes, Prefixes)>| {
         side.as_ref()
             .map_or(0, |(s, d)| s.len() * d.len() * per_pair)
     };

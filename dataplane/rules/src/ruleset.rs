@@ -43,10 +43,11 @@ pub struct RuleSet {
     pub default_action: DefaultAction,
     pub rules: Vec<CompiledRule>,
     pub segments: Vec<SegmentSpec>,
-    v4: Classifier<u32>,
-    v6: Classifier<u128>,
-    per_packet_v4: Classifier<u32>,
-    per_packet_v6: Classifier<u128>,
+    pub(crate) v4: Classifier<u32>,
+    pub(crate) v6: Classifier<u128>,
+    /// The flow-tuple part of the per-packet rules' entries (see [`RuleSet::classify_v4`]).
+    pub(crate) per_packet_v4: Classifier<u32>,
+    pub(crate) per_packet_v6: Classifier<u128>,
     pub build_time: Duration,
     pub entry_count: usize,
 }
@@ -61,37 +62,7 @@ impl std::fmt::Debug for RuleSet {
     }
 }
 
-/// The classifiers of one family: all entries, and the per-packet rules' tuple parts.
-pub(crate) struct FamilyClassifiers<A> {
-    pub all: Classifier<A>,
-    pub per_packet: Classifier<A>,
-}
-
 impl RuleSet {
-    pub(crate) fn new(
-        version: String,
-        default_action: DefaultAction,
-        rules: Vec<CompiledRule>,
-        segments: Vec<SegmentSpec>,
-        v4: FamilyClassifiers<u32>,
-        v6: FamilyClassifiers<u128>,
-        build_time: Duration,
-        entry_count: usize,
-    ) -> RuleSet {
-        RuleSet {
-            version,
-            default_action,
-            rules,
-            segments,
-            v4: v4.all,
-            v6: v6.all,
-            per_packet_v4: v4.per_packet,
-            per_packet_v6: v6.per_packet,
-            build_time,
-            entry_count,
-        }
-    }
-
     /// The decision for an IPv4 packet (ICMP type in `sport`, code in `dport`).
     #[inline]
     pub fn classify_v4(&self, key: &Key<u32>) -> Decision {
