@@ -168,8 +168,15 @@ fn classbench_policy(
             None => rules.push(base),
         }
     }
+    // Trace packets a router must drop before any rule (martian, multicast or link-local
+    // addresses) would measure nothing: they are left out.
+    let routable = |a: u32| {
+        let first = a >> 24;
+        first != 0 && first != 127 && first < 224 && a >> 16 != 0xa9fe
+    };
     let frames = trace
         .iter()
+        .filter(|p| routable(p.key.src) && routable(p.key.dst))
         .map(|p| {
             frame(
                 p.key.src.to_be_bytes(),

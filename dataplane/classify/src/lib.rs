@@ -136,8 +136,6 @@ pub trait Address:
     const BITS: u32;
     /// Width in 32-bit words.
     const WORDS: usize;
-    /// The largest address.
-    const MAX: Self;
     /// The address widened to 128 bits (build time only).
     fn to_u128(self) -> u128;
     /// The address as 32-bit words, most significant first (`out.len() == WORDS`).
@@ -147,7 +145,6 @@ pub trait Address:
 impl Address for u32 {
     const BITS: u32 = 32;
     const WORDS: usize = 1;
-    const MAX: Self = u32::MAX;
     fn to_u128(self) -> u128 {
         u128::from(self)
     }
@@ -161,7 +158,6 @@ impl Address for u32 {
 impl Address for u128 {
     const BITS: u32 = 128;
     const WORDS: usize = 4;
-    const MAX: Self = u128::MAX;
     fn to_u128(self) -> u128 {
         self
     }

@@ -29,6 +29,10 @@ fn existing(dir: &Path, name: &str) -> PathBuf {
     generated
 }
 
+#[expect(
+    clippy::panic,
+    reason = "test helper: an unreadable file fails the test, naming it"
+)]
 fn load(set: &str) -> (Vec<Entry<u32>>, Vec<TracePacket>) {
     let dir = classbench_dir();
     let read = |path: PathBuf| {
