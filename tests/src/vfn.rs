@@ -256,8 +256,12 @@ impl RunningVfn {
     /// Rewrites the router's config and sends it SIGHUP: it reloads the policy (or, if the new
     /// one is invalid, keeps the one in force and logs why).
     pub fn reload(&self, config: &Config) -> Result<(), LabError> {
-        std::fs::write(self.dir.join("vfn.toml"), config.to_toml_string())
+        // Written whole, then renamed: the router never reads half a file.
+        let temporary = self.dir.join("vfn.toml.new");
+        std::fs::write(&temporary, config.to_toml_string())
             .map_err(LabError::io("writing the router config"))?;
+        std::fs::rename(&temporary, self.dir.join("vfn.toml"))
+            .map_err(LabError::io("replacing the router config"))?;
         let child = self
             .child
             .as_ref()

@@ -345,3 +345,113 @@ fn sighup_swaps_the_rule_set_and_a_bad_one_changes_nothing() {
         "still the deny set"
     );
 }
+
+/// The highest of a few rates at which a one-second UDP stream from c1 to the server loses
+/// nothing through the router (at least the lowest tried).
+fn lossless_rate(s: &Setup, port: u16) -> u64 {
+    let mut lossless = 0;
+    for rate in [2_000, 5_000, 10_000, 20_000, 40_000] {
+        let result = vfn_lab::udp_flood(
+            s.lab.netns("c1").expect("c1"),
+            s.lab.netns("srv").expect("srv"),
+            addr(SRV),
+            port,
+            rate,
+            Duration::from_secs(1),
+        )
+        .expect("flood runs");
+        if result.received < result.sent {
+            break;
+        }
+        lossless = rate;
+    }
+    assert!(
+        lossless > 0,
+        "not even 2000 packets/s got through without loss\n{}",
+        s.vfn.log()
+    );
+    lossless
+}
+
+#[test]
+fn swapping_rule_sets_at_half_the_lossless_rate_loses_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let udp_to = |first: u16, last: u16| RuleSpec {
+        source: prefixes(&[C1]),
+        destination: prefixes(&[SRV]),
+        protocol: Some(Protocol::Udp),
+        destination_ports: vec![PortRange { first, last }],
+        ..RuleSpec::new("stream", Action::Allow)
+    };
+    // Two sets that disagree elsewhere but both allow the stream to port 7100.
+    let set_a = RuleSetSpec {
+        version: "A".into(),
+        default_action: DefaultAction::Deny,
+        rules: vec![
+            tcp_rule("a-only", &[C1], &[SRV], 9, Action::Drop),
+            udp_to(7100, 7100),
+        ],
+        ..RuleSetSpec::default()
+    };
+    let set_b = RuleSetSpec {
+        version: "B".into(),
+        default_action: DefaultAction::Deny,
+        rules: vec![
+            udp_to(7000, 7200),
+            tcp_rule("b-only", &[C1], &[SRV], 10, Action::Reject),
+        ],
+        ..RuleSetSpec::default()
+    };
+    let s = setup("vfnpol5", set_a.clone());
+    vfn_lab::ping(
+        s.lab.netns("c1").expect("c1"),
+        addr(SRV),
+        1,
+        &PingOpts::default(),
+    )
+    .expect("warm up");
+    let rate = lossless_rate(&s, 7100) / 2;
+    let (configs, stop) = (
+        [with_policy(&s.config, set_a), with_policy(&s.config, set_b)],
+        std::sync::atomic::AtomicBool::new(false),
+    );
+    let (result, swaps) = std::thread::scope(|scope| {
+        let swapper = scope.spawn(|| {
+            let mut swaps = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && swaps < 200 {
+                s.vfn
+                    .reload(&configs[(swaps % 2) as usize ^ 1])
+                    .expect("SIGHUP");
+                swaps += 1;
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            swaps
+        });
+        let result = vfn_lab::udp_flood(
+            s.lab.netns("c1").expect("c1"),
+            s.lab.netns("srv").expect("srv"),
+            addr(SRV),
+            7100,
+            rate,
+            Duration::from_secs(3),
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (
+            result.expect("flood runs"),
+            swapper.join().expect("swapper"),
+        )
+    });
+    assert!(swaps >= 50, "only {swaps} swaps");
+    let counters = s
+        .vfn
+        .wait_for_counters(Duration::from_secs(3), |c| {
+            c.total("vfn_policy_generation", &[]) >= 30
+        })
+        .expect("swaps took effect");
+    assert_eq!(
+        result.received,
+        result.sent,
+        "lost packets while swapping at {rate}/s ({result:?}); generation {}",
+        counters.total("vfn_policy_generation", &[])
+    );
+}
