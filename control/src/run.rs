@@ -12,6 +12,7 @@ use vfn_config::Config;
 use vfn_dataplane::iface::Interface;
 use vfn_dataplane::io::PacketIo;
 use vfn_dataplane::neigh::NeighbourChange;
+use vfn_dataplane::policy::{ActivePolicy, RuleMatch};
 use vfn_dataplane::router::{Router, RouterError};
 use vfn_dataplane::wire;
 use vfn_xdp::{XdpError, XdpIo};
@@ -244,6 +245,31 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
 
 /// Runs until a signal sets `stop` or a thread ends on its own (a panic): writes the ready file,
 /// then the counters every `stats_interval`. A failed counter write is logged, not fatal.
+/// Matches of rules that log, as log lines (at most a bounded number per call: the queue is
+/// bounded too, and what it drops is counted).
+fn log_rule_matches(
+    matches: &crossbeam_channel::Receiver<RuleMatch>,
+    policy: Option<&ActivePolicy>,
+) {
+    const PER_CALL: usize = 256;
+    for event in matches.try_iter().take(PER_CALL) {
+        let rule = policy
+            .filter(|p| p.generation == event.generation)
+            .and_then(|p| p.rules.rules.get(event.rule as usize))
+            .map_or("(a replaced rule set)", |r| r.id.as_str());
+        tracing::info!(
+            rule,
+            src = %event.src,
+            dst = %event.dst,
+            proto = event.proto,
+            sport = event.sport,
+            dport = event.dport,
+            ingress = event.ingress,
+            "rule matched"
+        );
+    }
+}
+
 fn supervise(
     stop: &AtomicBool,
     reload: &AtomicBool,
@@ -256,6 +282,7 @@ fn supervise(
         write_file(path, "ready\n")?;
     }
     tracing::info!(ports = ?sources.port_names, workers = threads.len() - 1, "vfn running");
+    let matches = router.rule_matches();
     let mut stats_failing = false;
     let mut next_stats = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -274,6 +301,7 @@ fn supervise(
             }
         }
         router.policy.collect();
+        log_rule_matches(&matches, router.policy.current().as_deref());
         for entry in router.overlay.expire(router.epoch.elapsed()) {
             tracing::info!(id = entry.id, host = %entry.host, "dynamic entry expired");
         }

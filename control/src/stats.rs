@@ -156,7 +156,7 @@ pub fn render(sources: &Sources, policy: Option<&ActivePolicy>) -> String {
 
 fn render_policy(out: &mut String, sources: &Sources, policy: Option<&ActivePolicy>) {
     type PolicyField = fn(&PolicyCounters) -> u64;
-    let fields: [(&str, &str, PolicyField); 6] = [
+    let fields: [(&str, &str, PolicyField); 7] = [
         (
             "vfn_flows_created_total",
             "Flows a rule allowed and the flow table took.",
@@ -186,6 +186,11 @@ fn render_policy(out: &mut String, sources: &Sources, policy: Option<&ActivePoli
             "vfn_rule_log_events_total",
             "Matches of rules that log.",
             |p| p.log_events.get(),
+        ),
+        (
+            "vfn_rule_log_events_lost_total",
+            "Matches of rules that log not queued (queue full).",
+            |p| p.log_events_lost.get(),
         ),
     ];
     for (name, help, field) in fields {

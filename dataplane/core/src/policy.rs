@@ -174,6 +174,23 @@ pub struct PacketFacts {
     pub fragment: Fragment,
 }
 
+/// A packet matched a rule that logs: an event for the control side (bounded queue; when it is
+/// full the event is counted as lost and the packet goes on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleMatch {
+    pub generation: u32,
+    /// The rule's index in that generation's set.
+    pub rule: u32,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub ingress: u16,
+    /// Since the router's epoch.
+    pub at: Duration,
+}
+
 /// Counters of one rule on one worker.
 #[derive(Debug, Default)]
 pub struct RuleCounter {
@@ -216,6 +233,8 @@ pub struct PolicyCounters {
     pub flows_expired: Counter,
     pub mirrored: Counter,
     pub log_events: Counter,
+    /// Rule-match events not queued because the queue was full.
+    pub log_events_lost: Counter,
 }
 
 /// Bounds of the per-worker policy state.
@@ -311,6 +330,7 @@ pub struct PolicyState {
     generation: u32,
     pub counters: Arc<RuleCounters>,
     pub policy_counters: Arc<PolicyCounters>,
+    events: Option<crossbeam_channel::Sender<RuleMatch>>,
 }
 
 impl PolicyState {
@@ -325,7 +345,16 @@ impl PolicyState {
             generation: 0,
             counters: Arc::new(RuleCounters::new(limits.max_rules)),
             policy_counters: Arc::default(),
+            events: None,
         })
+    }
+
+    /// Sends matches of rules that log to `events`.
+    pub fn with_events(self, events: crossbeam_channel::Sender<RuleMatch>) -> PolicyState {
+        PolicyState {
+            events: Some(events),
+            ..self
+        }
     }
 
     pub fn flow_count(&self) -> usize {
@@ -539,6 +568,24 @@ impl PolicyState {
         };
         if compiled.log {
             self.policy_counters.log_events.add(1);
+            let event = RuleMatch {
+                generation: policy.generation,
+                rule,
+                src: facts.src,
+                dst: facts.dst,
+                proto: facts.proto,
+                sport: facts.sport,
+                dport: facts.dport,
+                ingress: facts.ingress,
+                at: now,
+            };
+            if self
+                .events
+                .as_ref()
+                .is_some_and(|events| events.try_send(event).is_err())
+            {
+                self.policy_counters.log_events_lost.add(1);
+            }
         }
         match &compiled.action {
             Action::Allow => Judgement::Pass,

@@ -14,7 +14,10 @@ use crate::io::PacketIo;
 use crate::neigh::{NeighbourChange, NeighbourManager, NeighbourTable, NeighbourTimers};
 use crate::overlay::OverlayManager;
 use crate::pipeline::Pipeline;
-use crate::policy::{PolicyLimits, PolicyPublisher, PolicyState};
+use crate::policy::{PolicyLimits, PolicyPublisher, PolicyState, RuleMatch};
+
+/// Rule-match events waiting for the control side at most.
+const RULE_MATCHES_CAPACITY: usize = 4_096;
 use crate::slowpath::{OUTBOUND_CAPACITY, Outbound, SlowPath, TO_SLOW_PATH_CAPACITY, ToSlowPath};
 use crate::worker::{SlowPathLink, Worker, WorkerConfig, WorkerPolicy};
 
@@ -59,6 +62,7 @@ pub struct Router {
     pub epoch: Instant,
     to_slow_path: Sender<ToSlowPath>,
     outbound: Receiver<Outbound>,
+    rule_matches: (Sender<RuleMatch>, Receiver<RuleMatch>),
     slow_path: Option<SlowPath>,
 }
 
@@ -103,6 +107,7 @@ impl Router {
             epoch,
             to_slow_path,
             outbound,
+            rule_matches: bounded(RULE_MATCHES_CAPACITY),
             slow_path: Some(slow_path),
         })
     }
@@ -113,7 +118,7 @@ impl Router {
             shared: self.policy.shared(),
             seen: self.policy.register_worker(),
             overlay: self.overlay.shared(),
-            state: PolicyState::new(self.policy_limits)?,
+            state: PolicyState::new(self.policy_limits)?.with_events(self.rule_matches.0.clone()),
         };
         Ok(Worker::new(
             io,
@@ -128,6 +133,11 @@ impl Router {
             policy,
             self.epoch,
         ))
+    }
+
+    /// Matches of rules that log, from every worker.
+    pub fn rule_matches(&self) -> Receiver<RuleMatch> {
+        self.rule_matches.1.clone()
     }
 
     /// The slow path, to run on its own thread (or step by hand); there is one.

@@ -483,3 +483,27 @@ fn swaps_under_traffic_are_atomic_per_burst() {
     assert!(publisher.generation() >= 101);
     bench.assert_balanced();
 }
+
+#[test]
+fn matches_of_rules_that_log_become_events() {
+    let mut bench = Bench::new();
+    let mut spec = allow_web();
+    spec.rules[0].log = true;
+    let generation = publish(&mut bench, &spec);
+    let events = bench.router.rule_matches();
+    assert!(passes(
+        &mut bench,
+        &tcp(CLIENT, SERVER, 40000, 80, true, false)
+    ));
+    assert!(
+        !passes(&mut bench, &tcp(CLIENT, SERVER, 40001, 22, true, false)),
+        "no event: the default"
+    );
+    let event = events.try_recv().expect("one event");
+    assert_eq!(
+        (event.generation, event.rule, event.dport),
+        (generation, 0, 80)
+    );
+    assert_eq!(event.src, std::net::IpAddr::from(CLIENT));
+    assert!(events.try_recv().is_err());
+}
