@@ -101,6 +101,8 @@ impl Setup {
 const C1: &str = "198.18.1.2";
 const C2: &str = "198.18.2.2";
 const SRV: &str = "198.18.3.2";
+const C1_V6: &str = "2001:2:0:1::2";
+const SRV_V6: &str = "2001:2:0:3::2";
 
 #[test]
 fn allow_drop_reject_and_replies_of_allowed_flows() {
@@ -128,6 +130,8 @@ fn allow_drop_reject_and_replies_of_allowed_flows() {
             tcp_rule("web", &[C1], &[SRV], 8080, Action::Allow),
             tcp_rule("rejected", &[C1], &[SRV], 8081, Action::Reject),
             tcp_rule("dropped", &[C1], &[SRV], 8082, Action::Drop),
+            tcp_rule("web6", &[C1_V6], &[SRV_V6], 8080, Action::Allow),
+            tcp_rule("rejected6", &[C1_V6], &[SRV_V6], 8081, Action::Reject),
         ],
         ..RuleSetSpec::default()
     };
@@ -199,6 +203,22 @@ fn allow_drop_reject_and_replies_of_allowed_flows() {
         s.connect("c2", "srv", SRV, 8080),
         Connect::TimedOut,
         "the default denies"
+    );
+    assert_eq!(
+        s.connect("c1", "srv", SRV_V6, 8080),
+        Connect::Connected,
+        "IPv6 allowed\n{}",
+        s.vfn.log()
+    );
+    assert_eq!(
+        s.connect("c1", "srv", SRV_V6, 8081),
+        Connect::Refused,
+        "IPv6 reject resets"
+    );
+    assert_eq!(
+        s.connect("c1", "srv", SRV_V6, 8082),
+        Connect::TimedOut,
+        "IPv6 default deny"
     );
     let counters = s
         .vfn
