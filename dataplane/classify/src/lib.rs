@@ -460,11 +460,15 @@ impl<A: Address> Classifier<A> {
         best
     }
 
+    /// TEMP
+    pub fn dump_leaf(&self, offset: usize, len: usize) -> Vec<String> {
+        self.leaves[offset..offset + len].iter().map(|&r| format!("{r}: {:?}", self.entries[r as usize])).collect()
+    }
     /// TEMP profiling: (trees, nodes, checks, leaf lens, winning tree index+1).
-    pub fn profile(&self, key: &Key<A>) -> [usize; 5] {
+    pub fn profile(&self, key: &Key<A>) -> [usize; 7] {
         let words = key_words(key);
         let mut best = RANK_NONE;
-        let mut out = [0; 5];
+        let mut out = [0; 7];
         for (ti, tree) in self.trees.iter().enumerate() {
             if tree.rank_min >= best {
                 break;
@@ -473,7 +477,7 @@ impl<A: Address> Classifier<A> {
             let mut slot = tree.root;
             while !slot.is_leaf() { out[1] += 1; slot = self.child(slot, &words); }
             let ranks = self.leaves.get(slot.rank_range()).unwrap_or(&[]);
-            out[3] += ranks.len();
+            out[3] += ranks.len(); out[5] = slot.offset(); out[6] = ranks.len();
             for &rank in ranks {
                 if rank >= best { break; }
                 out[2] += 1;
