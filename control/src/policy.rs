@@ -22,6 +22,14 @@ pub enum PolicyError {
     },
     #[error("{0}")]
     Compile(#[from] vfn_rules::CompileError),
+    #[error(
+        "the reloaded config has no [policy]: refusing to switch filtering off (restart to run without a policy)"
+    )]
+    PolicyRemoved,
+    #[error(
+        "workers.cores: stateful rules need both directions of a flow on one worker, and nothing steers them there yet (symmetric RSS): run one worker with a policy"
+    )]
+    ManyWorkers,
 }
 
 /// Where the policy of a config file is read from, relative paths taken from the config's folder.
@@ -67,6 +75,7 @@ pub fn compile(
 /// Compiles the policy of `config` against the interface names the config declares, for `vfn
 /// check`; returns a summary (empty without a policy).
 pub fn check(config: &Config, config_path: &Path) -> Result<String, PolicyError> {
+    check_workers(config)?;
     let names: Vec<String> = config
         .ports
         .iter()
@@ -110,11 +119,21 @@ pub fn check(config: &Config, config_path: &Path) -> Result<String, PolicyError>
     ))
 }
 
-/// Re-reads the config file and compiles its policy (SIGHUP).
-pub fn reload(config_path: &Path, interfaces: &Interfaces) -> Result<Option<RuleSet>, PolicyError> {
+/// Re-reads the config file and compiles its policy (SIGHUP). A config without a policy is
+/// refused: a reload never switches filtering off.
+pub fn reload(config_path: &Path, interfaces: &Interfaces) -> Result<RuleSet, PolicyError> {
     let config = Config::load(config_path).map_err(|source| PolicyError::Config {
         path: config_path.display().to_string(),
         source,
     })?;
-    compile(&config, config_path, interfaces)
+    compile(&config, config_path, interfaces)?.ok_or(PolicyError::PolicyRemoved)
+}
+
+/// A policy keeps per-flow state on each worker; both directions of a flow must reach the same
+/// worker, which only a single worker guarantees until flows are steered (symmetric RSS).
+pub fn check_workers(config: &Config) -> Result<(), PolicyError> {
+    if config.policy.is_some() && config.workers.cores.len() > 1 {
+        return Err(PolicyError::ManyWorkers);
+    }
+    Ok(())
 }

@@ -159,6 +159,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
     let epoch = Instant::now();
     let mut router = Router::build(plan.router.clone(), epoch, Box::new(log_neighbour_change))?;
     // The rule set is in force before the first packet is received.
+    crate::policy::check_workers(config)?;
     let rules = crate::policy::compile(config, &options.config_path, &router.interfaces)?;
     router.policy.publish(rules);
     // Ports are opened before any thread starts, so a failure leaves nothing running.
@@ -292,7 +293,7 @@ fn supervise(
         if reload.swap(false, Ordering::Relaxed) {
             match crate::policy::reload(&options.config_path, &router.interfaces) {
                 Ok(rules) => {
-                    let generation = router.policy.publish(rules);
+                    let generation = router.policy.publish(Some(rules));
                     tracing::info!(generation, "policy reloaded");
                 }
                 Err(error) => {

@@ -10,13 +10,13 @@ use crate::{
 };
 
 /// A node with at most this many entries becomes a leaf (scanned linearly).
-fn leaf_entries() -> usize { std::env::var("LE").ok().and_then(|v| v.parse().ok()).unwrap_or(8) }
+const LEAF_ENTRIES: usize = 8;
 /// A cut of a node of `n` entries may create at most `SPACE_FACTOR × n` child slots (HiCuts'
 /// space measure)...
-fn space_factor() -> usize { std::env::var("SF").ok().and_then(|v| v.parse().ok()).unwrap_or(4) }
+const SPACE_FACTOR: usize = 4;
 /// ...and at most `REPLICATION_PERCENT_MAX × n / 100` entry references in its children: entries
 /// spanning several children are copied into each, and this bounds the copies per level.
-fn replication_percent_max() -> usize { std::env::var("RP").ok().and_then(|v| v.parse().ok()).unwrap_or(200) }
+const REPLICATION_PERCENT_MAX: usize = 200;
 /// Most bits one node extracts: at most 2^16 children.
 const CUT_BITS_MAX: u32 = 16;
 
@@ -280,7 +280,7 @@ impl Builder<'_> {
         if kept.is_empty() {
             return Ok(Slot::EMPTY);
         }
-        if kept.len() <= leaf_entries() || depth >= self.max_depth {
+        if kept.len() <= LEAF_ENTRIES || depth >= self.max_depth {
             return self.leaf(kept, depth);
         }
         match self.choose_cut(kept, region) {
@@ -332,8 +332,8 @@ impl Builder<'_> {
             let mut field_best: Option<Cut> = None;
             for bits in 1..=bits_max {
                 let (refs, fullest) = self.child_counts(ranks, region, field, bits);
-                let too_many_refs = refs * 100 > replication_percent_max() * n;
-                if bits > 1 && (too_many_refs || (1 << bits) > space_factor() * n) {
+                let too_many_refs = refs * 100 > REPLICATION_PERCENT_MAX * n;
+                if bits > 1 && (too_many_refs || (1 << bits) > SPACE_FACTOR * n) {
                     break;
                 }
                 field_best = Some(Cut {

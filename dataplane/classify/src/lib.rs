@@ -460,33 +460,6 @@ impl<A: Address> Classifier<A> {
         best
     }
 
-    /// TEMP
-    pub fn dump_leaf(&self, offset: usize, len: usize) -> Vec<String> {
-        self.leaves[offset..offset + len].iter().map(|&r| format!("{r}: {:?}", self.entries[r as usize])).collect()
-    }
-    /// TEMP profiling: (trees, nodes, checks, leaf lens, winning tree index+1).
-    pub fn profile(&self, key: &Key<A>) -> [usize; 7] {
-        let words = key_words(key);
-        let mut best = RANK_NONE;
-        let mut out = [0; 7];
-        for (ti, tree) in self.trees.iter().enumerate() {
-            if tree.rank_min >= best {
-                break;
-            }
-            out[0] += 1;
-            let mut slot = tree.root;
-            while !slot.is_leaf() { out[1] += 1; slot = self.child(slot, &words); }
-            let ranks = self.leaves.get(slot.rank_range()).unwrap_or(&[]);
-            out[3] += ranks.len(); out[5] = slot.offset(); out[6] = ranks.len();
-            for &rank in ranks {
-                if rank >= best { break; }
-                out[2] += 1;
-                if self.entries[rank as usize].matches(key) { best = rank; out[4] = ti + 1; break; }
-            }
-        }
-        out
-    }
-
     /// Bytes held by the structure (entries, priorities, nodes, leaves).
     pub fn memory_bytes(&self) -> usize {
         self.stats.memory_bytes

@@ -44,7 +44,8 @@ drop_reasons! {
     Ipv6BadVersion => "ipv6_bad_version", "IP version field is not 6 in an IPv6 frame";
     Ipv6BadPayloadLength => "ipv6_bad_payload_length", "IPv6 payload length beyond the frame, or a jumbogram";
     UdpBadLength => "udp_bad_length", "UDP length 0, below 8, or beyond the IP payload";
-    TcpBadHeader => "tcp_bad_header", "TCP header truncated or data offset out of range";
+    TcpBadHeader => "tcp_bad_header", "TCP header truncated, data offset out of range, or a fragment overlapping it";
+    IcmpTruncated => "icmp_truncated", "ICMP or ICMPv6 message shorter than its 8-byte header";
     MartianSource => "martian_source", "source address that must never be routed";
     MartianDestination => "martian_destination", "destination address that must never be routed";
     LinkLocalNotForwarded => "link_local_not_forwarded", "link-local source or destination";

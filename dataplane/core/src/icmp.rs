@@ -210,13 +210,13 @@ fn carries_tcp(packet: &[u8]) -> bool {
 /// when `original` is not such a packet or is itself a reset.
 fn write_tcp_reset(out: &mut [u8], original: &[u8], link: ErrorLink) -> Option<usize> {
     const TCP_HEADER_LEN: usize = 20;
+    // Lengths come from the IP header: `original` may be a truncated quote of a large segment,
+    // of which only the TCP header is needed.
     let (header_len, payload_len, ethertype) = match original.first()? >> 4 {
         4 => {
             let header_len = usize::from(original[0] & 0x0f) * 4;
             let total = usize::from(wire::read_u16(original, wire::ipv4::TOTAL_LENGTH));
-            if original.get(wire::ipv4::PROTOCOL) != Some(&wire::PROTO_TCP)
-                || total > original.len()
-            {
+            if original.get(wire::ipv4::PROTOCOL) != Some(&wire::PROTO_TCP) {
                 return None;
             }
             (header_len, total.checked_sub(header_len)?, ETHERTYPE_IPV4)
@@ -231,24 +231,20 @@ fn write_tcp_reset(out: &mut [u8], original: &[u8], link: ErrorLink) -> Option<u
                 IPV6_HEADER_LEN + usize::from(wire::read_u16(original, wire::ipv6::PAYLOAD_LENGTH));
             (
                 layers.offset,
-                end.min(original.len()).checked_sub(layers.offset)?,
+                end.checked_sub(layers.offset)?,
                 ETHERTYPE_IPV6,
             )
         }
         _ => return None,
     };
-    let tcp = original.get(header_len..header_len + payload_len)?;
-    let data_offset = usize::from(*tcp.get(12)? >> 4) * 4;
-    let flags = *tcp.get(13)?;
-    if tcp.len() < TCP_HEADER_LEN
-        || data_offset < TCP_HEADER_LEN
-        || data_offset > tcp.len()
-        || flags & 0x04 != 0
-    {
+    let tcp = original.get(header_len..header_len + TCP_HEADER_LEN)?;
+    let data_offset = usize::from(tcp[12] >> 4) * 4;
+    let flags = tcp[13];
+    if data_offset < TCP_HEADER_LEN || data_offset > payload_len || flags & 0x04 != 0 {
         return None;
     }
     let (syn, fin, ack) = (flags & 0x02 != 0, flags & 0x01 != 0, flags & 0x10 != 0);
-    let segment_len = (tcp.len() - data_offset) as u32 + u32::from(syn) + u32::from(fin);
+    let segment_len = (payload_len - data_offset) as u32 + u32::from(syn) + u32::from(fin);
     let their_seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
     let their_ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
     // RFC 9293 3.10.7.1: acknowledge what was sent unless the segment carried an ACK.
@@ -730,5 +726,41 @@ mod tests {
             write_error(&mut out, &rst, ErrorReply::Reject, LINK, source_v4()),
             None
         );
+    }
+
+    #[test]
+    fn a_large_segment_quoted_in_part_still_gets_its_reset() {
+        let mut segment = Vec::new();
+        etherparse::PacketBuilder::ipv6(
+            [0x20, 1, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2],
+            [0x20, 1, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 2],
+            64,
+        )
+        .tcp(40000, 23, 5000, 64240)
+        .write(&mut segment, &[7u8; 1400])
+        .expect("build");
+        // The worker hands over at most a quote of the original.
+        let quote = &segment[..1000];
+        let source = IpAddr::V6("2001:2:0:1::1".parse().expect("addr"));
+        let mut out = [0u8; ERROR_FRAME_MAX];
+        let len = write_error(&mut out, quote, ErrorReply::Reject, LINK, source).expect("a reset");
+        let reset = SlicedPacket::from_ethernet(&out[..len]).expect("parses");
+        let Some(TransportSlice::Tcp(tcp)) = &reset.transport else {
+            panic!("tcp")
+        };
+        assert!(tcp.rst() && tcp.ack());
+        assert_eq!(
+            tcp.acknowledgment_number(),
+            5000 + 1400,
+            "acknowledges the whole segment"
+        );
+        let Some(etherparse::NetSlice::Ipv6(ip)) = &reset.net else {
+            panic!("ipv6")
+        };
+        let expected = tcp
+            .to_header()
+            .calc_checksum_ipv6_raw(ip.header().source(), ip.header().destination(), &[])
+            .expect("fits");
+        assert_eq!(tcp.checksum(), expected);
     }
 }

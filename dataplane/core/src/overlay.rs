@@ -4,6 +4,7 @@
 //! whole with `arc-swap` like the rule set; a worker treats an entry past its expiry as absent
 //! even before the control side prunes it.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,14 +71,20 @@ pub enum OverlayError {
     NoSuchEntry(u64),
 }
 
-/// The single writer of the overlay (the control side).
+/// The single writer of the overlay (the control side). A replaced overlay is kept for
+/// [`RETIRE_AFTER`] (far longer than a burst), so that the last reference, and the freeing, is
+/// the control side's and never a worker's.
 #[derive(Debug)]
 pub struct OverlayManager {
     shared: SharedOverlay,
     entries: Vec<DynamicEntry>,
     max_entries: usize,
     next_id: u64,
+    retired: VecDeque<(Arc<Overlay>, Duration)>,
 }
+
+/// How long a replaced overlay is kept.
+pub const RETIRE_AFTER: Duration = Duration::from_secs(1);
 
 impl OverlayManager {
     pub fn new(max_entries: usize) -> OverlayManager {
@@ -86,6 +93,7 @@ impl OverlayManager {
             entries: Vec::new(),
             max_entries,
             next_id: 1,
+            retired: VecDeque::new(),
         }
     }
 
@@ -120,28 +128,36 @@ impl OverlayManager {
             expires_at: now + ttl,
             reason,
         });
-        self.publish();
+        self.publish(now);
         Ok(id)
     }
 
-    pub fn remove(&mut self, id: u64) -> Result<DynamicEntry, OverlayError> {
+    pub fn remove(&mut self, id: u64, now: Duration) -> Result<DynamicEntry, OverlayError> {
         let index = self
             .entries
             .iter()
             .position(|e| e.id == id)
             .ok_or(OverlayError::NoSuchEntry(id))?;
         let entry = self.entries.remove(index);
-        self.publish();
+        self.publish(now);
         Ok(entry)
     }
 
-    /// Removes entries past their expiry; returns them (for events).
+    /// Removes entries past their expiry and frees overlays retired long enough ago; returns the
+    /// expired entries (for events).
     pub fn expire(&mut self, now: Duration) -> Vec<DynamicEntry> {
         let (expired, live): (Vec<_>, Vec<_>) =
             self.entries.drain(..).partition(|e| e.expires_at <= now);
         self.entries = live;
         if !expired.is_empty() {
-            self.publish();
+            self.publish(now);
+        }
+        while self
+            .retired
+            .front()
+            .is_some_and(|(_, since)| now >= *since + RETIRE_AFTER)
+        {
+            self.retired.pop_front();
         }
         expired
     }
@@ -150,9 +166,10 @@ impl OverlayManager {
         &self.entries
     }
 
-    fn publish(&self) {
+    fn publish(&mut self, now: Duration) {
         let by_host = self.entries.iter().map(|e| (e.host, e.clone())).collect();
-        self.shared.store(Arc::new(Overlay { by_host }));
+        let replaced = self.shared.swap(Arc::new(Overlay { by_host }));
+        self.retired.push_back((replaced, now));
     }
 }
 

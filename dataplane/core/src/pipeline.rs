@@ -21,7 +21,7 @@ use crate::iface::{IfIndex, Interface, Interfaces, RpFilter};
 use crate::io::PortIndex;
 use crate::neigh::{NeighbourIndex, NeighbourKey, NeighbourTable, Resolution};
 use crate::overlay::Overlay;
-use crate::policy::{ActivePolicy, Fragment, Judgement, PacketFacts, PolicyState};
+use crate::policy::{ActivePolicy, Fragment, Judgement, PacketFacts, PolicyState, Quoted};
 use crate::wire::{self, ETHERNET_HEADER_LEN, IPV6_HEADER_LEN, VLAN_TAG_LEN, ipv4, ipv6};
 
 /// What the worker does with a packet.
@@ -229,6 +229,10 @@ impl Pipeline {
         let fragment_word = wire::read_u16(buf, l3 + ipv4::FLAGS_FRAGMENT);
         let first_fragment = fragment_word & ipv4::FRAGMENT_OFFSET_MASK == 0;
         let more_fragments = fragment_word & ipv4::FLAG_MORE_FRAGMENTS != 0;
+        // RFC 1858: a TCP fragment at offset 8 bytes can rewrite the flags of the first.
+        if protocol == wire::PROTO_TCP && fragment_word & ipv4::FRAGMENT_OFFSET_MASK == 1 {
+            return Err(Verdict::Drop(DropReason::TcpBadHeader));
+        }
         if first_fragment {
             check_l4(
                 protocol,
@@ -255,7 +259,8 @@ impl Pipeline {
             return Err(Verdict::Drop(DropReason::MartianDestination));
         }
         let ingress = self.interface(link.iface)?;
-        source_check(ingress.rp_filter, link.iface, fib.lookup_v4(src))?;
+        let back = fib.lookup_v4(src).copied();
+        source_check(ingress.rp_filter, link.iface, back.as_ref())?;
         let error = |reason, error| Verdict::Error {
             reason,
             error,
@@ -291,6 +296,7 @@ impl Pipeline {
             dst: IpAddr::V4(dst),
             proto: protocol,
             ingress: link.iface,
+            back_iface: back.map(|n| n.iface()),
             bytes: total_len as u32,
             fragment,
             ..transport
@@ -411,7 +417,8 @@ impl Pipeline {
         if dst.is_unspecified() || dst.is_loopback() || is_ipv4_mapped(dst) {
             return Err(Verdict::Drop(DropReason::MartianDestination));
         }
-        source_check(ingress.rp_filter, link.iface, fib.lookup_v6(src))?;
+        let back = fib.lookup_v6(src).copied();
+        source_check(ingress.rp_filter, link.iface, back.as_ref())?;
         let error = |reason, error| Verdict::Error {
             reason,
             error,
@@ -432,6 +439,16 @@ impl Pipeline {
             Some(f) if f.offset == 0 => (Fragment::Whole, true),
             Some(f) => (Fragment::Later { id: f.id }, false),
         };
+        if has_transport_header {
+            // Behind extension headers too: a first fragment must hold the whole transport
+            // header (RFC 7112), or rules would read ports and flags that are not there.
+            let complete = !matches!(fragment, Fragment::First { .. });
+            check_l4(
+                layers.protocol,
+                &buf[l3 + layers.offset..l3 + total_len],
+                complete,
+            )?;
+        }
         let transport = transport_facts(
             layers.protocol,
             &buf[l3 + layers.offset..l3 + total_len],
@@ -443,6 +460,7 @@ impl Pipeline {
             dst: IpAddr::V6(dst),
             proto: layers.protocol,
             ingress: link.iface,
+            back_iface: back.map(|n| n.iface()),
             bytes: total_len as u32,
             fragment,
             ..transport
@@ -580,8 +598,10 @@ fn transport_facts(protocol: u8, l4: &[u8], has_header: bool, echo: (u8, u8)) ->
         echo_id: None,
         tcp_flags: 0,
         ingress: 0,
+        back_iface: None,
         bytes: 0,
         fragment: Fragment::Whole,
+        quoted: None,
     };
     if !has_header {
         return facts;
@@ -600,6 +620,7 @@ fn transport_facts(protocol: u8, l4: &[u8], has_header: bool, echo: (u8, u8)) ->
             if (l4[0] == echo.0 || l4[0] == echo.1) && l4.len() >= 8 {
                 facts.echo_id = Some(wire::read_u16(l4, 4));
             }
+            facts.quoted = quoted_packet(protocol, l4);
         }
         _ => {}
     }
@@ -607,6 +628,59 @@ fn transport_facts(protocol: u8, l4: &[u8], has_header: bool, echo: (u8, u8)) ->
 }
 
 const PROTO_SCTP: u8 = 132;
+
+/// The packet an ICMP or ICMPv6 error (`icmp`, from its header on) quotes: its addresses,
+/// protocol and ports (or echo identifier), when the error carries enough of it.
+fn quoted_packet(protocol: u8, icmp: &[u8]) -> Option<Quoted> {
+    const ICMP_HEADER_LEN: usize = 8;
+    let is_error = match protocol {
+        wire::PROTO_ICMP => matches!(icmp.first(), Some(3 | 4 | 5 | 11 | 12)),
+        _ => matches!(icmp.first(), Some(1..=4)),
+    };
+    let inner = icmp.get(ICMP_HEADER_LEN..).filter(|_| is_error)?;
+    let (src, dst, proto, l4): (IpAddr, IpAddr, u8, &[u8]) = match inner.first()? >> 4 {
+        4 => {
+            let header_len = usize::from(inner[0] & 0x0f) * 4;
+            let src: [u8; 4] = inner.get(12..16)?.try_into().ok()?;
+            let dst: [u8; 4] = inner.get(16..20)?.try_into().ok()?;
+            (
+                src.into(),
+                dst.into(),
+                *inner.get(ipv4::PROTOCOL)?,
+                inner.get(header_len..)?,
+            )
+        }
+        6 => {
+            let src: [u8; 16] = inner.get(8..24)?.try_into().ok()?;
+            let dst: [u8; 16] = inner.get(24..40)?.try_into().ok()?;
+            (
+                src.into(),
+                dst.into(),
+                *inner.get(ipv6::NEXT_HEADER)?,
+                inner.get(IPV6_HEADER_LEN..)?,
+            )
+        }
+        _ => return None,
+    };
+    let ports = (
+        wire::read_u16(l4.get(..4)?, 0),
+        wire::read_u16(l4.get(..4)?, 2),
+    );
+    let echo_id = match (proto, l4.first()) {
+        (wire::PROTO_ICMP, Some(0 | 8)) | (wire::PROTO_ICMPV6, Some(128 | 129)) => {
+            Some(wire::read_u16(l4.get(..8)?, 4))
+        }
+        _ => None,
+    };
+    Some(Quoted {
+        src,
+        dst,
+        proto,
+        sport: ports.0,
+        dport: ports.1,
+        echo_id,
+    })
+}
 
 /// Checks the UDP or TCP header of a packet whose transport header starts `payload`. `complete`:
 /// the packet is not a fragment, so the whole segment must be there.
@@ -630,6 +704,11 @@ fn check_l4(protocol: u8, payload: &[u8], complete: bool) -> Decision<()> {
             if data_offset < 20 || (complete && data_offset > payload.len()) {
                 return Err(Verdict::Drop(DropReason::TcpBadHeader));
             }
+        }
+        // An ICMP message has at least its 8-byte header (type, code, checksum, and the rest
+        // the policy reads, such as the echo identifier).
+        wire::PROTO_ICMP | wire::PROTO_ICMPV6 if payload.len() < 8 => {
+            return Err(Verdict::Drop(DropReason::IcmpTruncated));
         }
         _ => {}
     }

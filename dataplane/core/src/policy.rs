@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use vfn_flow::{
-    Direction, FlowKey, FlowTable, Orientation, PacketTuple, TcpFlags, Timeouts, mapped_address,
+    Direction, FlowKey, FlowTable, Orientation, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PacketTuple,
+    TcpFlags, Timeouts, mapped_address,
 };
 use vfn_rules::{Action, DefaultAction, Key, RateLimitSpec, RuleSet};
 
@@ -104,41 +105,51 @@ impl PolicyPublisher {
 /// the initiator's tuple under one rule-set generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowVerdict {
-    /// The low 16 bits of the generation: a flow idle across exactly 65 536 publications would
-    /// keep a stale verdict, which the flow timeouts make moot.
-    generation: u16,
-    /// The interface the initiator's packets arrive on (rules may match it when re-judging).
-    ingress: u16,
-    /// The rule index (or [`NO_RULE`]) and, in the top bit, whether every packet of the
-    /// initiator's direction gets this verdict (no per-packet rule applies).
-    rule_and_cacheable: u32,
+    generation: u32,
+    /// The rule index (or [`NO_RULE`]) in the low [`RULE_BITS`] bits, then whether every packet
+    /// of the initiator's direction gets this verdict (no per-packet rule applies), then the
+    /// interface the initiator's packets arrive on.
+    packed: u32,
 }
 
+/// Bits of a rule index in a flow verdict: rule sets hold at most [`RULES_MAX`] rules.
+const RULE_BITS: u32 = 18;
 /// The default action, in place of a rule index.
-pub const NO_RULE: u32 = 0x7fff_ffff;
-const CACHEABLE: u32 = 1 << 31;
+pub const NO_RULE: u32 = (1 << RULE_BITS) - 1;
+/// Rules a rule set may hold for the flow table to name them.
+pub const RULES_MAX: usize = NO_RULE as usize;
+const CACHEABLE: u32 = 1 << RULE_BITS;
+const INGRESS_SHIFT: u32 = RULE_BITS + 1;
+/// Interfaces a flow verdict can name (13 bits; the config allows far fewer).
+pub const INTERFACES_MAX: usize = 1 << (32 - INGRESS_SHIFT);
 
 impl FlowVerdict {
     fn new(generation: u32, rule: u32, ingress: u16, cacheable: bool) -> FlowVerdict {
+        let cacheable = if cacheable { CACHEABLE } else { 0 };
         FlowVerdict {
-            generation: generation as u16,
-            ingress,
-            rule_and_cacheable: (rule & NO_RULE) | if cacheable { CACHEABLE } else { 0 },
+            generation,
+            packed: rule.min(NO_RULE) | cacheable | (u32::from(ingress) << INGRESS_SHIFT),
         }
     }
 
-    fn is_of(&self, generation: u32) -> bool {
-        self.generation == generation as u16
-    }
-
     fn rule(&self) -> u32 {
-        self.rule_and_cacheable & NO_RULE
+        self.packed & NO_RULE
     }
 
     fn cacheable(&self) -> bool {
-        self.rule_and_cacheable & CACHEABLE != 0
+        self.packed & CACHEABLE != 0
+    }
+
+    fn ingress(&self) -> u16 {
+        (self.packed >> INGRESS_SHIFT) as u16
     }
 }
+
+const _: () = assert!(size_of::<FlowVerdict>() == 8);
+const _: () = assert!(
+    RULES_MAX >= 100_000,
+    "the default rule limit must fit a flow verdict"
+);
 
 /// How a packet is judged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,8 +181,24 @@ pub struct PacketFacts {
     pub echo_id: Option<u16>,
     pub tcp_flags: u8,
     pub ingress: u16,
+    /// The interface the route back to `src` leaves through (`None`: no route back): replies of
+    /// a flow must arrive where its initiator's destination lives.
+    pub back_iface: Option<u16>,
     pub bytes: u32,
     pub fragment: Fragment,
+    /// An ICMP(v6) error: the tuple of the packet it quotes (sent by this error's destination).
+    pub quoted: Option<Quoted>,
+}
+
+/// The addresses, protocol and ports (echo identifier) of the packet an ICMP error quotes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quoted {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub echo_id: Option<u16>,
 }
 
 /// A packet matched a rule that logs: an event for the control side (bounded queue; when it is
@@ -285,25 +312,40 @@ struct PacketByteBucket {
 }
 
 impl PacketByteBucket {
-    fn new(rate: &RateLimitSpec, workers: u64) -> PacketByteBucket {
+    /// Buckets for `rate`, each worker enforcing its share; `full` starts them with their burst,
+    /// otherwise with room for one packet (a per-source slot taken over by another source must
+    /// not hand out a fresh burst).
+    fn new(rate: &RateLimitSpec, workers: u64, full: bool) -> PacketByteBucket {
         let share = |value: u64| (value / workers.max(1)).max(1);
+        let bucket = |per_second: u64, burst: u64, one: u64| {
+            let (rate, burst) = (share(per_second), share(burst.max(1)));
+            TokenBucket::with_tokens(rate, burst, if full { burst } else { one })
+        };
         PacketByteBucket {
             packets: rate
                 .packets_per_second
-                .map(|pps| TokenBucket::new(share(pps), share(rate.burst_packets.max(1)))),
+                .map(|pps| bucket(pps, rate.burst_packets, 1)),
             bytes: rate
                 .bits_per_second
-                .map(|bps| TokenBucket::new(share(bps / 8), share(rate.burst_bytes.max(1)))),
+                .map(|bps| bucket(bps / 8, rate.burst_bytes, 1)),
         }
     }
 
+    /// Admits a packet of `bytes` when both buckets allow it, and only then takes from both (the
+    /// byte bucket into debt for a packet larger than its balance).
     fn admit(&mut self, bytes: u32, now: Duration) -> bool {
-        let packets_ok = self.packets.as_mut().is_none_or(|b| b.try_take(now));
-        let bytes_ok = self
-            .bytes
-            .as_mut()
-            .is_none_or(|b| b.try_take_n(u64::from(bytes), now));
-        packets_ok && bytes_ok
+        let packets_ok = self.packets.as_mut().is_none_or(|b| b.has(1, now));
+        let bytes_ok = self.bytes.as_mut().is_none_or(|b| b.has_any(now));
+        if !(packets_ok && bytes_ok) {
+            return false;
+        }
+        if let Some(bucket) = self.packets.as_mut() {
+            bucket.take(1);
+        }
+        if let Some(bucket) = self.bytes.as_mut() {
+            bucket.take(u64::from(bytes));
+        }
+        true
     }
 }
 
@@ -314,7 +356,11 @@ struct FragmentSlot {
     dst: IpAddr,
     proto: u8,
     id: u32,
+    /// The first fragment's generation and what decided it: a rule (counted and rate-limited
+    /// again for each later fragment), `None` when it passed as a reply of an allowed flow.
+    generation: u32,
     pass: bool,
+    rule: Option<u32>,
     expires_at: Duration,
 }
 
@@ -390,12 +436,19 @@ impl PolicyState {
             self.start_generation(policy);
         }
         match facts.fragment {
-            Fragment::Later { id } => return self.later_fragment(facts, id, now),
+            Fragment::Later { id } => return self.later_fragment(policy, facts, id, now),
             Fragment::Whole | Fragment::First { .. } => {}
         }
-        let judgement = self.judge_stateful(policy, facts, now);
+        let (judgement, rule) = self.judge_stateful(policy, facts, now);
         if let Fragment::First { id } = facts.fragment {
-            self.remember_fragment(facts, id, judgement == Judgement::Pass, now);
+            self.remember_fragment(
+                facts,
+                id,
+                policy.generation,
+                judgement == Judgement::Pass,
+                rule,
+                now,
+            );
         }
         judgement
     }
@@ -455,7 +508,7 @@ impl PolicyState {
                     .take(self.limits.max_rules)
                     .map(|rule| match &rule.action {
                         Action::RateLimit(rate) if !rate.per_source => {
-                            Some(PacketByteBucket::new(rate, workers))
+                            Some(PacketByteBucket::new(rate, workers, true))
                         }
                         _ => None,
                     }),
@@ -477,72 +530,155 @@ impl PolicyState {
             .store(policy.generation, Ordering::Release);
     }
 
+    /// The judgement of a packet, and the rule that gave it (`None`: passed as a reply).
     fn judge_stateful(
         &mut self,
         policy: &ActivePolicy,
         facts: &PacketFacts,
         now: Duration,
-    ) -> Judgement {
+    ) -> (Judgement, Option<u32>) {
+        if facts.echo_id.is_none() && matches!(facts.proto, PROTO_ICMP | PROTO_ICMPV6) {
+            // ICMP other than echo keeps no state: an error quoting a live flow of its
+            // destination is related to it and passes (PMTU discovery keeps working under a
+            // default deny); anything else is judged by the rules alone.
+            if facts
+                .quoted
+                .is_some_and(|quoted| self.is_live_flow(&quoted, facts.dst))
+            {
+                return (Judgement::Pass, None);
+            }
+            return self.judge_new(policy, facts, now, false);
+        }
         let tuple = flow_tuple(facts);
         let (key, orientation) = FlowKey::from_packet(&tuple);
         let hash = self.flows.hash(&key);
         let now_ns = nanos(now);
         let flags = TcpFlags::from_header_byte(facts.tcp_flags);
-        if let Some((entry, direction)) = self.flows.get_mut(&key, hash, orientation) {
-            entry.record_packet(now_ns, direction, flags);
-            let verdict = entry.value;
-            let initiator = entry.initiator();
-            if verdict.is_of(policy.generation) {
-                return match direction {
-                    // The reply of a flow a rule allowed.
-                    Direction::Reverse => Judgement::Pass,
-                    Direction::Forward if verdict.cacheable() => {
-                        self.act(policy, verdict.rule(), facts, now)
-                    }
-                    Direction::Forward => {
-                        let decision = classify(&policy.rules, facts, facts.ingress);
-                        self.act(policy, decision.rule.unwrap_or(NO_RULE), facts, now)
-                    }
-                };
-            }
-            // A new rule set: the flow is judged again on its initiator's tuple.
-            self.policy_counters.flows_rejudged.add(1);
-            let initiator_facts = initiator_view(&key, initiator, facts, verdict.ingress);
-            let decision = classify(&policy.rules, &initiator_facts, verdict.ingress);
-            let rule = decision.rule.unwrap_or(NO_RULE);
-            if !allows(policy, rule) {
-                self.flows.remove(&key, hash);
-                return self.act(policy, rule, facts, now).or_drop();
-            }
-            if let Some((entry, _)) = self.flows.get_mut(&key, hash, orientation) {
-                entry.value =
-                    FlowVerdict::new(policy.generation, rule, verdict.ingress, decision.cacheable);
-            }
+        let Some((entry, direction)) = self.flows.get_mut(&key, hash, orientation) else {
+            return self.judge_new(policy, facts, now, true);
+        };
+        let verdict = entry.value;
+        let initiator = entry.initiator();
+        // A flow's packets arrive where its two ends live: the initiator's on the interface the
+        // flow started on, the replies where the route back to their source leads. Anything
+        // else is judged on its own, without the flow's state.
+        let arrived_right = match direction {
+            Direction::Forward => facts.ingress == verdict.ingress(),
+            Direction::Reverse => facts.back_iface.is_some_and(|iface| iface == facts.ingress),
+        };
+        if !arrived_right {
+            return self.judge_new(policy, facts, now, false);
+        }
+        entry.record_packet(now_ns, direction, flags);
+        if verdict.generation == policy.generation {
             return match direction {
-                Direction::Reverse => Judgement::Pass,
-                Direction::Forward if decision.cacheable => self.act(policy, rule, facts, now),
-                Direction::Forward => {
-                    let own = classify(&policy.rules, facts, facts.ingress);
-                    self.act(policy, own.rule.unwrap_or(NO_RULE), facts, now)
-                }
+                // The reply of a flow a rule allowed.
+                Direction::Reverse => (Judgement::Pass, None),
+                Direction::Forward => self.forward(policy, verdict, facts, now),
             };
         }
+        // A new rule set: the flow is judged again on its initiator's tuple, both directions.
+        self.policy_counters.flows_rejudged.add(1);
+        let initiator_facts = initiator_view(&key, initiator, facts, verdict.ingress());
+        let decision = classify(&policy.rules, &initiator_facts, verdict.ingress());
+        let rule = decision.rule.unwrap_or(NO_RULE);
+        if !allows(policy, rule) {
+            self.flows.remove(&key, hash);
+            // Mid-flow packets of a flow the set no longer allows are not a new flow.
+            return (self.act(policy, rule, facts, now).or_drop(), Some(rule));
+        }
+        let renewed = FlowVerdict::new(
+            policy.generation,
+            rule,
+            verdict.ingress(),
+            decision.cacheable,
+        );
+        if let Some((entry, _)) = self.flows.get_mut(&key, hash, orientation) {
+            entry.value = renewed;
+        }
+        match direction {
+            Direction::Reverse => (Judgement::Pass, None),
+            Direction::Forward => self.forward(policy, renewed, facts, now),
+        }
+    }
+
+    /// A packet of the initiator's direction of an allowed flow: the flow's rule, unless a rule
+    /// on per-packet fields of higher priority matches this packet (per-packet rules may drop
+    /// or reject packets of established flows; they never open them).
+    fn forward(
+        &mut self,
+        policy: &ActivePolicy,
+        verdict: FlowVerdict,
+        facts: &PacketFacts,
+        now: Duration,
+    ) -> (Judgement, Option<u32>) {
+        let mut rule = verdict.rule();
+        if !verdict.cacheable()
+            && let Some(own) = classify(&policy.rules, facts, facts.ingress).rule
+            && own < rule
+        {
+            rule = own;
+        }
+        (self.act(policy, rule, facts, now), Some(rule))
+    }
+
+    /// A packet without flow state: classified, acted on, and when `may_keep` and it passes,
+    /// the start of a flow.
+    fn judge_new(
+        &mut self,
+        policy: &ActivePolicy,
+        facts: &PacketFacts,
+        now: Duration,
+        may_keep: bool,
+    ) -> (Judgement, Option<u32>) {
         let decision = classify(&policy.rules, facts, facts.ingress);
         let rule = decision.rule.unwrap_or(NO_RULE);
         let judgement = self.act(policy, rule, facts, now);
-        if allows(policy, rule) {
+        // Only a packet that passes opens a flow (a rate-limited one dropped does not).
+        if may_keep && judgement == Judgement::Pass && allows(policy, rule) {
+            let (key, orientation) = FlowKey::from_packet(&flow_tuple(facts));
+            let hash = self.flows.hash(&key);
+            let now_ns = nanos(now);
             let value =
                 FlowVerdict::new(policy.generation, rule, facts.ingress, decision.cacheable);
             match self.flows.insert(key, hash, orientation, value, now_ns) {
                 Ok(entry) => {
-                    entry.record_packet(now_ns, Direction::Forward, flags);
+                    entry.record_packet(
+                        now_ns,
+                        Direction::Forward,
+                        TcpFlags::from_header_byte(facts.tcp_flags),
+                    );
                     self.policy_counters.flows_created.add(1);
                 }
                 // Judged without state: replies are judged as flows of their own.
                 Err(_) => self.policy_counters.flow_table_full.add(1),
             }
         }
-        judgement
+        (judgement, Some(rule))
+    }
+
+    /// Whether `quoted`, a packet `receiver` sent, belongs to a flow in the table.
+    fn is_live_flow(&self, quoted: &Quoted, receiver: IpAddr) -> bool {
+        if quoted.src != receiver {
+            return false;
+        }
+        let facts = PacketFacts {
+            src: quoted.src,
+            dst: quoted.dst,
+            proto: quoted.proto,
+            sport: quoted.sport,
+            dport: quoted.dport,
+            echo_id: quoted.echo_id,
+            tcp_flags: 0,
+            ingress: 0,
+            back_iface: None,
+            bytes: 0,
+            fragment: Fragment::Whole,
+            quoted: None,
+        };
+        let (key, _) = FlowKey::from_packet(&flow_tuple(&facts));
+        let hash = self.flows.hash(&key);
+        self.flows.get(&key, hash).is_some()
     }
 
     /// Applies rule `rule` (or the default action) to one packet and counts it.
@@ -605,9 +741,10 @@ impl PolicyState {
                     self.source_slot(u64::from(rule), facts.src, rate, workers)
                         .admit(facts.bytes, now)
                 } else {
+                    // A rule past the buckets' room (a set larger than the limits) fails closed.
                     match self.rule_buckets.get_mut(rule as usize) {
                         Some(Some(bucket)) => bucket.admit(facts.bytes, now),
-                        _ => true,
+                        _ => false,
                     }
                 };
                 if admitted {
@@ -637,7 +774,7 @@ impl PolicyState {
         &mut slot
             .get_or_insert_with(|| BucketSlot {
                 owner: tag,
-                bucket: PacketByteBucket::new(rate, workers),
+                bucket: PacketByteBucket::new(rate, workers, false),
             })
             .bucket
     }
@@ -649,35 +786,58 @@ impl PolicyState {
             % self.fragments.len()
     }
 
-    fn remember_fragment(&mut self, facts: &PacketFacts, id: u32, pass: bool, now: Duration) {
+    fn remember_fragment(
+        &mut self,
+        facts: &PacketFacts,
+        id: u32,
+        generation: u32,
+        pass: bool,
+        rule: Option<u32>,
+        now: Duration,
+    ) {
         let index = self.fragment_index(facts, id);
         self.fragments[index] = Some(FragmentSlot {
             src: facts.src,
             dst: facts.dst,
             proto: facts.proto,
             id,
+            generation,
             pass,
+            rule,
             expires_at: now + self.limits.fragment_ttl,
         });
     }
 
-    fn later_fragment(&mut self, facts: &PacketFacts, id: u32, now: Duration) -> Judgement {
+    /// A later fragment gets its first fragment's verdict under the same rule set: its rule
+    /// counts it and rate-limits it again; a new set, or no first, drops it.
+    fn later_fragment(
+        &mut self,
+        policy: &ActivePolicy,
+        facts: &PacketFacts,
+        id: u32,
+        now: Duration,
+    ) -> Judgement {
         let index = self.fragment_index(facts, id);
-        match self.fragments[index] {
+        let slot = match self.fragments[index] {
             Some(slot)
                 if slot.src == facts.src
                     && slot.dst == facts.dst
                     && slot.proto == facts.proto
                     && slot.id == id
-                    && slot.expires_at > now =>
+                    && slot.expires_at > now
+                    && slot.generation == policy.generation =>
             {
-                if slot.pass {
-                    Judgement::Pass
-                } else {
-                    Judgement::Drop(DropReason::PolicyDrop)
-                }
+                slot
             }
-            _ => Judgement::Drop(DropReason::FragmentWithoutFirst),
+            _ => return Judgement::Drop(DropReason::FragmentWithoutFirst),
+        };
+        match (slot.pass, slot.rule) {
+            (false, _) => Judgement::Drop(DropReason::PolicyDrop),
+            (true, None) => Judgement::Pass,
+            (true, Some(rule)) => match self.act(policy, rule, facts, now) {
+                Judgement::Reject => Judgement::Drop(DropReason::PolicyReject),
+                judgement => judgement,
+            },
         }
     }
 }
@@ -755,7 +915,8 @@ fn initiator_view(
         dst: unmapped(dst),
         sport,
         dport,
-        tcp_flags: 0,
+        // The first packet of a TCP flow is a SYN.
+        tcp_flags: if facts.proto == PROTO_TCP { 0x02 } else { 0 },
         ingress,
         ..*facts
     }

@@ -118,6 +118,14 @@ pub fn ipv6_layers(packet: &[u8]) -> Option<Ipv6Layers> {
                 });
                 next = *packet.get(offset)?;
                 offset += 8;
+                // A later fragment carries the middle of the payload: no header to walk on.
+                if word & 0xfff8 != 0 {
+                    return Some(Ipv6Layers {
+                        protocol: next,
+                        offset,
+                        fragment,
+                    });
+                }
             }
             protocol => {
                 return (offset <= packet.len()).then_some(Ipv6Layers {

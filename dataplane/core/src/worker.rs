@@ -236,7 +236,9 @@ impl<P: PacketIo> Worker<P> {
         self.io.reclaim_and_refill();
         let fib = self.fib.load();
         let neighbour_index = self.neighbours.index();
-        let policy = self.policy.shared.load_full();
+        // A guard, not a counted reference: the publisher keeps replaced sets alive until every
+        // worker has moved on, so no worker frees one.
+        let policy = self.policy.shared.load();
         self.policy.seen.store(
             policy.as_ref().map_or(0, |p| p.generation),
             Ordering::Release,
