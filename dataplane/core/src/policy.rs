@@ -949,3 +949,63 @@ fn classify(rules: &RuleSet, facts: &PacketFacts, ingress: u16) -> vfn_rules::De
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vfn_rules::{CompileLimits, Context, RuleSetSpec};
+
+    fn empty_set() -> RuleSet {
+        let none = |_: &str| None;
+        vfn_rules::compile(
+            &RuleSetSpec::default(),
+            &Context { interface: &none },
+            &CompileLimits::default(),
+        )
+        .expect("valid")
+    }
+
+    #[test]
+    fn a_replaced_set_lives_until_every_worker_has_moved_on() {
+        let mut publisher = PolicyPublisher::new();
+        let (first, second) = (publisher.register_worker(), publisher.register_worker());
+        let one = publisher.publish(Some(empty_set()));
+        first.store(one, Ordering::Release);
+        second.store(one, Ordering::Release);
+        let worker_view = publisher.shared().load_full().expect("a set");
+        let two = publisher.publish(Some(empty_set()));
+        assert_eq!(publisher.retired_count(), 1, "generation {one} is kept");
+        first.store(two, Ordering::Release);
+        publisher.collect();
+        assert_eq!(
+            publisher.retired_count(),
+            1,
+            "the second worker still uses {one}"
+        );
+        second.store(two, Ordering::Release);
+        publisher.collect();
+        assert_eq!(publisher.retired_count(), 0);
+        // The publisher let go first; the test's reference stands for a worker's guard, which
+        // the publisher never left to be the last.
+        assert_eq!(Arc::strong_count(&worker_view), 1);
+    }
+
+    #[test]
+    fn a_flow_verdict_packs_rule_ingress_and_cacheability() {
+        let verdict = FlowVerdict::new(7, 100_000, 4_000, true);
+        assert_eq!(
+            (
+                verdict.generation,
+                verdict.rule(),
+                verdict.ingress(),
+                verdict.cacheable()
+            ),
+            (7, 100_000, 4_000, true)
+        );
+        let default = FlowVerdict::new(u32::MAX, NO_RULE, 0, false);
+        assert_eq!(
+            (default.rule(), default.ingress(), default.cacheable()),
+            (NO_RULE, 0, false)
+        );
+    }
+}

@@ -507,3 +507,275 @@ fn matches_of_rules_that_log_become_events() {
     assert_eq!(event.src, std::net::IpAddr::from(CLIENT));
     assert!(events.try_recv().is_err());
 }
+
+/// An ICMP error from `from` (behind `mac` on the port it sits at) to `to`, quoting `quoted`.
+fn icmp_error(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    from: [u8; 4],
+    to: [u8; 4],
+    icmp_type: u8,
+    code: u8,
+    quoted: &[u8],
+) -> Vec<u8> {
+    let mut frame = Vec::new();
+    let mut body = vec![icmp_type, code, 0, 0, 0, 0, 0x05, 0xdc];
+    body.extend_from_slice(&quoted[14..14 + 28]);
+    let mut sum: u32 = body
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    body[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(from, to, 64)
+        .write(&mut frame, etherparse::IpNumber::ICMP, &body)
+        .expect("build");
+    frame
+}
+
+#[test]
+fn icmp_errors_of_live_flows_pass_under_a_default_deny() {
+    let mut bench = Bench::new();
+    publish(&mut bench, &allow_web());
+    let syn = tcp(CLIENT, SERVER, 40000, 80, true, false);
+    assert!(passes(&mut bench, &syn));
+    // The server side says "fragmentation needed" about the client's segment: related, passes.
+    let related = icmp_error(SERVER_MAC, P1_MAC, SERVER, CLIENT, 3, 4, &syn);
+    assert!(
+        passes(&mut bench, &related),
+        "PMTU discovery works under default deny"
+    );
+    // The same error quoting a flow that does not exist: judged by the rules, denied.
+    let unrelated = icmp_error(
+        SERVER_MAC,
+        P1_MAC,
+        SERVER,
+        CLIENT,
+        3,
+        4,
+        &tcp(CLIENT, SERVER, 40999, 80, true, false),
+    );
+    assert!(!passes(&mut bench, &unrelated));
+    // Non-echo ICMP does not ride on an allowed echo flow (no state for it).
+    let mut spec = allow_web();
+    spec.rules.push(RuleSpec {
+        protocol: Some(Protocol::Icmp {
+            icmp_type: Some(8),
+            code: None,
+        }),
+        ..RuleSpec::new("ping", Action::Allow)
+    });
+    publish(&mut bench, &spec);
+    let mut ping = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, P0_MAC)
+        .ipv4(CLIENT, SERVER, 64)
+        .icmpv4_echo_request(0, 1)
+        .write(&mut ping, b"x")
+        .expect("build");
+    assert!(passes(&mut bench, &ping));
+    let mut redirect = Vec::new();
+    PacketBuilder::ethernet2(SERVER_MAC, P1_MAC)
+        .ipv4(SERVER, CLIENT, 64)
+        .icmpv4_raw(5, 1, [0; 4])
+        .write(&mut redirect, &[0; 28])
+        .expect("build");
+    assert!(
+        !passes(&mut bench, &redirect),
+        "a redirect is not a reply of the echo flow"
+    );
+}
+
+#[test]
+fn a_reply_arriving_where_the_initiator_is_does_not_pass_as_a_reply() {
+    let mut bench = Bench::build_with(
+        1500,
+        vfn_dataplane::worker::WorkerConfig::default(),
+        vfn_dataplane::iface::RpFilter::Off,
+    );
+    publish(&mut bench, &allow_web());
+    assert!(passes(
+        &mut bench,
+        &tcp(CLIENT, SERVER, 40000, 80, true, false)
+    ));
+    // A forged "reply" injected from the client's side (p0), with reverse-path checks off.
+    let mut forged = tcp(SERVER, CLIENT, 80, 40000, true, true);
+    forged[0..6].copy_from_slice(&P0_MAC);
+    let out = bench.exchange(0, &forged);
+    assert!(
+        out[0].is_empty() && out[1].is_empty(),
+        "not a reply: it came from the wrong side"
+    );
+    assert!(bench.worker.counters().drops_for(DropReason::PolicyDefault) >= 1);
+    // The real reply, from the server's side, passes.
+    assert!(passes(
+        &mut bench,
+        &tcp(SERVER, CLIENT, 80, 40000, true, true)
+    ));
+}
+
+#[test]
+fn a_first_packet_dropped_by_a_rate_limit_opens_no_flow() {
+    let mut bench = Bench::new();
+    let spec = RuleSetSpec {
+        default_action: DefaultAction::Deny,
+        rules: vec![RuleSpec {
+            source: AddressMatch {
+                prefixes: vec!["198.18.1.0/24".parse().expect("p")],
+                ..AddressMatch::default()
+            },
+            protocol: Some(Protocol::Udp),
+            ..RuleSpec::new(
+                "one",
+                Action::RateLimit(RateLimitSpec {
+                    packets_per_second: Some(1),
+                    bits_per_second: None,
+                    burst_packets: 1,
+                    burst_bytes: 0,
+                    per_source: false,
+                }),
+            )
+        }],
+        ..RuleSetSpec::default()
+    };
+    publish(&mut bench, &spec);
+    assert!(
+        passes(&mut bench, &udp(CLIENT, SERVER, 5000, 9)),
+        "the burst"
+    );
+    assert!(
+        !passes(&mut bench, &udp(CLIENT, SERVER, 5001, 9)),
+        "over the rate"
+    );
+    assert_eq!(bench.worker.flow_count(), 1, "only the flow that passed");
+    assert!(
+        !passes(&mut bench, &udp(SERVER, CLIENT, 9, 5001)),
+        "so its 'reply' is no reply"
+    );
+}
+
+#[test]
+fn rules_on_tcp_flags_refine_established_flows() {
+    let mut bench = Bench::new();
+    let spec = RuleSetSpec {
+        default_action: DefaultAction::Deny,
+        rules: vec![
+            RuleSpec {
+                protocol: Some(Protocol::Tcp),
+                tcp_flags: Some(TcpFlagsMatch {
+                    set: 0x04,
+                    clear: 0,
+                }),
+                ..RuleSpec::new("no-rst", Action::Drop)
+            },
+            RuleSpec {
+                protocol: Some(Protocol::Tcp),
+                destination_ports: vec![PortRange::single(22)],
+                tcp_flags: Some(TcpFlagsMatch {
+                    set: 0x02,
+                    clear: 0x10,
+                }),
+                ..RuleSpec::new("new-ssh", Action::Allow)
+            },
+        ],
+        ..RuleSetSpec::default()
+    };
+    publish(&mut bench, &spec);
+    assert!(
+        !passes(&mut bench, &tcp(CLIENT, SERVER, 40000, 22, false, true)),
+        "no flow without a SYN"
+    );
+    assert!(
+        passes(&mut bench, &tcp(CLIENT, SERVER, 40000, 22, true, false)),
+        "the SYN opens it"
+    );
+    assert!(passes(
+        &mut bench,
+        &tcp(SERVER, CLIENT, 22, 40000, true, true)
+    ));
+    assert!(
+        passes(&mut bench, &tcp(CLIENT, SERVER, 40000, 22, false, true)),
+        "the ACKs of the open flow pass"
+    );
+    let mut rst = tcp(CLIENT, SERVER, 40000, 22, false, true);
+    rst[14 + 20 + 13] |= 0x04;
+    assert!(
+        !passes(&mut bench, &rst),
+        "a higher-priority per-packet drop still applies"
+    );
+}
+
+#[test]
+fn later_fragments_of_an_older_rule_set_are_dropped() {
+    let mut bench = Bench::new();
+    let spec = RuleSetSpec {
+        default_action: DefaultAction::Deny,
+        rules: vec![RuleSpec {
+            protocol: Some(Protocol::Udp),
+            destination_ports: vec![PortRange::single(9)],
+            ..RuleSpec::new("udp9", Action::Allow)
+        }],
+        ..RuleSetSpec::default()
+    };
+    publish(&mut bench, &spec);
+    let mut first_payload = vec![0x13, 0x88, 0x00, 0x09, 0x00, 40, 0, 0];
+    first_payload.extend_from_slice(&[0x33; 16]);
+    assert!(passes(&mut bench, &fragment(0, true, 11, &first_payload)));
+    publish(&mut bench, &spec);
+    assert!(
+        !passes(&mut bench, &fragment(3, false, 11, &[0x44; 16])),
+        "its first was judged by the previous set"
+    );
+    assert_eq!(
+        bench
+            .worker
+            .counters()
+            .drops_for(DropReason::FragmentWithoutFirst),
+        1
+    );
+}
+
+#[test]
+fn a_bit_rate_limit_admits_full_size_packets_at_its_rate() {
+    let mut bench = Bench::new();
+    let spec = RuleSetSpec {
+        default_action: DefaultAction::Deny,
+        rules: vec![RuleSpec {
+            protocol: Some(Protocol::Udp),
+            ..RuleSpec::new(
+                "100kbit",
+                // A burst smaller than one packet still lets packets through, in debt.
+                Action::RateLimit(RateLimitSpec {
+                    packets_per_second: None,
+                    bits_per_second: Some(100_000),
+                    burst_packets: 0,
+                    burst_bytes: 1000,
+                    per_source: false,
+                }),
+            )
+        }],
+        ..RuleSetSpec::default()
+    };
+    publish(&mut bench, &spec);
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, P0_MAC)
+        .ipv4(CLIENT, SERVER, 64)
+        .udp(5000, 9)
+        .write(&mut frame, &[0u8; 1222])
+        .expect("build");
+    let mut forwarded = 0;
+    let start = bench.now;
+    // One packet (1250 bytes of IP) per millisecond offered for a second: 100 kbit/s is 10 of them.
+    for ms in 0..1000 {
+        bench.now = start + Duration::from_millis(ms);
+        bench.worker.io_mut().inject(0, &frame).expect("room");
+        bench.worker.poll_once(bench.now);
+        forwarded += bench.worker.io_mut().take_sent(1).len();
+    }
+    assert!(
+        (10..=11).contains(&forwarded),
+        "{forwarded} packets of 1250 bytes in 1 s at 100 kbit/s"
+    );
+}

@@ -406,7 +406,10 @@ fn limits_are_enforced() {
     );
 }
 
-/// A direct reading of the spec, the oracle for the property test.
+/// A direct reading of the spec, the oracle for the property test: the first matching rule,
+/// and whether a rule on TCP flags up to it matches the flow's tuple (so the answer may differ
+/// between packets of the flow and must not be cached).
+#[expect(clippy::too_many_arguments, reason = "the fields of a packet, spelled out for the oracle")]
 fn reference(
     spec: &RuleSetSpec,
     src: IpAddr,
@@ -414,7 +417,9 @@ fn reference(
     proto: u8,
     sport: u16,
     dport: u16,
-) -> Option<usize> {
+    flags: u8,
+    ingress: u16,
+) -> (Option<usize>, bool) {
     let side = |m: &AddressMatch, a: IpAddr| {
         m.is_any()
             || (m.prefixes.iter().any(|p| p.contains(&a))
@@ -423,7 +428,7 @@ fn reference(
     let ports = |list: &[PortRange], p: u16| {
         list.is_empty() || list.iter().any(|r| r.first <= p && p <= r.last)
     };
-    spec.rules.iter().position(|rule| {
+    let tuple_matches = |rule: &RuleSpec| {
         side(&rule.source, src)
             && side(&rule.destination, dst)
             && match rule.protocol {
@@ -435,12 +440,33 @@ fn reference(
             }
             && ports(&rule.source_ports, sport)
             && ports(&rule.destination_ports, dport)
-    })
+            && (rule.ingress.is_empty()
+                || rule
+                    .ingress
+                    .iter()
+                    .any(|name| interfaces(name) == Some(ingress)))
+    };
+    let flags_match = |rule: &RuleSpec| {
+        rule.tcp_flags
+            .is_none_or(|f| flags & (f.set | f.clear) == f.set)
+    };
+    let first = spec
+        .rules
+        .iter()
+        .position(|rule| tuple_matches(rule) && flags_match(rule));
+    // The matching rule itself counts: a rule on flags that matched decided by this packet.
+    let limit = first.map_or(spec.rules.len(), |f| f + 1);
+    let cacheable = !spec.rules[..limit]
+        .iter()
+        .any(|rule| rule.tcp_flags.is_some() && tuple_matches(rule));
+    (first, cacheable)
 }
 
-fn arb_prefix() -> impl Strategy<Value = ipnet::IpNet> {
-    (0u8..4, 16u8..=32).prop_map(|(third, len)| {
-        ipnet::IpNet::new(IpAddr::from([198, 18, third, 0]), len)
+/// Prefixes of 198.18.0.0/22 from /16 to /28; `except` prefixes are /30 to /32, so they never
+/// swallow a whole side and every generated set compiles.
+fn arb_prefix(lengths: std::ops::RangeInclusive<u8>) -> impl Strategy<Value = ipnet::IpNet> {
+    (0u8..4, any::<u8>(), lengths).prop_map(|(third, fourth, len)| {
+        ipnet::IpNet::new(IpAddr::from([198, 18, third, fourth]), len)
             .expect("valid")
             .trunc()
     })
@@ -448,61 +474,76 @@ fn arb_prefix() -> impl Strategy<Value = ipnet::IpNet> {
 
 fn arb_rule(index: usize) -> impl Strategy<Value = RuleSpec> {
     (
-        proptest::collection::vec(arb_prefix(), 0..3),
-        proptest::collection::vec(arb_prefix(), 0..3),
-        proptest::collection::vec(arb_prefix(), 0..2),
+        proptest::collection::vec(arb_prefix(16..=28), 0..3),
+        proptest::collection::vec(arb_prefix(16..=28), 0..3),
+        proptest::collection::vec(arb_prefix(30..=32), 0..2),
         prop_oneof![
             Just(None),
             Just(Some(Protocol::Tcp)),
             Just(Some(Protocol::Udp))
         ],
         proptest::collection::vec((0u16..100, 0u16..100), 0..3),
-        any::<bool>(),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            prop_oneof![
+                Just(None),
+                Just(Some((0x02u8, 0x10u8))),
+                Just(Some((0x01, 0)))
+            ],
+        ),
     )
-        .prop_map(move |(src, dst, except, protocol, ports, drop)| RuleSpec {
-            source: AddressMatch {
-                except: if src.is_empty() { Vec::new() } else { except },
-                prefixes: src,
-                segments: Vec::new(),
+        .prop_map(
+            move |(src, dst, except, protocol, ports, (drop, on_p1, flags))| RuleSpec {
+                source: AddressMatch {
+                    except: if src.is_empty() { Vec::new() } else { except },
+                    prefixes: src,
+                    segments: Vec::new(),
+                },
+                destination: AddressMatch {
+                    prefixes: dst,
+                    ..AddressMatch::default()
+                },
+                destination_ports: if protocol.is_some() {
+                    ports
+                        .iter()
+                        .map(|&(a, b)| PortRange {
+                            first: a.min(b),
+                            last: a.max(b),
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                tcp_flags: flags
+                    .filter(|_| protocol == Some(Protocol::Tcp))
+                    .map(|(set, clear)| TcpFlagsMatch { set, clear }),
+                ingress: if on_p1 { vec!["p1".into()] } else { Vec::new() },
+                protocol,
+                ..RuleSpec::new(
+                    format!("r{index}"),
+                    if drop { Action::Drop } else { Action::Allow },
+                )
             },
-            destination: AddressMatch {
-                prefixes: dst,
-                ..AddressMatch::default()
-            },
-            destination_ports: if protocol.is_some() {
-                ports
-                    .iter()
-                    .map(|&(a, b)| PortRange {
-                        first: a.min(b),
-                        last: a.max(b),
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            },
-            protocol,
-            ..RuleSpec::new(
-                format!("r{index}"),
-                if drop { Action::Drop } else { Action::Allow },
-            )
-        })
+        )
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]
     fn compiled_sets_agree_with_the_spec(rules in (1usize..12).prop_flat_map(|n| (0..n).map(arb_rule).collect::<Vec<_>>()),
-                                         packets in proptest::collection::vec((0u8..4, any::<u8>(), 0u8..4, any::<u8>(), prop_oneof![Just(6u8), Just(17u8), Just(1u8)], 0u16..100), 32)) {
+                                         packets in proptest::collection::vec((0u8..4, any::<u8>(), 0u8..4, any::<u8>(), prop_oneof![Just(6u8), Just(17u8), Just(1u8)], 0u16..100, any::<u8>(), 0u16..2), 32)) {
         let spec = RuleSetSpec { rules, ..RuleSetSpec::default() };
-        let Ok(set) = compile(&spec, &context(), &CompileLimits::default()) else {
-            // Sets whose except swallows a whole side are refused; nothing to compare.
-            return Ok(());
-        };
-        for (s3, s4, d3, d4, proto, dport) in packets {
+        let set = compile(&spec, &context(), &CompileLimits::default()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        for (s3, s4, d3, d4, proto, dport, flags, ingress) in packets {
             let (src, dst) = ([198, 18, s3, s4], [198, 18, d3, d4]);
-            let expected = reference(&spec, IpAddr::from(src), IpAddr::from(dst), proto, 7, dport);
-            let got = set.classify_v4(&key4(src, dst, proto, 7, dport)).rule.map(|r| r as usize);
-            prop_assert_eq!(got, expected);
+            let (expected, cacheable) = reference(&spec, IpAddr::from(src), IpAddr::from(dst), proto, 7, dport, flags, ingress);
+            let mut key = key4(src, dst, proto, 7, dport);
+            key.tcp_flags = flags;
+            key.ingress = ingress;
+            let decision = set.classify_v4(&key);
+            prop_assert_eq!(decision.rule.map(|r| r as usize), expected);
+            prop_assert_eq!(decision.cacheable, cacheable, "cacheable for {:?}", key);
         }
     }
 }

@@ -49,12 +49,21 @@ impl Bench {
     }
 
     pub fn build(server_mtu: u16, worker: WorkerConfig) -> Bench {
+        Bench::build_with(server_mtu, worker, RpFilter::Strict)
+    }
+
+    /// A bench whose ports check reverse paths with `rp_filter`.
+    pub fn build_with(server_mtu: u16, worker: WorkerConfig, rp_filter: RpFilter) -> Bench {
         let spec = RouterSpec {
             port_count: 2,
             interfaces: vec![
-                interface("p0", 0, P0_MAC, "198.18.1.1/24", "2001:2:0:1::1/64"),
+                Interface {
+                    rp_filter,
+                    ..interface("p0", 0, P0_MAC, "198.18.1.1/24", "2001:2:0:1::1/64")
+                },
                 Interface {
                     mtu: server_mtu,
+                    rp_filter,
                     ..interface("p1", 1, P1_MAC, "198.18.2.1/24", "2001:2:0:2::1/64")
                 },
             ],
