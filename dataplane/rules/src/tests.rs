@@ -409,7 +409,10 @@ fn limits_are_enforced() {
 /// A direct reading of the spec, the oracle for the property test: the first matching rule,
 /// and whether a rule on TCP flags up to it matches the flow's tuple (so the answer may differ
 /// between packets of the flow and must not be cached).
-#[expect(clippy::too_many_arguments, reason = "the fields of a packet, spelled out for the oracle")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the fields of a packet, spelled out for the oracle"
+)]
 fn reference(
     spec: &RuleSetSpec,
     src: IpAddr,
