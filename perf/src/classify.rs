@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "acl1_10k,fw1_10k,ipc1_10k,acl1_100k,fw1_100k,ipc1_100k"
+        default_value = "acl1_1k,fw1_1k,ipc1_1k,acl1_10k,fw1_10k,ipc1_10k,acl1_100k,fw1_100k,ipc1_100k"
     )]
     sets: Vec<String>,
     /// Measurements per figure; the table shows medians.
