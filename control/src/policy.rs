@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use vfn_config::{Config, PolicySource};
 use vfn_dataplane::iface::Interfaces;
-use vfn_rules::{CompileLimits, Context, RuleSet};
+use vfn_rules::{CompileLimits, Context, RuleSet, RuleSetSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -41,22 +41,31 @@ pub fn policy_path(config_path: &Path, file: &Path) -> PathBuf {
     }
 }
 
+/// The rule set `config` names, read from its file when it has one (none: `Ok(None)`).
+fn load_spec(config: &Config, config_path: &Path) -> Result<Option<RuleSetSpec>, PolicyError> {
+    match &config.policy {
+        None => Ok(None),
+        Some(PolicySource::Inline(spec)) => Ok(Some(spec.clone())),
+        Some(PolicySource::File(file)) => {
+            let path = policy_path(config_path, file);
+            vfn_config::load_policy_file(&path)
+                .map(Some)
+                .map_err(|source| PolicyError::File {
+                    path: path.display().to_string(),
+                    source,
+                })
+        }
+    }
+}
+
 /// Compiles the policy `config` names (none: `Ok(None)`).
 pub fn compile(
     config: &Config,
     config_path: &Path,
     interfaces: &Interfaces,
 ) -> Result<Option<RuleSet>, PolicyError> {
-    let spec = match &config.policy {
-        None => return Ok(None),
-        Some(PolicySource::Inline(spec)) => spec.clone(),
-        Some(PolicySource::File(file)) => {
-            let path = policy_path(config_path, file);
-            vfn_config::load_policy_file(&path).map_err(|source| PolicyError::File {
-                path: path.display().to_string(),
-                source,
-            })?
-        }
+    let Some(spec) = load_spec(config, config_path)? else {
+        return Ok(None);
     };
     let lookup = |name: &str| interfaces.by_name(name);
     let context = Context { interface: &lookup };
@@ -87,16 +96,8 @@ pub fn check(config: &Config, config_path: &Path) -> Result<String, PolicyError>
             )
         })
         .collect();
-    let spec = match &config.policy {
-        None => return Ok(String::new()),
-        Some(PolicySource::Inline(spec)) => spec.clone(),
-        Some(PolicySource::File(file)) => {
-            let path = policy_path(config_path, file);
-            vfn_config::load_policy_file(&path).map_err(|source| PolicyError::File {
-                path: path.display().to_string(),
-                source,
-            })?
-        }
+    let Some(spec) = load_spec(config, config_path)? else {
+        return Ok(String::new());
     };
     let lookup = |name: &str| {
         names

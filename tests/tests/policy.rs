@@ -16,17 +16,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 const READY: Duration = Duration::from_secs(30);
 const SHORT: Duration = Duration::from_millis(1500);
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 struct Setup {
     vfn: RunningVfn,
     lab: Lab,
@@ -41,10 +30,6 @@ fn with_policy(config: &Config, spec: RuleSetSpec) -> Config {
 }
 
 fn setup(prefix: &str, spec: RuleSetSpec) -> Setup {
-    assert!(
-        is_root(),
-        "needs root: these tests create network namespaces and attach XDP programs"
-    );
     let lab = Lab::create(&TopologySpec::default_lab(prefix)).expect("lab");
     let config = with_policy(&vfn_lab::lab_config(lab.topology()).expect("config"), spec);
     let vfn = RunningVfn::start(

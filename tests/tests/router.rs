@@ -20,10 +20,6 @@ struct Setup {
 
 /// The default lab with c1's link at MTU 2000 (the server's stays 1500), and the router in it.
 fn setup(prefix: &str) -> Setup {
-    assert!(
-        nix_is_root(),
-        "needs root: these tests create network namespaces and attach XDP programs"
-    );
     let spec = TopologySpec::default_lab(prefix)
         .with_link_mtu("c1", 2000)
         .expect("valid MTU");
@@ -32,17 +28,6 @@ fn setup(prefix: &str) -> Setup {
     let binary = vfn_lab::vfn_binary().expect("vfn binary");
     let vfn = RunningVfn::start(&lab, &binary, &config, READY_DEADLINE).expect("router starts");
     Setup { vfn, lab }
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 fn addr(text: &str) -> IpAddr {
@@ -354,10 +339,6 @@ fn sigterm_detaches_and_a_restart_after_kill_9_works() {
 #[test]
 fn two_workers_on_two_queues_forward_together() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    assert!(
-        nix_is_root(),
-        "needs root: these tests create network namespaces and attach XDP programs"
-    );
     let spec = TopologySpec::default_lab("vfne2eq")
         .with_queues(2)
         .expect("valid queue count");
