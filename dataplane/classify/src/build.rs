@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::{
     Address, BuildError, BuildStats, Classifier, DEPTH_MAX_SUPPORTED, ENTRIES_MAX_SUPPORTED, Entry,
-    Limits, MEMORY_MAX_SUPPORTED, PackedEntry, Slot, Tree,
+    Leaf, LeafRef, Limits, MEMORY_MAX_SUPPORTED, Node, PackedEntry, Slot, Tree, Window, WindowValue,
 };
 
 /// A node with at most this many entries becomes a leaf (scanned linearly).
@@ -136,12 +136,16 @@ struct Builder<'a> {
     max_memory_bytes: usize,
     /// Bytes that do not grow while trees are built (entries, priorities).
     fixed_bytes: usize,
+    nodes: Vec<Node>,
     slots: Vec<Slot>,
-    leaves: Vec<u32>,
+    leaves: Vec<Leaf>,
+    refs: Vec<LeafRef>,
     /// Scratch for child counts, reused by every cut evaluation.
     counts: Vec<i64>,
-    /// Offsets of the leaves built so far by their ranks: identical leaves are stored once.
-    leaf_offsets: HashMap<Vec<u32>, u32>,
+    /// Scratch for a leaf's window choice: (window value, +1 or -1 entry) events.
+    window_events: Vec<(u32, i32)>,
+    /// The leaves built so far by their contents: identical leaves are stored once.
+    leaf_slots: HashMap<(Window, Vec<LeafRef>), Slot>,
     stats: BuildStats,
 }
 
@@ -174,10 +178,13 @@ pub(crate) fn build<A: Address>(
         max_depth: limits.max_depth,
         max_memory_bytes: limits.max_memory_bytes,
         fixed_bytes,
+        nodes: Vec::new(),
         slots: Vec::new(),
         leaves: Vec::new(),
+        refs: Vec::new(),
         counts: Vec::new(),
-        leaf_offsets: HashMap::new(),
+        window_events: Vec::new(),
+        leaf_slots: HashMap::new(),
         stats: BuildStats::default(),
     };
     builder.check_memory()?;
@@ -192,7 +199,13 @@ pub(crate) fn build<A: Address>(
     trees.sort_by_key(|tree| tree.rank_min);
 
     let mut stats = builder.stats;
-    let Builder { slots, leaves, .. } = builder;
+    let Builder {
+        nodes,
+        slots,
+        leaves,
+        refs,
+        ..
+    } = builder;
     let mut classifier = Classifier {
         entries: order
             .iter()
@@ -200,17 +213,23 @@ pub(crate) fn build<A: Address>(
             .collect(),
         priorities: order.iter().map(|&index| entries[index].priority).collect(),
         trees,
+        nodes,
         slots,
         leaves,
+        refs,
         stats,
     };
+    classifier.nodes.shrink_to_fit();
     classifier.slots.shrink_to_fit();
     classifier.leaves.shrink_to_fit();
+    classifier.refs.shrink_to_fit();
     stats.entries = entries.len();
     stats.trees = classifier.trees.len();
     stats.memory_bytes = fixed_bytes
+        + classifier.nodes.len() * size_of::<Node>()
         + classifier.slots.len() * size_of::<Slot>()
-        + classifier.leaves.len() * size_of::<u32>()
+        + classifier.leaves.len() * size_of::<Leaf>()
+        + classifier.refs.len() * size_of::<LeafRef>()
         + classifier.trees.len() * size_of::<Tree>()
         + size_of::<Classifier<A>>();
     stats.build_time = started.elapsed();
@@ -259,8 +278,10 @@ fn partitions<A: Address>(ranked: &[BuildEntry]) -> [Vec<u32>; 4] {
 impl Builder<'_> {
     fn check_memory(&self) -> Result<(), BuildError> {
         let needed_bytes = self.fixed_bytes
+            + self.nodes.len() * size_of::<Node>()
             + self.slots.len() * size_of::<Slot>()
-            + self.leaves.len() * size_of::<u32>();
+            + self.leaves.len() * size_of::<Leaf>()
+            + self.refs.len() * size_of::<LeafRef>();
         if needed_bytes > self.max_memory_bytes {
             return Err(BuildError::MemoryLimit {
                 needed_bytes,
@@ -281,27 +302,121 @@ impl Builder<'_> {
             return Ok(Slot::EMPTY);
         }
         if kept.len() <= LEAF_ENTRIES || depth >= self.max_depth {
-            return self.leaf(kept, depth);
+            return self.leaf(kept, region, depth);
         }
         match self.choose_cut(kept, region) {
             Some(cut) => self.cut_node(kept, region, depth, cut),
-            None => self.leaf(kept, depth),
+            None => self.leaf(kept, region, depth),
         }
     }
 
-    fn leaf(&mut self, ranks: &[u32], depth: usize) -> Result<Slot, BuildError> {
+    fn leaf(&mut self, ranks: &[u32], region: &Region, depth: usize) -> Result<Slot, BuildError> {
         self.stats.depth_reached = self.stats.depth_reached.max(depth);
-        if let Some(&offset) = self.leaf_offsets.get(ranks) {
-            return Ok(Slot::leaf(offset, ranks.len() as u32));
+        let (window, refs) = self.leaf_refs(ranks, region);
+        let content = (window, refs);
+        if let Some(&slot) = self.leaf_slots.get(&content) {
+            return Ok(slot);
         }
-        let offset = self.leaves.len() as u32;
-        self.leaves.extend_from_slice(ranks);
+        let (window, refs) = content;
+        let slot = Slot::leaf(self.leaves.len() as u32);
+        self.leaves.push(Leaf {
+            first_ref: self.refs.len() as u32,
+            count: refs.len() as u32,
+            window,
+        });
+        self.refs.extend_from_slice(&refs);
         self.check_memory()?;
         self.stats.leaves += 1;
-        self.stats.leaf_entry_refs += ranks.len();
-        self.stats.leaf_entries_max = self.stats.leaf_entries_max.max(ranks.len());
-        self.leaf_offsets.insert(ranks.to_vec(), offset);
-        Ok(Slot::leaf(offset, ranks.len() as u32))
+        self.stats.leaf_entry_refs += refs.len();
+        self.stats.leaf_entries_max = self.stats.leaf_entries_max.max(refs.len());
+        self.leaf_slots.insert((window, refs), slot);
+        Ok(slot)
+    }
+
+    /// The leaf's references with the filter window that lets the fewest entries through for
+    /// the worst key: the top 16 open bits of the field where the entries overlap least.
+    fn leaf_refs(&mut self, ranks: &[u32], region: &Region) -> (Window, Vec<LeafRef>) {
+        // (entries passed for the worst window value, window, field, shift of the value)
+        let mut best: Option<(i32, Window, usize, u32)> = None;
+        let mut events = std::mem::take(&mut self.window_events);
+        for (field, layout) in self.layouts.iter().enumerate() {
+            let cut_bits = region.cut_bits[field];
+            if cut_bits >= layout.width {
+                continue;
+            }
+            // The key word holding the field's first open bit, the field's open bits in it and
+            // the position of the word's lowest bit in the field: an address is split into
+            // 32-bit words, a narrower field fills the low bits of its word.
+            let (word, open_bits, word_shift) = if layout.width >= 32 {
+                let word_in_field = cut_bits / 32;
+                (
+                    layout.first_word + word_in_field,
+                    32 - cut_bits % 32,
+                    layout.width - 32 * (word_in_field + 1),
+                )
+            } else {
+                (layout.first_word, layout.width - cut_bits, 0)
+            };
+            let shift = open_bits.saturating_sub(WindowValue::BITS);
+            let value_shift = word_shift + shift;
+            events.clear();
+            for &rank in ranks {
+                let (lo, hi) = self.window_range(rank, region, field, value_shift);
+                events.push((u32::from(lo), 1));
+                events.push((u32::from(hi) + 1, -1));
+            }
+            // At equal values the -1 sorts first: a range ending there does not overlap one
+            // starting there.
+            events.sort_unstable();
+            let mut running = 0;
+            let mut fullest = 0;
+            for &(_, delta) in &events {
+                running += delta;
+                fullest = fullest.max(running);
+            }
+            if best.is_none_or(|(fewest, ..)| fullest < fewest) {
+                let window = Window {
+                    word: word as u8,
+                    shift: shift as u8,
+                };
+                best = Some((fullest, window, field, value_shift));
+            }
+        }
+        self.window_events = events;
+        let refs = ranks
+            .iter()
+            .map(|&rank| {
+                let (lo, hi) = best.map_or((0, WindowValue::MAX), |(_, _, field, value_shift)| {
+                    self.window_range(rank, region, field, value_shift)
+                });
+                LeafRef {
+                    rank,
+                    window_lo: lo,
+                    window_span: hi - lo,
+                }
+            })
+            .collect();
+        (best.map_or(Window::default(), |(_, window, ..)| window), refs)
+    }
+
+    /// The window values of entry `rank` in `region`: its range in `field` clipped to the
+    /// region, shifted right by `value_shift` and cut to the window's width. The bits above the
+    /// window are cut bits of the region, the same for all its values, so the cut keeps the
+    /// clipped range in order.
+    fn window_range(
+        &self,
+        rank: u32,
+        region: &Region,
+        field: usize,
+        value_shift: u32,
+    ) -> (WindowValue, WindowValue) {
+        let entry = &self.entries[rank as usize];
+        let lo = entry.lo[field].max(region.lo[field]);
+        let hi = entry.hi[field].min(region.hi[field]);
+        (
+            (lo >> value_shift) as WindowValue,
+            (hi >> value_shift) as WindowValue,
+        )
     }
 
     /// Children of entry `rank` under a cut of `bits` bits on `field`: an inclusive index range.
@@ -421,6 +536,7 @@ impl Builder<'_> {
             }
         }
 
+        let node_index = self.nodes.len();
         let first_child = self.slots.len();
         let word = layout.first_word + cut_bits / 32;
         let shift_in_word = if layout.width >= 32 {
@@ -429,6 +545,13 @@ impl Builder<'_> {
             child_shift
         };
         let mask = (1u32 << cut.bits) - 1;
+        self.nodes.push(Node::new(
+            first_child as u32,
+            word,
+            shift_in_word,
+            mask,
+            ranks[0],
+        ));
         self.slots.resize(first_child + fanout, Slot::EMPTY);
         self.check_memory()?;
         self.stats.nodes += 1;
@@ -466,6 +589,6 @@ impl Builder<'_> {
             self.slots[first_child + child..=first_child + last].fill(value);
             child = last + 1;
         }
-        Ok(Slot::node(first_child as u32, word, shift_in_word, mask))
+        Ok(Slot::node(node_index as u32))
     }
 }

@@ -306,28 +306,23 @@ fn key_words<A: Address>(key: &Key<A>) -> [u32; KEY_WORDS] {
     words
 }
 
-/// A reference to a subtree, as the root of a tree or in a cut node's child array: the offset
-/// of a node's first child slot or of a leaf's first rank, with what is needed to use it, so
-/// that each level of a lookup costs one memory read.
-///
-/// Bits 0-31: offset into `slots` (node) or `leaves` (leaf). Bits 32-63, the descriptor: for a
-/// node, the child mask (bits 32-47, never 0), the shift within the key word (bits 48-52) and
-/// the key word index (bits 53-60); for a leaf, bit 63 set and the rank count in bits 32-62.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Slot(u64);
+/// A reference to a subtree, as the root of a tree or in a cut node's child array. Four bytes,
+/// so that the child arrays, most of the structure, stay small: bit 31 set means a leaf (bits
+/// 0-30 index `leaves`), clear means a cut node (bits 0-30 index `nodes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Slot(u32);
 
 impl Slot {
-    const LEAF_FLAG: u64 = 1 << 63;
-    /// A leaf with no entry.
-    const EMPTY: Slot = Slot(Self::LEAF_FLAG);
+    const LEAF_FLAG: u32 = 1 << 31;
+    /// A leaf with no entry: an index past every leaf.
+    const EMPTY: Slot = Slot(u32::MAX);
 
-    fn node(first_child: u32, word: u32, shift: u32, mask: u32) -> Slot {
-        let descriptor = u64::from(mask) | u64::from(shift) << 16 | u64::from(word) << 21;
-        Slot(descriptor << 32 | u64::from(first_child))
+    fn node(index: u32) -> Slot {
+        Slot(index)
     }
 
-    fn leaf(offset: u32, count: u32) -> Slot {
-        Slot(Self::LEAF_FLAG | u64::from(count) << 32 | u64::from(offset))
+    fn leaf(index: u32) -> Slot {
+        Slot(Self::LEAF_FLAG | index)
     }
 
     #[inline(always)]
@@ -336,23 +331,83 @@ impl Slot {
     }
 
     #[inline(always)]
-    fn offset(self) -> usize {
-        self.0 as u32 as usize
+    fn index(self) -> usize {
+        (self.0 & !Self::LEAF_FLAG) as usize
+    }
+}
+
+/// A cut node: it extracts `mask` bits of one key word at a shift and finds its child there.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    /// Index in `slots` of the first child; the children are contiguous.
+    first_child: u32,
+    /// The child mask (bits 0-15, never 0), the shift within the key word (bits 16-20) and the
+    /// key word index (bits 21-28).
+    descriptor: u32,
+    /// The best rank in the subtree: a lookup that already has a better one stops here.
+    rank_min: u32,
+}
+
+impl Node {
+    fn new(first_child: u32, word: u32, shift: u32, mask: u32, rank_min: u32) -> Node {
+        Node {
+            first_child,
+            descriptor: mask | shift << 16 | word << 21,
+            rank_min,
+        }
     }
 
-    /// Index in `slots` of the child `words` leads to (for a node).
+    /// Index in `slots` of the child `words` leads to.
     #[inline(always)]
-    fn child_index(self, words: &[u32; KEY_WORDS]) -> usize {
-        let descriptor = (self.0 >> 32) as u32;
+    fn child_index(&self, words: &[u32; KEY_WORDS]) -> usize {
+        let descriptor = self.descriptor;
         let word = words[(descriptor >> 21) as usize % KEY_WORDS];
-        self.offset() + ((word >> ((descriptor >> 16) & 31)) & (descriptor & 0xffff)) as usize
+        self.first_child as usize + ((word >> ((descriptor >> 16) & 31)) & (descriptor & 0xffff)) as usize
     }
+}
 
-    /// The leaf's ranks, in `leaves` (for a leaf).
+/// Where a leaf's filter window lies in the key words: 16 bits of word `word` from bit `shift`,
+/// the most significant bits of one field that the leaf's region leaves open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+struct Window {
+    word: u8,
+    shift: u8,
+}
+
+impl Window {
     #[inline(always)]
-    fn rank_range(self) -> std::ops::Range<usize> {
-        let count = ((self.0 >> 32) as u32 & !(1 << 31)) as usize;
-        self.offset()..self.offset() + count
+    fn value(self, words: &[u32; KEY_WORDS]) -> WindowValue {
+        let word = words[usize::from(self.word) % KEY_WORDS];
+        (word >> (self.shift & 31)) as WindowValue
+    }
+}
+
+/// A filter window value.
+type WindowValue = u16;
+
+/// A leaf: a list of entries scanned in rank order.
+#[derive(Debug, Clone, Copy)]
+struct Leaf {
+    /// Index in `refs` of the first entry reference; the leaf's references are contiguous.
+    first_ref: u32,
+    count: u32,
+    window: Window,
+}
+
+/// One entry of a leaf: its rank and the window values it can match, `lo..=lo + span`. A key
+/// whose window value is outside cannot match the entry; that check loads nothing more, so most
+/// entries that fail are passed over without loading them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct LeafRef {
+    rank: u32,
+    window_lo: WindowValue,
+    window_span: WindowValue,
+}
+
+impl LeafRef {
+    #[inline(always)]
+    fn may_match(self, window: WindowValue) -> bool {
+        window.wrapping_sub(self.window_lo) <= self.window_span
     }
 }
 
@@ -376,10 +431,13 @@ pub struct Classifier<A> {
     priorities: Vec<u32>,
     /// Trees in increasing `rank_min`.
     trees: Vec<Tree>,
+    nodes: Vec<Node>,
     /// Cut nodes' children: each node's child slots are contiguous.
     slots: Vec<Slot>,
-    /// Leaves' ranks, each leaf's in increasing order; identical leaves are stored once.
-    leaves: Vec<u32>,
+    /// Identical leaves are stored once.
+    leaves: Vec<Leaf>,
+    /// Leaves' entry references, each leaf's in increasing rank.
+    refs: Vec<LeafRef>,
     stats: BuildStats,
 }
 
@@ -403,8 +461,7 @@ impl<A: Address> Classifier<A> {
             if tree.rank_min >= best {
                 break;
             }
-            let slot = self.descend(tree.root, &words);
-            best = self.scan_leaf(slot, key, best);
+            best = self.search(tree.root, key, &words, best);
         }
         self.priorities.get(best as usize).copied()
     }
@@ -421,40 +478,53 @@ impl<A: Address> Classifier<A> {
         }
     }
 
+    /// The best rank matching `key` in the subtree at `slot` if it beats `best`, else `best`.
+    /// Follows cut nodes to a leaf, bounded by the deepest tree supported; stops at a node
+    /// whose subtree cannot beat `best`.
     #[inline(always)]
-    fn child(&self, slot: Slot, words: &[u32; KEY_WORDS]) -> Slot {
-        self.slots
-            .get(slot.child_index(words))
-            .copied()
-            .unwrap_or(Slot::EMPTY)
-    }
-
-    /// Follows cut nodes from `slot` to a leaf. Bounded by the deepest tree supported.
-    #[inline(always)]
-    fn descend(&self, mut slot: Slot, words: &[u32; KEY_WORDS]) -> Slot {
-        for _ in 0..DEPTH_MAX_SUPPORTED {
+    fn search(&self, mut slot: Slot, key: &Key<A>, words: &[u32; KEY_WORDS], best: u32) -> u32 {
+        for _ in 0..=DEPTH_MAX_SUPPORTED {
             if slot.is_leaf() {
-                return slot;
+                return self.scan_leaf(slot, key, words, best);
             }
-            slot = self.child(slot, words);
+            let Some(node) = self.nodes.get(slot.index()) else {
+                return best;
+            };
+            if node.rank_min >= best {
+                return best;
+            }
+            slot = self
+                .slots
+                .get(node.child_index(words))
+                .copied()
+                .unwrap_or(Slot::EMPTY);
         }
-        slot
+        best
     }
 
     /// The first entry of the leaf matching `key` if it ranks better than `best`, else `best`.
     #[inline(always)]
-    fn scan_leaf(&self, slot: Slot, key: &Key<A>, best: u32) -> u32 {
-        let ranks = self.leaves.get(slot.rank_range()).unwrap_or(&[]);
-        for &rank in ranks {
-            if rank >= best {
+    fn scan_leaf(&self, slot: Slot, key: &Key<A>, words: &[u32; KEY_WORDS], best: u32) -> u32 {
+        let Some(leaf) = self.leaves.get(slot.index()) else {
+            return best;
+        };
+        let first = leaf.first_ref as usize;
+        let refs = self
+            .refs
+            .get(first..first + leaf.count as usize)
+            .unwrap_or(&[]);
+        let window = leaf.window.value(words);
+        for &leaf_ref in refs {
+            if leaf_ref.rank >= best {
                 break;
             }
-            if self
-                .entries
-                .get(rank as usize)
-                .is_some_and(|entry| entry.matches(key))
+            if leaf_ref.may_match(window)
+                && self
+                    .entries
+                    .get(leaf_ref.rank as usize)
+                    .is_some_and(|entry| entry.matches(key))
             {
-                return rank;
+                return leaf_ref.rank;
             }
         }
         best
