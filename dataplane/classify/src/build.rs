@@ -6,14 +6,18 @@ use std::time::Instant;
 
 use crate::{
     Address, BuildError, BuildStats, Classifier, DEPTH_MAX_SUPPORTED, ENTRIES_MAX_SUPPORTED, Entry,
-    Leaf, LeafRef, Limits, MEMORY_MAX_SUPPORTED, Node, PackedEntry, Slot, Tree, Window, WindowValue,
+    LeafRef, Limits, MEMORY_MAX_SUPPORTED, PackedEntry, Slot, Tree, Window, WindowValue,
 };
 
 /// A node with at most this many entries becomes a leaf (scanned linearly).
 const LEAF_ENTRIES: usize = 8;
-/// A cut of a node of `n` entries may create at most `SPACE_FACTOR × n` child slots (HiCuts'
-/// space measure)...
-const SPACE_FACTOR: usize = 4;
+/// A cut of a node of `n` entries may create at most `space_factor × n` child slots (HiCuts'
+/// space measure): first `SPACE_FACTOR_FAST`, which measured fastest...
+const SPACE_FACTOR_FAST: usize = 4;
+/// ...and if that structure needs more than `BYTES_PER_ENTRY_TARGET` bytes per entry, again
+/// with `SPACE_FACTOR_SMALL`, a fifth less memory on ClassBench for slightly deeper trees.
+const SPACE_FACTOR_SMALL: usize = 2;
+const BYTES_PER_ENTRY_TARGET: usize = 100;
 /// ...and at most `REPLICATION_PERCENT_MAX × n / 100` entry references in its children: entries
 /// spanning several children are copied into each, and this bounds the copies per level.
 const REPLICATION_PERCENT_MAX: usize = 200;
@@ -134,11 +138,11 @@ struct Builder<'a> {
     layouts: [FieldLayout; FIELDS],
     max_depth: usize,
     max_memory_bytes: usize,
+    space_factor: usize,
     /// Bytes that do not grow while trees are built (entries, priorities).
     fixed_bytes: usize,
-    nodes: Vec<Node>,
+    trees: Vec<Tree>,
     slots: Vec<Slot>,
-    leaves: Vec<Leaf>,
     refs: Vec<LeafRef>,
     /// Scratch for child counts, reused by every cut evaluation.
     counts: Vec<i64>,
@@ -172,40 +176,16 @@ pub(crate) fn build<A: Address>(
     let ranked: Vec<BuildEntry> = order.iter().map(|&index| build_entries[index]).collect();
 
     let fixed_bytes = entries.len() * (size_of::<PackedEntry<A>>() + size_of::<u32>());
-    let mut builder = Builder {
-        entries: &ranked,
-        layouts: field_layouts::<A>(),
-        max_depth: limits.max_depth,
-        max_memory_bytes: limits.max_memory_bytes,
-        fixed_bytes,
-        nodes: Vec::new(),
-        slots: Vec::new(),
-        leaves: Vec::new(),
-        refs: Vec::new(),
-        counts: Vec::new(),
-        window_events: Vec::new(),
-        leaf_slots: HashMap::new(),
-        stats: BuildStats::default(),
-    };
-    builder.check_memory()?;
-    let mut trees = Vec::new();
-    for partition in partitions::<A>(&ranked) {
-        if let Some(&rank_min) = partition.first() {
-            let region = Region::everything(&builder.layouts);
-            let root = builder.node(&partition, &region, 0)?;
-            trees.push(Tree { root, rank_min });
-        }
+    let target_bytes = fixed_bytes.max(BYTES_PER_ENTRY_TARGET * entries.len());
+    let mut builder = build_trees::<A>(&ranked, limits, fixed_bytes, SPACE_FACTOR_FAST)?;
+    if builder.needed_bytes() > target_bytes {
+        builder = build_trees::<A>(&ranked, limits, fixed_bytes, SPACE_FACTOR_SMALL)?;
     }
+    let mut trees = std::mem::take(&mut builder.trees);
     trees.sort_by_key(|tree| tree.rank_min);
 
     let mut stats = builder.stats;
-    let Builder {
-        nodes,
-        slots,
-        leaves,
-        refs,
-        ..
-    } = builder;
+    let Builder { slots, refs, .. } = builder;
     let mut classifier = Classifier {
         entries: order
             .iter()
@@ -213,28 +193,55 @@ pub(crate) fn build<A: Address>(
             .collect(),
         priorities: order.iter().map(|&index| entries[index].priority).collect(),
         trees,
-        nodes,
         slots,
-        leaves,
         refs,
         stats,
     };
-    classifier.nodes.shrink_to_fit();
     classifier.slots.shrink_to_fit();
-    classifier.leaves.shrink_to_fit();
     classifier.refs.shrink_to_fit();
     stats.entries = entries.len();
     stats.trees = classifier.trees.len();
     stats.memory_bytes = fixed_bytes
-        + classifier.nodes.len() * size_of::<Node>()
         + classifier.slots.len() * size_of::<Slot>()
-        + classifier.leaves.len() * size_of::<Leaf>()
         + classifier.refs.len() * size_of::<LeafRef>()
         + classifier.trees.len() * size_of::<Tree>()
         + size_of::<Classifier<A>>();
     stats.build_time = started.elapsed();
     classifier.stats = stats;
     Ok(classifier)
+}
+
+/// One tree per non-empty partition of `ranked`, cut with `space_factor`.
+fn build_trees<'a, A: Address>(
+    ranked: &'a [BuildEntry],
+    limits: &Limits,
+    fixed_bytes: usize,
+    space_factor: usize,
+) -> Result<Builder<'a>, BuildError> {
+    let mut builder = Builder {
+        entries: ranked,
+        layouts: field_layouts::<A>(),
+        max_depth: limits.max_depth,
+        max_memory_bytes: limits.max_memory_bytes,
+        space_factor,
+        fixed_bytes,
+        trees: Vec::new(),
+        slots: Vec::new(),
+        refs: Vec::new(),
+        counts: Vec::new(),
+        window_events: Vec::new(),
+        leaf_slots: HashMap::new(),
+        stats: BuildStats::default(),
+    };
+    builder.check_memory()?;
+    for partition in partitions::<A>(ranked) {
+        if let Some(&rank_min) = partition.first() {
+            let region = Region::everything(&builder.layouts);
+            let root = builder.node(&partition, &region, 0)?;
+            builder.trees.push(Tree { root, rank_min });
+        }
+    }
+    Ok(builder)
 }
 
 fn check_limits(limits: &Limits) -> Result<(), BuildError> {
@@ -276,12 +283,15 @@ fn partitions<A: Address>(ranked: &[BuildEntry]) -> [Vec<u32>; 4] {
 }
 
 impl Builder<'_> {
-    fn check_memory(&self) -> Result<(), BuildError> {
-        let needed_bytes = self.fixed_bytes
-            + self.nodes.len() * size_of::<Node>()
+    /// Bytes of the structure built so far.
+    fn needed_bytes(&self) -> usize {
+        self.fixed_bytes
             + self.slots.len() * size_of::<Slot>()
-            + self.leaves.len() * size_of::<Leaf>()
-            + self.refs.len() * size_of::<LeafRef>();
+            + self.refs.len() * size_of::<LeafRef>()
+    }
+
+    fn check_memory(&self) -> Result<(), BuildError> {
+        let needed_bytes = self.needed_bytes();
         if needed_bytes > self.max_memory_bytes {
             return Err(BuildError::MemoryLimit {
                 needed_bytes,
@@ -318,12 +328,7 @@ impl Builder<'_> {
             return Ok(slot);
         }
         let (window, refs) = content;
-        let slot = Slot::leaf(self.leaves.len() as u32);
-        self.leaves.push(Leaf {
-            first_ref: self.refs.len() as u32,
-            count: refs.len() as u32,
-            window,
-        });
+        let slot = Slot::leaf(self.refs.len() as u32, refs.len() as u32, window);
         self.refs.extend_from_slice(&refs);
         self.check_memory()?;
         self.stats.leaves += 1;
@@ -396,7 +401,10 @@ impl Builder<'_> {
                 }
             })
             .collect();
-        (best.map_or(Window::default(), |(_, window, ..)| window), refs)
+        (
+            best.map_or(Window::default(), |(_, window, ..)| window),
+            refs,
+        )
     }
 
     /// The window values of entry `rank` in `region`: its range in `field` clipped to the
@@ -448,7 +456,7 @@ impl Builder<'_> {
             for bits in 1..=bits_max {
                 let (refs, fullest) = self.child_counts(ranks, region, field, bits);
                 let too_many_refs = refs * 100 > REPLICATION_PERCENT_MAX * n;
-                if bits > 1 && (too_many_refs || (1 << bits) > SPACE_FACTOR * n) {
+                if bits > 1 && (too_many_refs || (1 << bits) > self.space_factor * n) {
                     break;
                 }
                 field_best = Some(Cut {
@@ -536,7 +544,6 @@ impl Builder<'_> {
             }
         }
 
-        let node_index = self.nodes.len();
         let first_child = self.slots.len();
         let word = layout.first_word + cut_bits / 32;
         let shift_in_word = if layout.width >= 32 {
@@ -544,14 +551,6 @@ impl Builder<'_> {
         } else {
             child_shift
         };
-        let mask = (1u32 << cut.bits) - 1;
-        self.nodes.push(Node::new(
-            first_child as u32,
-            word,
-            shift_in_word,
-            mask,
-            ranks[0],
-        ));
         self.slots.resize(first_child + fanout, Slot::EMPTY);
         self.check_memory()?;
         self.stats.nodes += 1;
@@ -589,6 +588,12 @@ impl Builder<'_> {
             self.slots[first_child + child..=first_child + last].fill(value);
             child = last + 1;
         }
-        Ok(Slot::node(node_index as u32))
+        Ok(Slot::node(
+            first_child as u32,
+            word,
+            shift_in_word,
+            cut.bits,
+            ranks[0],
+        ))
     }
 }

@@ -24,18 +24,22 @@
 //! where no cut separates anything, is a leaf: a rank list scanned in order. While building, the
 //! entries after the first one that covers a node's whole region are dropped (they can never
 //! win there), neighbouring children with the same entries that all span them share one
-//! subtree, and identical leaves are stored once.
+//! subtree, and identical leaves are stored once. If the structure needs more than 100 bytes
+//! per entry, it is built again with at most 2·n child slots per node.
 //!
 //! Each child slot is 8 bytes holding the child's offset and its cut (or its leaf length), so a
-//! level costs one memory read. A lookup visits the trees in order of their best rank and stops
-//! as soon as a tree cannot beat the rank found; a leaf scan stops at the first match or at a
-//! rank worse than the one found.
+//! level costs one memory read; a node's slot also holds a lower bound of its subtree's best
+//! rank. A lookup visits the trees in order of their best rank and stops a tree's descent as
+//! soon as the tree or subtree cannot beat the rank found. Each leaf entry carries the 16-bit
+//! window of values it spans in one field (the field where the leaf's entries overlap least),
+//! so a leaf scan checks most non-matching entries without loading them; the scan stops at the
+//! first match or at a rank worse than the one found.
 //!
 //! # Measured (ClassBench, `vfn-perf classbench`, see `docs/benchmarks.md`)
 //!
-//! On acl1, fw1 and ipc1 at 10k and 100k rules: builds in 5-250 ms, 45-100 bytes per rule, 7-40
-//! million lookups per second on one core of a shared 2-vCPU VM; per lookup 1-3 trees, 1-9 nodes
-//! and 1-9 entry checks. [`BuildStats`] reports the numbers of a build.
+//! On acl1, fw1 and ipc1 at 1k to 100k rules: builds in 1-250 ms, 50-108 bytes per rule, 7-40
+//! million lookups per second on one core of a shared 2-vCPU VM; per lookup 1-3 trees and 1-9
+//! nodes. [`BuildStats`] reports the numbers of a build.
 //!
 //! # Bounds
 //!
@@ -197,9 +201,9 @@ pub const MEMORY_MAX_SUPPORTED: usize = 1 << 32;
 /// The deepest tree `Limits::max_depth` may ask for.
 pub const DEPTH_MAX_SUPPORTED: usize = 64;
 
-/// The most entries `Limits::max_entries` may allow: ranks are below `u32::MAX`, which means
-/// "no match yet" in a lookup.
-pub const ENTRIES_MAX_SUPPORTED: usize = (1 << 31) - 1;
+/// The most entries `Limits::max_entries` may allow: a leaf's reference count, at most the entry
+/// count, is a 22-bit field of its slot.
+pub const ENTRIES_MAX_SUPPORTED: usize = (1 << 22) - 1;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -306,23 +310,40 @@ fn key_words<A: Address>(key: &Key<A>) -> [u32; KEY_WORDS] {
     words
 }
 
-/// A reference to a subtree, as the root of a tree or in a cut node's child array. Four bytes,
-/// so that the child arrays, most of the structure, stay small: bit 31 set means a leaf (bits
-/// 0-30 index `leaves`), clear means a cut node (bits 0-30 index `nodes`).
+/// A reference to a subtree, as the root of a tree or in a cut node's child array, with what is
+/// needed to use it, so that each level of a lookup costs one memory read.
+///
+/// Bits 0-31: the offset of a node's first child slot in `slots`, or of a leaf's first entry
+/// reference in `refs`. Bit 63 clear, a node: the key word index (bits 32-35), the shift within
+/// it (bits 36-40), the bits extracted minus one (bits 41-44) and a lower bound of the best rank
+/// in the subtree (bits 45-62, saturated), so that a lookup that already has a better rank stops
+/// there. Bit 63 set, a leaf: its filter window's key word (bits 32-35) and shift (bits 36-40)
+/// and its reference count (bits 41-62).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Slot(u32);
+struct Slot(u64);
 
 impl Slot {
-    const LEAF_FLAG: u32 = 1 << 31;
-    /// A leaf with no entry: an index past every leaf.
-    const EMPTY: Slot = Slot(u32::MAX);
+    const LEAF_FLAG: u64 = 1 << 63;
+    /// A leaf with no entry.
+    const EMPTY: Slot = Slot(Self::LEAF_FLAG);
+    /// Bits of a node's rank bound and of a leaf's reference count.
+    const RANK_BOUND_BITS: u32 = 18;
+    const COUNT_BITS: u32 = 22;
 
-    fn node(index: u32) -> Slot {
-        Slot(index)
+    fn node(first_child: u32, word: u32, shift: u32, bits: u32, rank_min: u32) -> Slot {
+        let rank_bound = rank_min.min((1 << Self::RANK_BOUND_BITS) - 1);
+        let descriptor = u64::from(word)
+            | u64::from(shift) << 4
+            | u64::from(bits - 1) << 9
+            | u64::from(rank_bound) << 13;
+        Slot(descriptor << 32 | u64::from(first_child))
     }
 
-    fn leaf(index: u32) -> Slot {
-        Slot(Self::LEAF_FLAG | index)
+    /// A leaf of `count` references (below `2^COUNT_BITS`) from `offset`.
+    fn leaf(offset: u32, count: u32, window: Window) -> Slot {
+        let descriptor =
+            u64::from(window.word) | u64::from(window.shift) << 4 | u64::from(count) << 9;
+        Slot(Self::LEAF_FLAG | descriptor << 32 | u64::from(offset))
     }
 
     #[inline(always)]
@@ -331,38 +352,35 @@ impl Slot {
     }
 
     #[inline(always)]
-    fn index(self) -> usize {
-        (self.0 & !Self::LEAF_FLAG) as usize
-    }
-}
-
-/// A cut node: it extracts `mask` bits of one key word at a shift and finds its child there.
-#[derive(Debug, Clone, Copy)]
-struct Node {
-    /// Index in `slots` of the first child; the children are contiguous.
-    first_child: u32,
-    /// The child mask (bits 0-15, never 0), the shift within the key word (bits 16-20) and the
-    /// key word index (bits 21-28).
-    descriptor: u32,
-    /// The best rank in the subtree: a lookup that already has a better one stops here.
-    rank_min: u32,
-}
-
-impl Node {
-    fn new(first_child: u32, word: u32, shift: u32, mask: u32, rank_min: u32) -> Node {
-        Node {
-            first_child,
-            descriptor: mask | shift << 16 | word << 21,
-            rank_min,
-        }
+    fn offset(self) -> usize {
+        self.0 as u32 as usize
     }
 
-    /// Index in `slots` of the child `words` leads to.
+    /// The key word's bits at the slot's position (node: the child index; leaf: the window).
     #[inline(always)]
-    fn child_index(&self, words: &[u32; KEY_WORDS]) -> usize {
-        let descriptor = self.descriptor;
-        let word = words[(descriptor >> 21) as usize % KEY_WORDS];
-        self.first_child as usize + ((word >> ((descriptor >> 16) & 31)) & (descriptor & 0xffff)) as usize
+    fn extract(self, words: &[u32; KEY_WORDS]) -> u32 {
+        let descriptor = (self.0 >> 32) as u32;
+        words[(descriptor & 15) as usize] >> ((descriptor >> 4) & 31)
+    }
+
+    /// Index in `slots` of the child `words` leads to (for a node).
+    #[inline(always)]
+    fn child_index(self, words: &[u32; KEY_WORDS]) -> usize {
+        let bits = ((self.0 >> 41) & 15) as u32 + 1;
+        self.offset() + (self.extract(words) & ((1 << bits) - 1)) as usize
+    }
+
+    /// A lower bound of the best rank in the subtree (for a node).
+    #[inline(always)]
+    fn rank_bound(self) -> u32 {
+        (self.0 >> 45) as u32 & ((1 << Self::RANK_BOUND_BITS) - 1)
+    }
+
+    /// The leaf's references, in `refs` (for a leaf).
+    #[inline(always)]
+    fn ref_range(self) -> std::ops::Range<usize> {
+        let count = (self.0 >> 41) as usize & ((1 << Self::COUNT_BITS) - 1);
+        self.offset()..self.offset() + count
     }
 }
 
@@ -374,25 +392,8 @@ struct Window {
     shift: u8,
 }
 
-impl Window {
-    #[inline(always)]
-    fn value(self, words: &[u32; KEY_WORDS]) -> WindowValue {
-        let word = words[usize::from(self.word) % KEY_WORDS];
-        (word >> (self.shift & 31)) as WindowValue
-    }
-}
-
 /// A filter window value.
 type WindowValue = u16;
-
-/// A leaf: a list of entries scanned in rank order.
-#[derive(Debug, Clone, Copy)]
-struct Leaf {
-    /// Index in `refs` of the first entry reference; the leaf's references are contiguous.
-    first_ref: u32,
-    count: u32,
-    window: Window,
-}
 
 /// One entry of a leaf: its rank and the window values it can match, `lo..=lo + span`. A key
 /// whose window value is outside cannot match the entry; that check loads nothing more, so most
@@ -431,12 +432,10 @@ pub struct Classifier<A> {
     priorities: Vec<u32>,
     /// Trees in increasing `rank_min`.
     trees: Vec<Tree>,
-    nodes: Vec<Node>,
     /// Cut nodes' children: each node's child slots are contiguous.
     slots: Vec<Slot>,
-    /// Identical leaves are stored once.
-    leaves: Vec<Leaf>,
-    /// Leaves' entry references, each leaf's in increasing rank.
+    /// Leaves' entry references, each leaf's in increasing rank; identical leaves are stored
+    /// once.
     refs: Vec<LeafRef>,
     stats: BuildStats,
 }
@@ -487,15 +486,12 @@ impl<A: Address> Classifier<A> {
             if slot.is_leaf() {
                 return self.scan_leaf(slot, key, words, best);
             }
-            let Some(node) = self.nodes.get(slot.index()) else {
-                return best;
-            };
-            if node.rank_min >= best {
+            if slot.rank_bound() >= best {
                 return best;
             }
             slot = self
                 .slots
-                .get(node.child_index(words))
+                .get(slot.child_index(words))
                 .copied()
                 .unwrap_or(Slot::EMPTY);
         }
@@ -505,15 +501,8 @@ impl<A: Address> Classifier<A> {
     /// The first entry of the leaf matching `key` if it ranks better than `best`, else `best`.
     #[inline(always)]
     fn scan_leaf(&self, slot: Slot, key: &Key<A>, words: &[u32; KEY_WORDS], best: u32) -> u32 {
-        let Some(leaf) = self.leaves.get(slot.index()) else {
-            return best;
-        };
-        let first = leaf.first_ref as usize;
-        let refs = self
-            .refs
-            .get(first..first + leaf.count as usize)
-            .unwrap_or(&[]);
-        let window = leaf.window.value(words);
+        let refs = self.refs.get(slot.ref_range()).unwrap_or(&[]);
+        let window = slot.extract(words) as WindowValue;
         for &leaf_ref in refs {
             if leaf_ref.rank >= best {
                 break;
