@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+use vfn_dataplane::checksum;
 use vfn_dataplane::counters::DropReason;
 use vfn_dataplane::overlay::DynamicAction;
 use vfn_rules::{
@@ -347,21 +348,14 @@ fn fragment(offset_words: u16, more: bool, id: u16, payload: &[u8]) -> Vec<u8> {
     let word = offset_words | if more { 0x2000 } else { 0 };
     frame[20..22].copy_from_slice(&word.to_be_bytes());
     frame[24..26].fill(0);
-    let mut sum: u32 = frame[14..34]
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    frame[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let header_checksum = checksum::checksum(&frame[14..34]);
+    frame[24..26].copy_from_slice(&header_checksum.to_be_bytes());
     frame
 }
 
-#[test]
-fn later_fragments_follow_their_first() {
-    let mut bench = Bench::new();
-    let spec = RuleSetSpec {
+/// Allows UDP to port 9 and denies everything else.
+fn udp_port_9_only() -> RuleSetSpec {
+    RuleSetSpec {
         default_action: DefaultAction::Deny,
         rules: vec![RuleSpec {
             protocol: Some(Protocol::Udp),
@@ -369,11 +363,22 @@ fn later_fragments_follow_their_first() {
             ..RuleSpec::new("udp9", Action::Allow)
         }],
         ..RuleSetSpec::default()
-    };
+    }
+}
+
+/// A first fragment's payload: a UDP header (port 5000 to 9, length 40) and 16 bytes of data.
+fn first_fragment_payload() -> Vec<u8> {
+    let mut payload = vec![0x13, 0x88, 0x00, 0x09, 0x00, 40, 0, 0];
+    payload.extend_from_slice(&[0x33; 16]);
+    payload
+}
+
+#[test]
+fn later_fragments_follow_their_first() {
+    let mut bench = Bench::new();
+    let spec = udp_port_9_only();
     publish(&mut bench, &spec);
-    // A first fragment: UDP header (port 9, length 40) and 16 bytes of payload.
-    let mut first_payload = vec![0x13, 0x88, 0x00, 0x09, 0x00, 40, 0, 0];
-    first_payload.extend_from_slice(&[0x33; 16]);
+    let first_payload = first_fragment_payload();
     assert!(passes(&mut bench, &fragment(0, true, 7, &first_payload)));
     assert!(
         passes(&mut bench, &fragment(3, false, 7, &[0x44; 16])),
@@ -390,7 +395,7 @@ fn later_fragments_follow_their_first() {
             .drops_for(DropReason::FragmentWithoutFirst),
         1
     );
-    let mut denied = first_payload.clone();
+    let mut denied = first_payload;
     denied[3] = 10; // port 10
     assert!(!passes(&mut bench, &fragment(0, true, 9, &denied)));
     assert!(
@@ -521,14 +526,8 @@ fn icmp_error(
     let mut frame = Vec::new();
     let mut body = vec![icmp_type, code, 0, 0, 0, 0, 0x05, 0xdc];
     body.extend_from_slice(&quoted[14..14 + 28]);
-    let mut sum: u32 = body
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    body[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let body_checksum = checksum::checksum(&body);
+    body[2..4].copy_from_slice(&body_checksum.to_be_bytes());
     PacketBuilder::ethernet2(src_mac, dst_mac)
         .ipv4(from, to, 64)
         .write(&mut frame, etherparse::IpNumber::ICMP, &body)
@@ -710,18 +709,9 @@ fn rules_on_tcp_flags_refine_established_flows() {
 #[test]
 fn later_fragments_of_an_older_rule_set_are_dropped() {
     let mut bench = Bench::new();
-    let spec = RuleSetSpec {
-        default_action: DefaultAction::Deny,
-        rules: vec![RuleSpec {
-            protocol: Some(Protocol::Udp),
-            destination_ports: vec![PortRange::single(9)],
-            ..RuleSpec::new("udp9", Action::Allow)
-        }],
-        ..RuleSetSpec::default()
-    };
+    let spec = udp_port_9_only();
     publish(&mut bench, &spec);
-    let mut first_payload = vec![0x13, 0x88, 0x00, 0x09, 0x00, 40, 0, 0];
-    first_payload.extend_from_slice(&[0x33; 16]);
+    let first_payload = first_fragment_payload();
     assert!(passes(&mut bench, &fragment(0, true, 11, &first_payload)));
     publish(&mut bench, &spec);
     assert!(
