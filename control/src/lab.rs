@@ -79,19 +79,21 @@ fn checks(lab: &Lab) -> Result<Vec<Check>, LabError> {
             ),
         });
     }
+    const DATAGRAMS: u32 = 1000;
     for (port, addr) in [(5003, server.ipv4.addr()), (5004, server.ipv6.addr())] {
         let result = vfn_lab::udp_exchange(
             lab.netns("c2")?,
             lab.netns("srv")?,
             addr,
             port,
-            1000,
+            DATAGRAMS,
             512,
             Duration::from_secs(10),
         )?;
         checks.push(Check {
-            name: format!("UDP c2 <-> {addr}:{port}, 1000 x 512 B echoed"),
-            passed: result.all_echoed(),
+            name: format!("UDP c2 <-> {addr}:{port}, {DATAGRAMS} x 512 B echoed"),
+            // All of them: a deadline that stops the sender early must not pass.
+            passed: result.sent == DATAGRAMS && result.all_echoed(),
             detail: format!(
                 "{}/{} echoed, bytes {}",
                 result.received,

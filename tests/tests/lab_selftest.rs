@@ -287,6 +287,8 @@ fn external_mode_ports_are_silent_and_teardown_removes_everything() {
 #[test]
 fn remove_stale_deletes_namespaces_of_dead_processes_only() {
     let _serial = root_test();
+    // First, so that its own clean-up of stale namespaces does not take the one planted below.
+    let lab = kernel_lab();
     let mut finished = Command::new("true").spawn().expect("run true");
     let dead_pid = finished.id();
     finished.wait().expect("reap true");
@@ -297,8 +299,12 @@ fn remove_stale_deletes_namespaces_of_dead_processes_only() {
         .expect("ip runs");
     assert!(added.success(), "ip netns add {stale}");
 
-    let lab = kernel_lab();
     let removed = remove_stale(PREFIX).expect("remove stale");
+    assert_eq!(
+        removed,
+        std::slice::from_ref(&stale),
+        "only the planted namespace is stale"
+    );
     let existing = list_namespaces().expect("list");
     assert!(
         !existing.contains(&stale),
@@ -339,8 +345,8 @@ fn ipv4_udp_frame(
     ip_header.extend([0, 1, 0x40, 0, 64, 17, 0, 0]);
     ip_header.extend(source.octets());
     ip_header.extend(destination.octets());
-    let checksum = internet_checksum(&ip_header);
-    ip_header[10..12].copy_from_slice(&checksum.to_be_bytes());
+    let header_checksum = vfn_dataplane::checksum::checksum(&ip_header);
+    ip_header[10..12].copy_from_slice(&header_checksum.to_be_bytes());
 
     let mut frame = Vec::new();
     frame.extend(destination_mac);
@@ -353,17 +359,6 @@ fn ipv4_udp_frame(
     frame.extend([0, 0]);
     frame.extend_from_slice(payload);
     frame
-}
-
-fn internet_checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// Signal numbers, to read exit statuses without another dependency.

@@ -30,6 +30,7 @@ fn with_policy(config: &Config, spec: RuleSetSpec) -> Config {
 }
 
 fn setup(prefix: &str, spec: RuleSetSpec) -> Setup {
+    vfn_lab::remove_stale(prefix).expect("remove namespaces of crashed runs");
     let lab = Lab::create(&TopologySpec::default_lab(prefix)).expect("lab");
     let config = with_policy(&vfn_lab::lab_config(lab.topology()).expect("config"), spec);
     let vfn = RunningVfn::start(

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use vfn_dataplane::checksum;
 use vfn_lab::{Counters, Lab, PingOpts, RunningVfn, TopologySpec};
 
 /// Root tests share the machine's XDP and namespaces: one at a time.
@@ -20,6 +21,7 @@ struct Setup {
 
 /// The default lab with c1's link at MTU 2000 (the server's stays 1500), and the router in it.
 fn setup(prefix: &str) -> Setup {
+    vfn_lab::remove_stale(prefix).expect("remove namespaces of crashed runs");
     let spec = TopologySpec::default_lab(prefix)
         .with_link_mtu("c1", 2000)
         .expect("valid MTU");
@@ -106,6 +108,7 @@ fn ping_and_tcp_through_the_router_v4_and_v6() {
         Duration::from_secs(10),
     )
     .expect("udp runs");
+    assert_eq!(udp.sent, 500, "{udp:?}");
     assert!(udp.all_echoed(), "{udp:?}");
     // 8 MiB in segments of at most 1448 bytes left through the server's port.
     let segments = (8 << 20) / 1448;
@@ -204,14 +207,8 @@ fn udp_frame(router_mac: [u8; 6], host_mac: [u8; 6], src: [u8; 4], payload: usiz
 fn fix_ipv4_checksum(frame: &mut [u8]) {
     let ihl = (usize::from(frame[14] & 0x0f) * 4).clamp(20, frame.len() - 14);
     frame[24..26].fill(0);
-    let mut sum: u32 = 0;
-    for pair in frame[14..14 + ihl].chunks(2) {
-        sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    frame[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let header_checksum = checksum::checksum(&frame[14..14 + ihl]);
+    frame[24..26].copy_from_slice(&header_checksum.to_be_bytes());
 }
 
 #[test]
@@ -339,6 +336,7 @@ fn sigterm_detaches_and_a_restart_after_kill_9_works() {
 #[test]
 fn two_workers_on_two_queues_forward_together() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    vfn_lab::remove_stale("vfne2eq").expect("remove namespaces of crashed runs");
     let spec = TopologySpec::default_lab("vfne2eq")
         .with_queues(2)
         .expect("valid queue count");
