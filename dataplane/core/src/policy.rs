@@ -547,7 +547,7 @@ impl PolicyState {
             {
                 return (Judgement::Pass, None);
             }
-            return self.judge_new(policy, facts, now, false);
+            return self.judge_new(policy, facts, now, None);
         }
         let tuple = flow_tuple(facts);
         let (key, orientation) = FlowKey::from_packet(&tuple);
@@ -555,7 +555,7 @@ impl PolicyState {
         let now_ns = nanos(now);
         let flags = TcpFlags::from_header_byte(facts.tcp_flags);
         let Some((entry, direction)) = self.flows.get_mut(&key, hash, orientation) else {
-            return self.judge_new(policy, facts, now, true);
+            return self.judge_new(policy, facts, now, Some((key, orientation, hash)));
         };
         let verdict = entry.value;
         let initiator = entry.initiator();
@@ -567,7 +567,7 @@ impl PolicyState {
             Direction::Reverse => facts.back_iface.is_some_and(|iface| iface == facts.ingress),
         };
         if !arrived_right {
-            return self.judge_new(policy, facts, now, false);
+            return self.judge_new(policy, facts, now, None);
         }
         entry.record_packet(now_ns, direction, flags);
         if verdict.generation == policy.generation {
@@ -622,22 +622,23 @@ impl PolicyState {
         (self.act(policy, rule, facts, now), Some(rule))
     }
 
-    /// A packet without flow state: classified, acted on, and when `may_keep` and it passes,
-    /// the start of a flow.
+    /// A packet without flow state: classified, acted on, and when it passes and `new_flow`
+    /// (its key, orientation and hash, looked up and missed) is given, the start of a flow.
     fn judge_new(
         &mut self,
         policy: &ActivePolicy,
         facts: &PacketFacts,
         now: Duration,
-        may_keep: bool,
+        new_flow: Option<(FlowKey, Orientation, u64)>,
     ) -> (Judgement, Option<u32>) {
         let decision = classify(&policy.rules, facts, facts.ingress);
         let rule = decision.rule.unwrap_or(NO_RULE);
         let judgement = self.act(policy, rule, facts, now);
         // Only a packet that passes opens a flow (a rate-limited one dropped does not).
-        if may_keep && judgement == Judgement::Pass && allows(policy, rule) {
-            let (key, orientation) = FlowKey::from_packet(&flow_tuple(facts));
-            let hash = self.flows.hash(&key);
+        if let Some((key, orientation, hash)) = new_flow
+            && judgement == Judgement::Pass
+            && allows(policy, rule)
+        {
             let now_ns = nanos(now);
             let value =
                 FlowVerdict::new(policy.generation, rule, facts.ingress, decision.cacheable);
