@@ -69,11 +69,6 @@ impl<V> FlowEntry<V> {
         self.tcp
     }
 
-    /// Whether a packet travelled in the reply direction.
-    pub fn reply_seen(&self) -> bool {
-        self.reply_seen
-    }
-
     pub fn first_seen_ns(&self) -> u64 {
         self.first_seen_ns
     }

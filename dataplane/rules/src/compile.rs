@@ -10,7 +10,7 @@ use vfn_classify::{Address, Classifier, Entry, Limits as ClassifierLimits, Match
 
 use crate::model::*;
 use crate::prefix;
-use crate::ruleset::{CompiledRule, RuleOrigin, RuleSet};
+use crate::ruleset::{CompiledRule, RuleSet};
 
 /// Bounds of a rule set; every one configurable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +80,6 @@ pub struct Context<'a> {
 
 /// One rule before expansion, whatever it came from.
 struct Flat<'a> {
-    origin: RuleOrigin,
     place: String,
     id: String,
     source: &'a AddressMatch,
@@ -184,7 +183,6 @@ pub fn compile(
         }
         rules.push(CompiledRule {
             id: rule.id.clone(),
-            origin: rule.origin,
             action: rule.action.clone(),
             log: rule.log,
             per_packet,
@@ -225,7 +223,6 @@ pub fn compile(
         version: spec.version.clone(),
         default_action: spec.default_action,
         rules,
-        segments: spec.segments.clone(),
         v4,
         v6,
         per_packet_v4,
@@ -358,7 +355,6 @@ fn flatten(spec: &RuleSetSpec) -> Vec<Flat<'_>> {
                 (&flow.peer, &isolate.target)
             };
             flat.push(Flat {
-                origin: RuleOrigin::Isolate(index),
                 place: format!("{place}.allow[{flow_index}]"),
                 id: format!("{}/allow/{flow_index}", isolate.id),
                 source,
@@ -377,7 +373,6 @@ fn flatten(spec: &RuleSetSpec) -> Vec<Flat<'_>> {
             ("drop-to", &ANYWHERE, &isolate.target),
         ] {
             flat.push(Flat {
-                origin: RuleOrigin::Isolate(index),
                 place: place.clone(),
                 id: format!("{}/{suffix}", isolate.id),
                 source,
@@ -394,7 +389,6 @@ fn flatten(spec: &RuleSetSpec) -> Vec<Flat<'_>> {
     }
     for (index, rule) in spec.rules.iter().enumerate() {
         flat.push(Flat {
-            origin: RuleOrigin::Rule(index),
             place: format!("rules[{index}]"),
             id: rule.id.clone(),
             source: &rule.source,

@@ -10,7 +10,7 @@ pub mod ruleset;
 
 pub use compile::{CompileError, CompileLimits, Context, RuleError, compile};
 pub use model::*;
-pub use ruleset::{CompiledRule, Decision, RuleOrigin, RuleSet};
+pub use ruleset::{CompiledRule, Decision, RuleSet};
 pub use vfn_classify::Key;
 #[cfg(test)]
 mod tests;

@@ -5,21 +5,11 @@ use std::time::Duration;
 
 use vfn_classify::{Classifier, Key};
 
-use crate::model::{Action, DefaultAction, SegmentSpec};
-
-/// Where a compiled rule came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RuleOrigin {
-    /// `rules[i]` of the spec.
-    Rule(usize),
-    /// One of the rules `isolate[i]` compiles into.
-    Isolate(usize),
-}
+use crate::model::{Action, DefaultAction};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompiledRule {
     pub id: String,
-    pub origin: RuleOrigin,
     pub action: Action,
     pub log: bool,
     /// Matches on per-packet fields (TCP flags, ICMP type or code): never cached per flow.
@@ -42,7 +32,6 @@ pub struct RuleSet {
     pub version: String,
     pub default_action: DefaultAction,
     pub rules: Vec<CompiledRule>,
-    pub segments: Vec<SegmentSpec>,
     pub(crate) v4: Classifier<u32>,
     pub(crate) v6: Classifier<u128>,
     /// The flow-tuple part of the per-packet rules' entries (see [`RuleSet::classify_v4`]).
@@ -73,12 +62,6 @@ impl RuleSet {
     #[inline]
     pub fn classify_v6(&self, key: &Key<u128>) -> Decision {
         decide(self.v6.classify(key), || self.per_packet_v6.classify(key))
-    }
-
-    /// The rule a decision names, `None` for the default action.
-    #[inline]
-    pub fn rule(&self, decision: &Decision) -> Option<&CompiledRule> {
-        decision.rule.and_then(|r| self.rules.get(r as usize))
     }
 
     pub fn memory_bytes(&self) -> usize {
