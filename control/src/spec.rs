@@ -153,6 +153,7 @@ pub fn plan(
             ..WorkerConfig::default()
         },
         policy: PolicyLimits {
+            flows: config.tables.flows as usize,
             workers: worker_count,
             ..PolicyLimits::default()
         },
@@ -217,6 +218,14 @@ mod tests {
         assert_eq!(plan.workers[0].1.len(), 3);
         assert_eq!(plan.workers[0].1[2].interface, "vfn-srv");
         assert_eq!(plan.port_names, vec!["p0", "p1", "p2"]);
+    }
+
+    #[test]
+    fn flow_table_size_comes_from_the_config() {
+        let mut config = lab_config();
+        config.tables.flows = 4096;
+        let plan = plan(&config, |_| Ok([2, 0, 0, 0, 0, 1])).expect("plans");
+        assert_eq!(plan.router.policy.flows, 4096);
     }
 
     #[test]
