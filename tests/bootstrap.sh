@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # xsk-rs (libxdp, libbpf) builds from C; the lab and the tests drive namespaces, veth, ethtool,
-# ping and python3 (raw frames through AF_PACKET, standard library only).
+# sysctl, ping and python3 (raw frames through AF_PACKET, standard library only).
 PACKAGES=(clang llvm libelf-dev zlib1g-dev libpcap-dev m4 pkg-config make gcc
-          iproute2 ethtool iputils-ping python3)
+          iproute2 procps ethtool iputils-ping python3)
 
 install_packages() {
     local missing=()

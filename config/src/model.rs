@@ -162,7 +162,8 @@ pub struct PortConfig {
     pub interface: String,
     /// L3 MTU, 68..=9000.
     pub mtu: u16,
-    /// RX/TX queue pairs used, 1..=64.
+    /// RX/TX queue pairs of the interface, 1..=64, at least one per worker (worker i binds
+    /// queue i).
     pub queues: u16,
     pub rp_filter: RpFilter,
     /// Interface addresses with their prefix length (host bits set); at most 8.

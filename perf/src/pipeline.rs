@@ -27,7 +27,7 @@ pub struct Args {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
-    /// Flow counts to measure: distinct synthetic flows, or without `--rules` the first that many
+    /// Flow counts to measure: distinct synthetic flows, or with `--rules` the first that many
     /// packets of the rule set's trace.
     #[arg(long, value_delimiter = ',', default_value = "1,100000")]
     flows: Vec<usize>,
