@@ -85,7 +85,8 @@ pub struct XdpIo {
     /// Descriptors in transit between a ring and the pool, one ring's worth.
     scratch: Vec<FrameDesc>,
     poll_fds: Vec<libc::pollfd>,
-    frame_size: usize,
+    /// log2 of the frame size (2048 or 4096): a descriptor's frame is its address shifted.
+    frame_shift: u32,
     frame_capacity: usize,
     ring_size: u32,
     umem: Umem,
@@ -190,7 +191,7 @@ impl XdpIo {
             descriptors: bound.descriptors,
             scratch: vec![FrameDesc::default(); options.ring_size as usize],
             poll_fds,
-            frame_size: options.frame_size as usize,
+            frame_shift: options.frame_size.trailing_zeros(),
             frame_capacity: bound.frame_capacity,
             ring_size: options.ring_size,
             umem: bound.umem,
@@ -282,7 +283,7 @@ impl XdpIo {
             // the completion ring belongs to.
             let completed = unsafe { port.rings.completion.consume(&mut self.scratch) };
             for descriptor in self.scratch.iter().take(completed) {
-                let frame = frame_of(descriptor, self.frame_size);
+                let frame = frame_of(descriptor, self.frame_shift);
                 if !self.pool.finish_transmit(port_index, frame) {
                     tracing::error!(
                         interface = port.interface,
@@ -321,7 +322,7 @@ impl XdpIo {
             // The ring reported room for all of them; any it refused go back to the pool.
             for descriptor in &self.scratch[produced..lent] {
                 self.pool
-                    .unlend(port_index, frame_of(descriptor, self.frame_size));
+                    .unlend(port_index, frame_of(descriptor, self.frame_shift));
             }
             if port.rings.fill.needs_wakeup() {
                 // Only wakes the kernel; an error here leaves the wakeup to the next refill.
@@ -333,8 +334,8 @@ impl XdpIo {
 
 /// The frame a descriptor points into. Frames are at most 2^18 (`FRAME_COUNT_MAX`), so the index
 /// fits; an address outside the UMEM maps to an index the pool refuses.
-fn frame_of(descriptor: &FrameDesc, frame_size: usize) -> FrameId {
-    FrameId(u32::try_from(descriptor.addr() / frame_size).unwrap_or(u32::MAX))
+fn frame_of(descriptor: &FrameDesc, frame_shift: u32) -> FrameId {
+    FrameId(u32::try_from(descriptor.addr() >> frame_shift).unwrap_or(u32::MAX))
 }
 
 /// Binds every port over one fresh UMEM: zero-copy first when allowed (the first socket decides
@@ -522,7 +523,7 @@ impl PacketIo for XdpIo {
         let received = unsafe { state.rings.rx.consume(&mut self.scratch[..batch]) };
         let mut taken = 0;
         for descriptor in self.scratch.iter().take(received) {
-            let frame = frame_of(descriptor, self.frame_size);
+            let frame = frame_of(descriptor, self.frame_shift);
             // `received` is at most `out.len()`, so there is always a slot.
             let Some(slot) = out.get_mut(taken) else {
                 break;
@@ -618,7 +619,7 @@ impl PacketIo for XdpIo {
                 for descriptor in &port.pending[produced..] {
                     if self
                         .pool
-                        .finish_transmit(port_index, frame_of(descriptor, self.frame_size))
+                        .finish_transmit(port_index, frame_of(descriptor, self.frame_shift))
                     {
                         port.tx_ring_full_drops += 1;
                     }
