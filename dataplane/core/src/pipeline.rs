@@ -285,13 +285,7 @@ impl Pipeline {
             },
             (true, false) => Fragment::Whole,
         };
-        let transport = transport_facts(
-            protocol,
-            &buf[l3 + header_len..l3 + total_len],
-            first_fragment,
-            (8, 0),
-        );
-        let facts = PacketFacts {
+        let facts = || PacketFacts {
             src: IpAddr::V4(src),
             dst: IpAddr::V4(dst),
             proto: protocol,
@@ -299,9 +293,14 @@ impl Pipeline {
             back_iface: back.map(|n| n.iface()),
             bytes: total_len as u32,
             fragment,
-            ..transport
+            ..transport_facts(
+                protocol,
+                &buf[l3 + header_len..l3 + total_len],
+                first_fragment,
+                (8, 0),
+            )
         };
-        judge(view, policy, &facts, error)?;
+        judge(view, policy, facts, error)?;
         let egress = self.interface(next_hop.iface())?;
         let fragment_mtu = if total_len > usize::from(egress.mtu) {
             if fragment_word & ipv4::FLAG_DONT_FRAGMENT != 0 {
@@ -439,7 +438,8 @@ impl Pipeline {
             Some(f) if f.offset == 0 => (Fragment::Whole, true),
             Some(f) => (Fragment::Later { id: f.id }, false),
         };
-        if has_transport_header {
+        // Without extension headers the transport header was checked above.
+        if has_transport_header && layers.offset != IPV6_HEADER_LEN {
             // Behind extension headers too: a first fragment must hold the whole transport
             // header (RFC 7112), or rules would read ports and flags that are not there.
             let complete = !matches!(fragment, Fragment::First { .. });
@@ -449,13 +449,7 @@ impl Pipeline {
                 complete,
             )?;
         }
-        let transport = transport_facts(
-            layers.protocol,
-            &buf[l3 + layers.offset..l3 + total_len],
-            has_transport_header,
-            (128, 129),
-        );
-        let facts = PacketFacts {
+        let facts = || PacketFacts {
             src: IpAddr::V6(src),
             dst: IpAddr::V6(dst),
             proto: layers.protocol,
@@ -463,9 +457,14 @@ impl Pipeline {
             back_iface: back.map(|n| n.iface()),
             bytes: total_len as u32,
             fragment,
-            ..transport
+            ..transport_facts(
+                layers.protocol,
+                &buf[l3 + layers.offset..l3 + total_len],
+                has_transport_header,
+                (128, 129),
+            )
         };
-        judge(view, policy, &facts, error)?;
+        judge(view, policy, facts, error)?;
         let egress = self.interface(next_hop.iface())?;
         if total_len > usize::from(egress.mtu) {
             return Err(error(
@@ -571,13 +570,14 @@ impl Pipeline {
 fn judge(
     view: &BurstView<'_>,
     policy: &mut PolicyState,
-    facts: &PacketFacts,
+    facts: impl FnOnce() -> PacketFacts,
     error: impl Fn(DropReason, ErrorReply) -> Verdict,
 ) -> Decision<()> {
+    // Without rules the facts are not even gathered.
     if view.policy.is_none() && view.overlay.is_empty() {
         return Ok(());
     }
-    match policy.judge(view.policy, view.overlay, facts, view.now) {
+    match policy.judge(view.policy, view.overlay, &facts(), view.now) {
         Judgement::Pass => Ok(()),
         Judgement::Drop(reason) => Err(Verdict::Drop(reason)),
         Judgement::Reject => Err(error(DropReason::PolicyReject, ErrorReply::Reject)),
