@@ -116,10 +116,13 @@ pub struct Interfaces {
 
 impl Interfaces {
     pub fn new(port_count: usize, list: Vec<Interface>) -> Result<Interfaces, InterfaceError> {
-        if list.len() >= usize::from(NO_INTERFACE) {
+        // Every index must fit both the ingress map (NO_INTERFACE is its sentinel) and a flow
+        // verdict's ingress field.
+        let max = (usize::from(NO_INTERFACE) - 1).min(crate::policy::INTERFACES_MAX);
+        if list.len() > max {
             return Err(InterfaceError::TooMany {
                 count: list.len(),
-                max: usize::from(NO_INTERFACE) - 1,
+                max,
             });
         }
         let mut ingress: Vec<Box<[IfIndex]>> = (0..port_count)
@@ -239,6 +242,17 @@ pub(crate) mod tests {
             ipv4: vec![v4.parse().expect("fixture")],
             ipv6: vec![v6.parse().expect("fixture")],
         }
+    }
+
+    #[test]
+    fn more_interfaces_than_a_flow_verdict_can_name_are_refused() {
+        let one = iface("p0", 0, None, "198.18.1.1/24", "2001:2:0:1::1/64");
+        let count = crate::policy::INTERFACES_MAX + 1;
+        let err = Interfaces::new(1, vec![one; count]).expect_err("too many");
+        assert!(
+            matches!(err, InterfaceError::TooMany { max, .. } if max == count - 1),
+            "{err}"
+        );
     }
 
     #[test]
