@@ -53,10 +53,6 @@ impl Overlay {
             .get(&host)
             .filter(|entry| entry.expires_at > now)
     }
-
-    pub fn entries(&self) -> impl Iterator<Item = &DynamicEntry> {
-        self.by_host.values()
-    }
 }
 
 pub type SharedOverlay = Arc<ArcSwap<Overlay>>;

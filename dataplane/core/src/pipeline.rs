@@ -607,7 +607,7 @@ fn transport_facts(protocol: u8, l4: &[u8], has_header: bool, echo: (u8, u8)) ->
         return facts;
     }
     match protocol {
-        wire::PROTO_TCP | wire::PROTO_UDP | PROTO_SCTP if l4.len() >= 4 => {
+        wire::PROTO_TCP | wire::PROTO_UDP | wire::PROTO_SCTP if l4.len() >= 4 => {
             facts.sport = wire::read_u16(l4, 0);
             facts.dport = wire::read_u16(l4, 2);
             if protocol == wire::PROTO_TCP && l4.len() > 13 {
@@ -626,8 +626,6 @@ fn transport_facts(protocol: u8, l4: &[u8], has_header: bool, echo: (u8, u8)) ->
     }
     facts
 }
-
-const PROTO_SCTP: u8 = 132;
 
 /// The packet an ICMP or ICMPv6 error (`icmp`, from its header on) quotes: its addresses,
 /// protocol and ports (or echo identifier), when the error carries enough of it.

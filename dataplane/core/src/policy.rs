@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use vfn_flow::{
-    Direction, FlowKey, FlowTable, Orientation, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PacketTuple,
-    TcpFlags, Timeouts, mapped_address,
+    Direction, FlowKey, FlowTable, Orientation, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP,
+    PROTO_UDP, PacketTuple, TcpFlags, Timeouts, mapped_address,
 };
 use vfn_rules::{Action, DefaultAction, Key, RateLimitSpec, RuleSet};
 
@@ -317,17 +317,18 @@ impl PacketByteBucket {
     /// not hand out a fresh burst).
     fn new(rate: &RateLimitSpec, workers: u64, full: bool) -> PacketByteBucket {
         let share = |value: u64| (value / workers.max(1)).max(1);
-        let bucket = |per_second: u64, burst: u64, one: u64| {
+        let bucket = |per_second: u64, burst: u64| {
             let (rate, burst) = (share(per_second), share(burst.max(1)));
-            TokenBucket::with_tokens(rate, burst, if full { burst } else { one })
+            // Debt-based: one token lets one packet of any size through.
+            TokenBucket::with_tokens(rate, burst, if full { burst } else { 1 })
         };
         PacketByteBucket {
             packets: rate
                 .packets_per_second
-                .map(|pps| bucket(pps, rate.burst_packets, 1)),
+                .map(|pps| bucket(pps, rate.burst_packets)),
             bytes: rate
                 .bits_per_second
-                .map(|bps| bucket(bps / 8, rate.burst_bytes, 1)),
+                .map(|bps| bucket(bps / 8, rate.burst_bytes)),
         }
     }
 
@@ -873,7 +874,7 @@ fn flow_tuple(facts: &PacketFacts) -> PacketTuple {
     let (src, dst) = (mapped_address(facts.src), mapped_address(facts.dst));
     match (facts.proto, facts.echo_id) {
         (_, Some(id)) => PacketTuple::icmp_echo(src, dst, facts.proto, id, facts.ingress),
-        (6 | 17 | 132, _) => PacketTuple {
+        (PROTO_TCP | PROTO_UDP | PROTO_SCTP, _) => PacketTuple {
             src,
             dst,
             sport: facts.sport,

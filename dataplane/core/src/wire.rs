@@ -16,10 +16,7 @@ pub const BROADCAST_MAC: [u8; 6] = [0xff; 6];
 
 pub const IPV4_HEADER_LEN: usize = 20;
 pub const IPV6_HEADER_LEN: usize = 40;
-pub const PROTO_ICMP: u8 = 1;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
-pub const PROTO_ICMPV6: u8 = 58;
+pub use vfn_flow::{PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 
 pub const ARP_LEN: usize = 28;
 pub const ICMPV6_NEIGHBOUR_SOLICITATION: u8 = 135;

@@ -10,6 +10,8 @@ pub const PROTO_UDP: u8 = 17;
 pub const PROTO_ICMP: u8 = 1;
 /// IP protocol number of ICMPv6.
 pub const PROTO_ICMPV6: u8 = 58;
+/// IP protocol number of SCTP (its ports are where TCP's and UDP's are).
+pub const PROTO_SCTP: u8 = 132;
 
 /// A flow's addresses and ports as seen in one packet.
 ///

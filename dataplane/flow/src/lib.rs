@@ -97,8 +97,8 @@ mod wheel;
 pub use entry::FlowEntry;
 pub use error::{InsertError, NewTableError};
 pub use key::{
-    Direction, FlowKey, Orientation, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, PacketTuple,
-    mapped_address,
+    Direction, FlowKey, Orientation, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
+    PacketTuple, mapped_address,
 };
 pub use table::{CAPACITY_MAX, EVICTION_CANDIDATES_MAX, EvictionCounts, ExpireProgress, FlowTable};
 pub use tcp::{TcpFlags, TcpState, update_tcp_state};
