@@ -178,6 +178,25 @@ impl Default for NeighbourTimers {
     }
 }
 
+/// Re-confirms a used entry's `mac` with a unicast solicitation (the first probe); the next is
+/// due at `next_at`.
+fn start_probe(
+    key: NeighbourKey,
+    mac: [u8; 6],
+    next_at: Duration,
+    solicit: &mut Vec<Solicitation>,
+) -> EntryState {
+    solicit.push(Solicitation {
+        key,
+        known_mac: Some(mac),
+    });
+    EntryState::Probing {
+        mac,
+        probes: 1,
+        next_at,
+    }
+}
+
 /// A solicitation the slow path must send: ARP request or neighbour solicitation for `key`,
 /// broadcast/multicast, or unicast to `known_mac` when re-confirming a neighbour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -411,30 +430,14 @@ impl NeighbourManager {
                     if now >= confirmed_at + timers.reachable =>
                 {
                     if self.table.take_used(slot as NeighbourSlot) {
-                        entry.state = EntryState::Probing {
-                            mac,
-                            probes: 1,
-                            next_at: now + timers.retransmit,
-                        };
-                        solicit.push(Solicitation {
-                            key,
-                            known_mac: Some(mac),
-                        });
+                        entry.state = start_probe(key, mac, now + timers.retransmit, solicit);
                     } else {
                         entry.state = EntryState::Stale { mac, since: now };
                     }
                 }
                 EntryState::Stale { mac, since } => {
                     if self.table.take_used(slot as NeighbourSlot) {
-                        entry.state = EntryState::Probing {
-                            mac,
-                            probes: 1,
-                            next_at: now + timers.retransmit,
-                        };
-                        solicit.push(Solicitation {
-                            key,
-                            known_mac: Some(mac),
-                        });
+                        entry.state = start_probe(key, mac, now + timers.retransmit, solicit);
                     } else if !entry.pinned && now >= since + timers.stale_removal {
                         self.remove(slot, key, now, changes);
                     }
