@@ -70,6 +70,14 @@ impl Interface {
         }
     }
 
+    /// True when `addr` is one of this interface's addresses (its IPv6 link-local one included).
+    pub fn owns(&self, addr: IpAddr) -> bool {
+        match addr {
+            IpAddr::V4(a) => self.ipv4.iter().any(|net| net.addr() == a),
+            IpAddr::V6(a) => a == self.link_local() || self.ipv6.iter().any(|net| net.addr() == a),
+        }
+    }
+
     /// True when `addr` is inside one of this interface's connected prefixes.
     pub fn is_on_link(&self, addr: IpAddr) -> bool {
         match addr {

@@ -315,12 +315,8 @@ impl SlowPath {
         };
         let payload = frame.get(ETHERNET_HEADER_LEN..).unwrap_or_default();
         let hint = match wire::read_u16(frame, 12) {
-            wire::ETHERTYPE_ARP => {
-                wire::arp_hint(payload, |a| iface.ipv4.iter().any(|net| net.addr() == a))
-            }
-            wire::ETHERTYPE_IPV6 => wire::ndp_hint(payload, |a| {
-                a == iface.link_local() || iface.ipv6.iter().any(|net| net.addr() == a)
-            }),
+            wire::ETHERTYPE_ARP => wire::arp_hint(payload, |a| iface.owns(a.into())),
+            wire::ETHERTYPE_IPV6 => wire::ndp_hint(payload, |a| iface.owns(a.into())),
             _ => None,
         };
         let Some(hint) = hint else { return };
@@ -390,14 +386,7 @@ impl SlowPath {
             }
             _ => return false,
         };
-        let owned_here = match dst {
-            IpAddr::V4(a) => iface.ipv4.iter().any(|net| net.addr() == a),
-            IpAddr::V6(a) => {
-                a == iface.link_local()
-                    || a.is_multicast()
-                    || iface.ipv6.iter().any(|net| net.addr() == a)
-            }
-        };
+        let owned_here = iface.owns(dst) || matches!(dst, IpAddr::V6(a) if a.is_multicast());
         let on_link =
             iface.is_on_link(src) || matches!(src, IpAddr::V6(a) if a.is_unicast_link_local());
         is_echo_request && !(owned_here && on_link)
