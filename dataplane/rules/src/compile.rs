@@ -730,15 +730,7 @@ fn expand(
     if count(&sides.v4) + count(&sides.v6) > budget {
         return false;
     }
-    let range = |(network, len): (u128, u8), bits: u8| {
-        let host = u32::from(bits - len);
-        let span = if host >= 128 {
-            u128::MAX
-        } else {
-            (1u128 << host) - 1
-        };
-        (network, network | span)
-    };
+    let range = |(network, len): (u128, u8), bits: u8| prefix::prefix_range(network, len, bits);
     if let Some((sources, destinations)) = &sides.v4 {
         for &s in sources {
             for &d in destinations {

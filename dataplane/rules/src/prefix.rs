@@ -4,7 +4,8 @@
 /// Inclusive ranges of `bits`-bit addresses, sorted and disjoint.
 pub type Ranges = Vec<(u128, u128)>;
 
-fn prefix_range(network: u128, len: u8, bits: u8) -> (u128, u128) {
+/// The first and last `bits`-bit address of the prefix `network/len` (host bits ignored).
+pub(crate) fn prefix_range(network: u128, len: u8, bits: u8) -> (u128, u128) {
     let host_bits = u32::from(bits - len.min(bits));
     let span = if host_bits >= 128 {
         u128::MAX
