@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::{
     Address, BuildError, BuildStats, Classifier, DEPTH_MAX_SUPPORTED, ENTRIES_MAX_SUPPORTED, Entry,
-    LeafRef, Limits, MEMORY_MAX_SUPPORTED, PackedEntry, Slot, Tree, Window, WindowValue,
+    LeafRef, Limits, MEMORY_MAX_SUPPORTED, PackedEntry, Slot, Tree, WindowValue,
 };
 
 /// A node with at most this many entries becomes a leaf (scanned linearly).
@@ -34,20 +34,23 @@ const FIELD_NAMES: [&str; FIELDS] = ["src", "dst", "sport", "dport", "proto", "i
 #[derive(Debug, Clone, Copy)]
 struct FieldLayout {
     width: u32,
-    first_word: u32,
+    /// The key bit of the field's least significant bit (`Address::FIELD_LSB`).
+    lsb: u32,
+}
+
+impl FieldLayout {
+    /// The key bit just above the field's open bits when its top `cut_bits` are cut.
+    fn open_top(self, cut_bits: u32) -> u32 {
+        self.lsb + self.width - cut_bits
+    }
 }
 
 fn field_layouts<A: Address>() -> [FieldLayout; FIELDS] {
-    let words = A::WORDS as u32;
-    let layout = |width, first_word| FieldLayout { width, first_word };
-    [
-        layout(A::BITS, 0),
-        layout(A::BITS, words),
-        layout(16, 2 * words),
-        layout(16, 2 * words + 1),
-        layout(8, 2 * words + 2),
-        layout(16, 2 * words + 3),
-    ]
+    let widths = [A::BITS, A::BITS, 16, 16, 8, 16];
+    std::array::from_fn(|field| FieldLayout {
+        width: widths[field],
+        lsb: A::FIELD_LSB[field],
+    })
 }
 
 /// An entry as the builder sees it: one inclusive range per field, widened to 128 bits.
@@ -148,8 +151,9 @@ struct Builder<'a> {
     counts: Vec<i64>,
     /// Scratch for a leaf's window choice: (window value, +1 or -1 entry) events.
     window_events: Vec<(u32, i32)>,
-    /// The leaves built so far by their contents: identical leaves are stored once.
-    leaf_slots: HashMap<(Window, Vec<LeafRef>), Slot>,
+    /// The leaves built so far by their contents (window position, entries): identical leaves
+    /// are stored once.
+    leaf_slots: HashMap<(u32, Vec<LeafRef>), Slot>,
     stats: BuildStats,
 }
 
@@ -339,31 +343,28 @@ impl Builder<'_> {
     }
 
     /// The leaf's references with the filter window that lets the fewest entries through for
-    /// the worst key: the top 16 open bits of the field where the entries overlap least.
-    fn leaf_refs(&mut self, ranks: &[u32], region: &Region) -> (Window, Vec<LeafRef>) {
-        // (entries passed for the worst window value, window, field, shift of the value)
-        let mut best: Option<(i32, Window, usize, u32)> = None;
+    /// the worst key: the top 16 open bits of the field where the entries overlap least. Returns
+    /// the window's position in the key and the references.
+    fn leaf_refs(&mut self, ranks: &[u32], region: &Region) -> (u32, Vec<LeafRef>) {
+        // (entries passed for the worst window value, window position, field, shift of the
+        // value within the field)
+        let mut best: Option<(i32, u32, usize, u32)> = None;
         let mut events = std::mem::take(&mut self.window_events);
         for (field, layout) in self.layouts.iter().enumerate() {
             let cut_bits = region.cut_bits[field];
             if cut_bits >= layout.width {
                 continue;
             }
-            // The key word holding the field's first open bit, the field's open bits in it and
-            // the position of the word's lowest bit in the field: an address is split into
-            // 32-bit words, a narrower field fills the low bits of its word.
-            let (word, open_bits, word_shift) = if layout.width >= 32 {
-                let word_in_field = cut_bits / 32;
-                (
-                    layout.first_word + word_in_field,
-                    32 - cut_bits % 32,
-                    layout.width - 32 * (word_in_field + 1),
-                )
-            } else {
-                (layout.first_word, layout.width - cut_bits, 0)
-            };
-            let shift = open_bits.saturating_sub(WindowValue::BITS);
-            let value_shift = word_shift + shift;
+            // 16 bits ending at the open top, but neither below the field nor across a key
+            // word: where the open bits are fewer, the window takes cut bits above them, the
+            // same for every key in the region, so values keep their order.
+            let top = layout.open_top(cut_bits);
+            let word_floor = (top - 1) / 32 * 32;
+            let pos = layout
+                .lsb
+                .max(word_floor)
+                .max(top.saturating_sub(WindowValue::BITS));
+            let value_shift = pos - layout.lsb;
             events.clear();
             for &rank in ranks {
                 let (lo, hi) = self.window_range(rank, region, field, value_shift);
@@ -380,11 +381,7 @@ impl Builder<'_> {
                 fullest = fullest.max(running);
             }
             if best.is_none_or(|(fewest, ..)| fullest < fewest) {
-                let window = Window {
-                    word: word as u8,
-                    shift: shift as u8,
-                };
-                best = Some((fullest, window, field, value_shift));
+                best = Some((fullest, pos, field, value_shift));
             }
         }
         self.window_events = events;
@@ -401,10 +398,7 @@ impl Builder<'_> {
                 }
             })
             .collect();
-        (
-            best.map_or(Window::default(), |(_, window, ..)| window),
-            refs,
-        )
+        (best.map_or(0, |(_, pos, ..)| pos), refs)
     }
 
     /// The window values of entry `rank` in `region`: its range in `field` clipped to the
@@ -449,8 +443,8 @@ impl Builder<'_> {
                 continue;
             }
             let remaining = layout.width - cut_bits;
-            // A cut never straddles two key words.
-            let word_room = 32 - cut_bits % 32;
+            // A cut never crosses a key word.
+            let word_room = (layout.open_top(cut_bits) - 1) % 32 + 1;
             let bits_max = remaining.min(word_room).min(CUT_BITS_MAX);
             let mut field_best: Option<Cut> = None;
             for bits in 1..=bits_max {
@@ -545,12 +539,6 @@ impl Builder<'_> {
         }
 
         let first_child = self.slots.len();
-        let word = layout.first_word + cut_bits / 32;
-        let shift_in_word = if layout.width >= 32 {
-            32 - cut_bits % 32 - cut.bits
-        } else {
-            child_shift
-        };
         self.slots.resize(first_child + fanout, Slot::EMPTY);
         self.check_memory()?;
         self.stats.nodes += 1;
@@ -590,8 +578,7 @@ impl Builder<'_> {
         }
         Ok(Slot::node(
             first_child as u32,
-            word,
-            shift_in_word,
+            layout.open_top(cut_bits) - cut.bits,
             cut.bits,
             ranks[0],
         ))

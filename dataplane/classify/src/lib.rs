@@ -130,6 +130,9 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for u32 {}
     impl Sealed for u128 {}
+    pub trait SealedWords {}
+    impl SealedWords for [u32; 4] {}
+    impl SealedWords for [u32; 16] {}
 }
 
 /// An address type the classifier works on: `u32` (IPv4) or `u128` (IPv6).
@@ -138,37 +141,86 @@ pub trait Address:
 {
     /// Width in bits.
     const BITS: u32;
-    /// Width in 32-bit words.
-    const WORDS: usize;
+    /// The key as 32-bit words, the form a lookup extracts bits from.
+    type KeyWords: KeyWords;
+    /// Where each field's least significant bit is in the key words (bit `b` is bit `b % 32`
+    /// of word `b / 32`), in the builder's field order: source, destination, source port,
+    /// destination port, protocol, ingress. Each field has 16 bits or more of its own (the
+    /// protocol is zero-extended), so 16 bits read from inside a field never reach the next.
+    const FIELD_LSB: [u32; 6];
     /// The address widened to 128 bits (build time only).
     fn to_u128(self) -> u128;
-    /// The address as 32-bit words, most significant first (`out.len() == WORDS`).
-    fn write_words(self, out: &mut [u32]);
+    /// `self - other`, modulo 2^BITS.
+    fn wrapping_sub(self, other: Self) -> Self;
+    /// `key` as words, each field from bit `FIELD_LSB[f]`.
+    fn key_words(key: &Key<Self>) -> Self::KeyWords;
+}
+
+/// A key as 32-bit words (see `Address::FIELD_LSB`).
+pub trait KeyWords: Copy + Debug + sealed::SealedWords {
+    /// The bits from key bit `pos` to the end of its word, in the low bits. A cut or a filter
+    /// window never crosses a word.
+    fn extract(&self, pos: u32) -> u32;
+}
+
+impl<const N: usize> KeyWords for [u32; N]
+where
+    [u32; N]: sealed::SealedWords,
+{
+    #[inline(always)]
+    fn extract(&self, pos: u32) -> u32 {
+        self[(pos / 32) as usize % N] >> (pos % 32)
+    }
 }
 
 impl Address for u32 {
     const BITS: u32 = 32;
-    const WORDS: usize = 1;
+    /// Source, destination, the ports, protocol and ingress.
+    type KeyWords = [u32; 4];
+    const FIELD_LSB: [u32; 6] = [0, 32, 64, 80, 96, 112];
     fn to_u128(self) -> u128 {
         u128::from(self)
     }
-    fn write_words(self, out: &mut [u32]) {
-        if let Some(word) = out.first_mut() {
-            *word = self;
-        }
+    #[inline(always)]
+    fn wrapping_sub(self, other: u32) -> u32 {
+        u32::wrapping_sub(self, other)
+    }
+    #[inline(always)]
+    fn key_words(key: &Key<u32>) -> [u32; 4] {
+        [
+            key.src,
+            key.dst,
+            u32::from(key.sport) | u32::from(key.dport) << 16,
+            u32::from(key.proto) | u32::from(key.ingress) << 16,
+        ]
     }
 }
 
 impl Address for u128 {
     const BITS: u32 = 128;
-    const WORDS: usize = 4;
+    /// Source and destination four words each (least significant first), then one word
+    /// each for the ports, protocol and ingress; 16 words so that any word index is masked.
+    type KeyWords = [u32; 16];
+    const FIELD_LSB: [u32; 6] = [0, 128, 256, 288, 320, 352];
     fn to_u128(self) -> u128 {
         self
     }
-    fn write_words(self, out: &mut [u32]) {
-        for (index, word) in out.iter_mut().take(4).enumerate() {
-            *word = (self >> (96 - 32 * index)) as u32;
+    #[inline(always)]
+    fn wrapping_sub(self, other: u128) -> u128 {
+        u128::wrapping_sub(self, other)
+    }
+    #[inline(always)]
+    fn key_words(key: &Key<u128>) -> [u32; 16] {
+        let mut words = [0; 16];
+        for index in 0..4 {
+            words[index] = (key.src >> (32 * index)) as u32;
+            words[4 + index] = (key.dst >> (32 * index)) as u32;
         }
+        words[8] = u32::from(key.sport);
+        words[9] = u32::from(key.dport);
+        words[10] = u32::from(key.proto);
+        words[11] = u32::from(key.ingress);
+        words
     }
 }
 
@@ -233,18 +285,19 @@ pub struct BuildStats {
     pub depth_reached: usize,
 }
 
-/// An entry in the form the lookup checks: one comparison per bound, masks for the rest.
+/// An entry in the form the lookup checks: per range its start and span (`hi - lo`), so that
+/// one wrapping subtraction and one comparison test it; masks for the rest.
 #[derive(Debug, Clone, Copy)]
 #[repr(align(32))]
 struct PackedEntry<A> {
     src_lo: A,
-    src_hi: A,
+    src_span: A,
     dst_lo: A,
-    dst_hi: A,
+    dst_span: A,
     sport_lo: u16,
-    sport_hi: u16,
+    sport_span: u16,
     dport_lo: u16,
-    dport_hi: u16,
+    dport_span: u16,
     ingress_value: u16,
     ingress_mask: u16,
     proto_value: u8,
@@ -260,13 +313,13 @@ impl<A: Address> PackedEntry<A> {
         let (flags_value, flags_mask) = m.tcp_flags.unwrap_or((0, 0));
         PackedEntry {
             src_lo: m.src.lo,
-            src_hi: m.src.hi,
+            src_span: m.src.hi.wrapping_sub(m.src.lo),
             dst_lo: m.dst.lo,
-            dst_hi: m.dst.hi,
+            dst_span: m.dst.hi.wrapping_sub(m.dst.lo),
             sport_lo: m.sport.lo,
-            sport_hi: m.sport.hi,
+            sport_span: m.sport.hi.wrapping_sub(m.sport.lo),
             dport_lo: m.dport.lo,
-            dport_hi: m.dport.hi,
+            dport_span: m.dport.hi.wrapping_sub(m.dport.lo),
             ingress_value,
             ingress_mask,
             proto_value,
@@ -276,74 +329,54 @@ impl<A: Address> PackedEntry<A> {
         }
     }
 
-    /// Same answer as `Match::matches`, without branches: every comparison is evaluated.
+    /// Same answer as `Match::matches` (for `lo <= hi`), without a branch: the tests are
+    /// folded into one word, because which test fails varies from key to key and a
+    /// mispredicted branch costs more than the remaining tests.
     #[inline(always)]
     fn matches(&self, key: &Key<A>) -> bool {
-        (self.src_lo <= key.src)
-            & (key.src <= self.src_hi)
-            & (self.dst_lo <= key.dst)
-            & (key.dst <= self.dst_hi)
-            & (self.sport_lo <= key.sport)
-            & (key.sport <= self.sport_hi)
-            & (self.dport_lo <= key.dport)
-            & (key.dport <= self.dport_hi)
-            & (key.proto & self.proto_mask == self.proto_value)
-            & (key.ingress & self.ingress_mask == self.ingress_value)
-            & (key.tcp_flags & self.flags_mask == self.flags_value)
+        let misses = u32::from(key.src.wrapping_sub(self.src_lo) > self.src_span)
+            | u32::from(key.dst.wrapping_sub(self.dst_lo) > self.dst_span)
+            | u32::from(key.sport.wrapping_sub(self.sport_lo) > self.sport_span)
+            | u32::from(key.dport.wrapping_sub(self.dport_lo) > self.dport_span)
+            | u32::from(key.proto & self.proto_mask != self.proto_value)
+            | u32::from(key.ingress & self.ingress_mask != self.ingress_value)
+            | u32::from(key.tcp_flags & self.flags_mask != self.flags_value);
+        misses == 0
     }
-}
-
-/// The key's fields as 32-bit words, the unit a cut node extracts bits from: source address
-/// words, destination address words, source port, destination port, protocol, ingress.
-const KEY_WORDS: usize = 16;
-
-fn key_words<A: Address>(key: &Key<A>) -> [u32; KEY_WORDS] {
-    let mut words = [0; KEY_WORDS];
-    let address_words = A::WORDS;
-    key.src.write_words(&mut words[..address_words]);
-    key.dst
-        .write_words(&mut words[address_words..2 * address_words]);
-    words[2 * address_words] = u32::from(key.sport);
-    words[2 * address_words + 1] = u32::from(key.dport);
-    words[2 * address_words + 2] = u32::from(key.proto);
-    words[2 * address_words + 3] = u32::from(key.ingress);
-    words
 }
 
 /// A reference to a subtree, as the root of a tree or in a cut node's child array, with what is
 /// needed to use it, so that each level of a lookup costs one memory read.
 ///
-/// Bits 0-31: the offset of a node's first child slot in `slots`, or of a leaf's first entry
-/// reference in `refs`. Bit 63 clear, a node: the key word index (bits 32-35), the shift within
-/// it (bits 36-40), the bits extracted minus one (bits 41-44) and a lower bound of the best rank
-/// in the subtree (bits 45-62, saturated), so that a lookup that already has a better rank stops
-/// there. Bit 63 set, a leaf: its filter window's key word (bits 32-35) and shift (bits 36-40)
-/// and its reference count (bits 41-62).
+/// Bits 32-63: the offset of a node's first child slot in `slots`, or of a leaf's first entry
+/// reference in `refs`. Bits 0-8: the key bit where the node's cut (or the leaf's filter
+/// window) starts. Bit 31
+/// clear, a node: the bits extracted minus one (bits 9-12) and a lower bound of the best rank
+/// in the subtree (bits 13-30, saturated), so that a lookup that already has a better rank stops
+/// there. Bit 31 set, a leaf: its reference count (bits 9-30).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Slot(u64);
 
 impl Slot {
-    const LEAF_FLAG: u64 = 1 << 63;
+    const LEAF_FLAG: u64 = 1 << 31;
     /// A leaf with no entry.
     const EMPTY: Slot = Slot(Self::LEAF_FLAG);
-    /// Bits of a node's rank bound and of a leaf's reference count.
+    /// Bits of the key position, of a node's rank bound and of a leaf's reference count.
+    const POS_BITS: u32 = 9;
     const RANK_BOUND_BITS: u32 = 18;
     const COUNT_BITS: u32 = 22;
 
-    fn node(first_child: u32, word: u32, shift: u32, bits: u32, rank_min: u32) -> Slot {
+    fn node(first_child: u32, pos: u32, bits: u32, rank_min: u32) -> Slot {
         let rank_bound = rank_min.min((1 << Self::RANK_BOUND_BITS) - 1);
-        let descriptor = u64::from(word)
-            | u64::from(shift) << 4
-            | u64::from(bits - 1) << 9
-            | u64::from(rank_bound) << 13;
-        Slot(descriptor << 32 | u64::from(first_child))
+        let descriptor = u64::from(pos) | u64::from(bits - 1) << 9 | u64::from(rank_bound) << 13;
+        Slot(u64::from(first_child) << 32 | descriptor)
     }
 
-    /// A leaf of `count` references (below `2^COUNT_BITS`) from `offset`.
-    fn leaf(offset: u32, count: u32, window: Window) -> Slot {
-        let descriptor =
-            u64::from(window.word) | u64::from(window.shift) << 4 | u64::from(count) << 9;
-        Slot(Self::LEAF_FLAG | descriptor << 32 | u64::from(offset))
+    /// A leaf of `count` references (below `2^COUNT_BITS`) from `offset`, its filter window
+    /// at `window_pos`.
+    fn leaf(offset: u32, count: u32, window_pos: u32) -> Slot {
+        let descriptor = Self::LEAF_FLAG | u64::from(count) << 9 | u64::from(window_pos);
+        Slot(u64::from(offset) << 32 | descriptor)
     }
 
     #[inline(always)]
@@ -353,43 +386,34 @@ impl Slot {
 
     #[inline(always)]
     fn offset(self) -> usize {
-        self.0 as u32 as usize
+        (self.0 >> 32) as usize
     }
 
-    /// The key word's bits at the slot's position (node: the child index; leaf: the window).
+    /// The key's bits at the slot's position (node: the child index; leaf: the window).
     #[inline(always)]
-    fn extract(self, words: &[u32; KEY_WORDS]) -> u32 {
-        let descriptor = (self.0 >> 32) as u32;
-        words[(descriptor & 15) as usize] >> ((descriptor >> 4) & 31)
+    fn extract<K: KeyWords>(self, words: &K) -> u32 {
+        words.extract(self.0 as u32 & ((1 << Self::POS_BITS) - 1))
     }
 
-    /// Index in `slots` of the child `words` leads to (for a node).
+    /// Index in `slots` of the child the key leads to (for a node).
     #[inline(always)]
-    fn child_index(self, words: &[u32; KEY_WORDS]) -> usize {
-        let bits = ((self.0 >> 41) & 15) as u32 + 1;
+    fn child_index<K: KeyWords>(self, words: &K) -> usize {
+        let bits = ((self.0 >> 9) & 15) as u32 + 1;
         self.offset() + (self.extract(words) & ((1 << bits) - 1)) as usize
     }
 
     /// A lower bound of the best rank in the subtree (for a node).
     #[inline(always)]
     fn rank_bound(self) -> u32 {
-        (self.0 >> 45) as u32 & ((1 << Self::RANK_BOUND_BITS) - 1)
+        (self.0 >> 13) as u32 & ((1 << Self::RANK_BOUND_BITS) - 1)
     }
 
     /// The leaf's references, in `refs` (for a leaf).
     #[inline(always)]
     fn ref_range(self) -> std::ops::Range<usize> {
-        let count = (self.0 >> 41) as usize & ((1 << Self::COUNT_BITS) - 1);
+        let count = (self.0 >> 9) as usize & ((1 << Self::COUNT_BITS) - 1);
         self.offset()..self.offset() + count
     }
-}
-
-/// Where a leaf's filter window lies in the key words: 16 bits of word `word` from bit `shift`,
-/// the most significant bits of one field that the leaf's region leaves open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-struct Window {
-    word: u8,
-    shift: u8,
 }
 
 /// A filter window value.
@@ -454,7 +478,7 @@ impl<A: Address> Classifier<A> {
 
     /// The smallest priority among the entries matching `key`. No allocation, no panic.
     pub fn classify(&self, key: &Key<A>) -> Option<u32> {
-        let words = key_words(key);
+        let words = A::key_words(key);
         let mut best = RANK_NONE;
         for tree in &self.trees {
             if tree.rank_min >= best {
@@ -481,7 +505,7 @@ impl<A: Address> Classifier<A> {
     /// Follows cut nodes to a leaf, bounded by the deepest tree supported; stops at a node
     /// whose subtree cannot beat `best`.
     #[inline(always)]
-    fn search(&self, mut slot: Slot, key: &Key<A>, words: &[u32; KEY_WORDS], best: u32) -> u32 {
+    fn search(&self, mut slot: Slot, key: &Key<A>, words: &A::KeyWords, best: u32) -> u32 {
         for _ in 0..=DEPTH_MAX_SUPPORTED {
             if slot.is_leaf() {
                 return self.scan_leaf(slot, key, words, best);
@@ -500,7 +524,7 @@ impl<A: Address> Classifier<A> {
 
     /// The first entry of the leaf matching `key` if it ranks better than `best`, else `best`.
     #[inline(always)]
-    fn scan_leaf(&self, slot: Slot, key: &Key<A>, words: &[u32; KEY_WORDS], best: u32) -> u32 {
+    fn scan_leaf(&self, slot: Slot, key: &Key<A>, words: &A::KeyWords, best: u32) -> u32 {
         let refs = self.refs.get(slot.ref_range()).unwrap_or(&[]);
         let window = slot.extract(words) as WindowValue;
         for &leaf_ref in refs {
