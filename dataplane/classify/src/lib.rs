@@ -131,7 +131,7 @@ mod sealed {
     impl Sealed for u32 {}
     impl Sealed for u128 {}
     pub trait SealedWords {}
-    impl SealedWords for [u32; 4] {}
+    impl SealedWords for [u64; 2] {}
     impl SealedWords for [u32; 16] {}
 }
 
@@ -141,10 +141,10 @@ pub trait Address:
 {
     /// Width in bits.
     const BITS: u32;
-    /// The key as 32-bit words, the form a lookup extracts bits from.
+    /// The key as words, the form a lookup extracts bits from.
     type KeyWords: KeyWords;
     /// Where each field's least significant bit is in the key words (bit `b` is bit `b % 32`
-    /// of word `b / 32`), in the builder's field order: source, destination, source port,
+    /// of 32-bit word `b / 32`, least significant first), in the builder's field order: source, destination, source port,
     /// destination port, protocol, ingress. Each field has 16 bits or more of its own (the
     /// protocol is zero-extended), so 16 bits read from inside a field never reach the next.
     const FIELD_LSB: [u32; 6];
@@ -156,27 +156,35 @@ pub trait Address:
     fn key_words(key: &Key<Self>) -> Self::KeyWords;
 }
 
-/// A key as 32-bit words (see `Address::FIELD_LSB`).
+/// A key as words (see `Address::FIELD_LSB`).
 pub trait KeyWords: Copy + Debug + sealed::SealedWords {
     /// The bits from key bit `pos` to the end of its word, in the low bits. A cut or a filter
     /// window never crosses a word.
     fn extract(&self, pos: u32) -> u32;
 }
 
-impl<const N: usize> KeyWords for [u32; N]
-where
-    [u32; N]: sealed::SealedWords,
-{
+/// IPv4: the key in two registers, so that a level of a lookup selects its half instead of
+/// reading the word from memory (a dependent read per level).
+impl KeyWords for [u64; 2] {
     #[inline(always)]
     fn extract(&self, pos: u32) -> u32 {
-        self[(pos / 32) as usize % N] >> (pos % 32)
+        let half = std::hint::select_unpredictable(pos & 64 != 0, self[1], self[0]);
+        (half >> (pos % 64)) as u32
+    }
+}
+
+/// IPv6: sixteen words, so that any word index can be masked into range.
+impl KeyWords for [u32; 16] {
+    #[inline(always)]
+    fn extract(&self, pos: u32) -> u32 {
+        self[(pos / 32) as usize % 16] >> (pos % 32)
     }
 }
 
 impl Address for u32 {
     const BITS: u32 = 32;
-    /// Source, destination, the ports, protocol and ingress.
-    type KeyWords = [u32; 4];
+    /// Source and destination in one half, the ports, protocol and ingress in the other.
+    type KeyWords = [u64; 2];
     const FIELD_LSB: [u32; 6] = [0, 32, 64, 80, 96, 112];
     fn to_u128(self) -> u128 {
         u128::from(self)
@@ -186,12 +194,13 @@ impl Address for u32 {
         u32::wrapping_sub(self, other)
     }
     #[inline(always)]
-    fn key_words(key: &Key<u32>) -> [u32; 4] {
+    fn key_words(key: &Key<u32>) -> [u64; 2] {
         [
-            key.src,
-            key.dst,
-            u32::from(key.sport) | u32::from(key.dport) << 16,
-            u32::from(key.proto) | u32::from(key.ingress) << 16,
+            u64::from(key.src) | u64::from(key.dst) << 32,
+            u64::from(key.sport)
+                | u64::from(key.dport) << 16
+                | u64::from(key.proto) << 32
+                | u64::from(key.ingress) << 48,
         ]
     }
 }
@@ -199,7 +208,7 @@ impl Address for u32 {
 impl Address for u128 {
     const BITS: u32 = 128;
     /// Source and destination four words each (least significant first), then one word
-    /// each for the ports, protocol and ingress; 16 words so that any word index is masked.
+    /// each for the ports, protocol and ingress.
     type KeyWords = [u32; 16];
     const FIELD_LSB: [u32; 6] = [0, 128, 256, 288, 320, 352];
     fn to_u128(self) -> u128 {
