@@ -25,7 +25,7 @@
 //! entries after the first one that covers a node's whole region are dropped (they can never
 //! win there), neighbouring children with the same entries that all span them share one
 //! subtree, and identical leaves are stored once. If the structure needs more than 100 bytes
-//! per entry, it is built again with at most 2·n child slots per node.
+//! per entry, it is built again with at most 2·n child slots per node, then with n.
 //!
 //! Each child slot is 8 bytes holding the child's offset and its cut (or its leaf length), so a
 //! level costs one memory read; a node's slot also holds a lower bound of its subtree's best

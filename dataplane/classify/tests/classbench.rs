@@ -1,4 +1,5 @@
-//! Every trace line of the 1k and 10k ClassBench sets, classified equal to the first-match scan.
+//! Every trace line of the 1k and 10k ClassBench sets, classified equal to the first-match scan,
+//! by a structure under 100 bytes per rule.
 //! The files are the project's shared material; a missing file fails the test.
 
 use std::collections::HashMap;
@@ -50,6 +51,11 @@ fn check_set(set: &str) {
     let (entries, trace) = load(set);
     assert!(!entries.is_empty() && !trace.is_empty(), "{set}: empty");
     let classifier = Classifier::build(&entries, &Limits::default()).expect("builds");
+    let bytes_per_rule = classifier.memory_bytes() as f64 / entries.len() as f64;
+    assert!(
+        bytes_per_rule < 100.0,
+        "{set}: {bytes_per_rule:.1} bytes per rule, over the budget of 100"
+    );
     let mut expected: HashMap<Key<u32>, Option<u32>> = HashMap::new();
     let mut burst = vec![None; trace.len()];
     let keys: Vec<Key<u32>> = trace.iter().map(|packet| packet.key).collect();
