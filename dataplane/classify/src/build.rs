@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::{
     Address, BuildError, BuildStats, Classifier, DEPTH_MAX_SUPPORTED, ENTRIES_MAX_SUPPORTED, Entry,
-    LeafRef, Limits, MEMORY_MAX_SUPPORTED, PackedEntry, Slot, Tree, WindowValue,
+    Key, LeafRef, Limits, MEMORY_MAX_SUPPORTED, PackedEntry, Probe, Range, Slot, Tree, WindowValue,
 };
 
 /// A node with at most this many entries becomes a leaf (scanned linearly).
@@ -181,49 +181,168 @@ pub(crate) fn build<A: Address>(
 
     let fixed_bytes = entries.len() * (size_of::<PackedEntry<A>>() + size_of::<u32>());
     let target_bytes = fixed_bytes.max(BYTES_PER_ENTRY_TARGET * entries.len());
-    let mut builder = build_trees::<A>(&ranked, limits, fixed_bytes, SPACE_FACTORS[0])?;
+    let packed: Vec<PackedEntry<A>> = order
+        .iter()
+        .map(|&index| PackedEntry::new(&entries[index].m))
+        .collect();
+    let priorities: Vec<u32> = order.iter().map(|&index| entries[index].priority).collect();
+
+    // The default partitioning; small sets also try the others and keep the structure that
+    // does the least work for keys drawn from the entries themselves (one within the budget
+    // before one above it). Large sets keep the default, so that they build well within a
+    // second.
+    let candidate = |partitioning| {
+        let builder = build_within::<A>(&ranked, limits, fixed_bytes, target_bytes, partitioning)?;
+        let over_budget = builder.needed_bytes() > target_bytes;
+        let classifier = builder.into_classifier(packed.clone(), priorities.clone());
+        Ok::<_, BuildError>((over_budget, classifier))
+    };
+    let (over_budget, mut classifier) = candidate(Partitioning::ALL[0])?;
+    if entries.len() <= CHOOSE_ENTRIES_MAX {
+        let keys = model_keys(entries);
+        let mut best = (over_budget, classifier.modeled_work(&keys));
+        for &partitioning in &Partitioning::ALL[1..] {
+            // One that cannot be built within the limits is passed over.
+            if let Ok((over_budget, other)) = candidate(partitioning) {
+                let rank = (over_budget, other.modeled_work(&keys));
+                if rank < best {
+                    best = rank;
+                    classifier = other;
+                }
+            }
+        }
+    }
+    classifier.stats.entries = entries.len();
+    classifier.stats.build_time = started.elapsed();
+    Ok(classifier)
+}
+
+/// Sets of at most this many entries are built with every partitioning (three builds, each a
+/// few milliseconds at 1k entries and tens at 10k).
+const CHOOSE_ENTRIES_MAX: usize = 20_000;
+
+/// Keys the work of a candidate structure is counted on.
+const MODEL_KEYS: usize = 4096;
+
+/// How entries are grouped into trees, by which address fields are *narrow* (at most
+/// `2^(BITS/2)` addresses). Cutting a narrow field replicates few entries, and a wide entry in
+/// its own tree is not copied into every leaf of the others (CutSplit's idea); but every tree
+/// is one more descent per lookup, so which grouping is best depends on the set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Partitioning {
+    /// Both narrow, source only, destination only, neither.
+    Four,
+    /// Source narrow; destination narrow; neither.
+    SourceFirst,
+    /// Destination narrow; source narrow; neither.
+    DestinationFirst,
+}
+
+impl Partitioning {
+    /// The default first. Fewer groups (either field narrow; everything in one tree) measured
+    /// never better and took up to minutes to build: wide entries copied into every leaf.
+    const ALL: [Partitioning; 3] = [
+        Partitioning::Four,
+        Partitioning::SourceFirst,
+        Partitioning::DestinationFirst,
+    ];
+
+    /// The group of an entry with the given narrow fields.
+    fn group(self, src_narrow: bool, dst_narrow: bool) -> usize {
+        match self {
+            Partitioning::Four => match (src_narrow, dst_narrow) {
+                (true, true) => 0,
+                (true, false) => 1,
+                (false, true) => 2,
+                (false, false) => 3,
+            },
+            Partitioning::SourceFirst => match (src_narrow, dst_narrow) {
+                (true, _) => 0,
+                (false, true) => 1,
+                (false, false) => 2,
+            },
+            Partitioning::DestinationFirst => match (src_narrow, dst_narrow) {
+                (_, true) => 0,
+                (true, false) => 1,
+                (false, false) => 2,
+            },
+        }
+    }
+}
+
+/// Keys drawn from the entries: `MODEL_KEYS` points spread over the entries in rank order, each
+/// a pseudo-random point inside its entry (as ClassBench draws its traces), the same for every
+/// build of the same entries.
+fn model_keys<A: Address>(entries: &[Entry<A>]) -> Vec<Key<A>> {
+    let mut random = Xorshift(0x9e37_79b9_7f4a_7c15);
+    let mut within = |lo: u128, hi: u128| {
+        let span = hi - lo;
+        let draw = u128::from(random.next()) << 64 | u128::from(random.next());
+        lo + if span == u128::MAX {
+            draw
+        } else {
+            draw % (span + 1)
+        }
+    };
+    (0..MODEL_KEYS)
+        .filter_map(|index| entries.get(index * entries.len() / MODEL_KEYS))
+        .map(|entry| {
+            let m = &entry.m;
+            let range = |r: Range<u16>| (u128::from(r.lo), u128::from(r.hi));
+            let (sport_lo, sport_hi) = range(m.sport);
+            let (dport_lo, dport_hi) = range(m.dport);
+            Key {
+                src: A::from_u128(within(m.src.lo.to_u128(), m.src.hi.to_u128())),
+                dst: A::from_u128(within(m.dst.lo.to_u128(), m.dst.hi.to_u128())),
+                sport: within(sport_lo, sport_hi) as u16,
+                dport: within(dport_lo, dport_hi) as u16,
+                proto: m.proto.unwrap_or_else(|| within(0, 255) as u8),
+                ingress: m.ingress.unwrap_or(0),
+                tcp_flags: m.tcp_flags.map_or(0, |(value, _)| value),
+            }
+        })
+        .collect()
+}
+
+/// Marsaglia's xorshift64: deterministic, good enough to spread model keys.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// The trees for `partitioning`, with the first space factor whose structure fits
+/// `target_bytes` (or the last).
+fn build_within<'a, A: Address>(
+    ranked: &'a [BuildEntry],
+    limits: &Limits,
+    fixed_bytes: usize,
+    target_bytes: usize,
+    partitioning: Partitioning,
+) -> Result<Builder<'a>, BuildError> {
+    let mut builder =
+        build_trees::<A>(ranked, limits, fixed_bytes, SPACE_FACTORS[0], partitioning)?;
     for &space_factor in &SPACE_FACTORS[1..] {
         if builder.needed_bytes() <= target_bytes {
             break;
         }
-        builder = build_trees::<A>(&ranked, limits, fixed_bytes, space_factor)?;
+        builder = build_trees::<A>(ranked, limits, fixed_bytes, space_factor, partitioning)?;
     }
-    let mut trees = std::mem::take(&mut builder.trees);
-    trees.sort_by_key(|tree| tree.rank_min);
-
-    let mut stats = builder.stats;
-    let Builder { slots, refs, .. } = builder;
-    let mut classifier = Classifier {
-        entries: order
-            .iter()
-            .map(|&index| PackedEntry::new(&entries[index].m))
-            .collect(),
-        priorities: order.iter().map(|&index| entries[index].priority).collect(),
-        trees,
-        slots,
-        refs,
-        stats,
-    };
-    classifier.slots.shrink_to_fit();
-    classifier.refs.shrink_to_fit();
-    stats.entries = entries.len();
-    stats.trees = classifier.trees.len();
-    stats.memory_bytes = fixed_bytes
-        + classifier.slots.len() * size_of::<Slot>()
-        + classifier.refs.len() * size_of::<LeafRef>()
-        + classifier.trees.len() * size_of::<Tree>()
-        + size_of::<Classifier<A>>();
-    stats.build_time = started.elapsed();
-    classifier.stats = stats;
-    Ok(classifier)
+    Ok(builder)
 }
 
-/// One tree per non-empty partition of `ranked`, cut with `space_factor`.
+/// One tree per non-empty group of `ranked`, cut with `space_factor`.
 fn build_trees<'a, A: Address>(
     ranked: &'a [BuildEntry],
     limits: &Limits,
     fixed_bytes: usize,
     space_factor: usize,
+    partitioning: Partitioning,
 ) -> Result<Builder<'a>, BuildError> {
     let mut builder = Builder {
         entries: ranked,
@@ -241,7 +360,7 @@ fn build_trees<'a, A: Address>(
         stats: BuildStats::default(),
     };
     builder.check_memory()?;
-    for partition in partitions::<A>(ranked) {
+    for partition in partitions::<A>(ranked, partitioning) {
         if let Some(&rank_min) = partition.first() {
             let region = Region::everything(&builder.layouts);
             let root = builder.node(&partition, &region, 0)?;
@@ -269,27 +388,53 @@ fn check_limits(limits: &Limits) -> Result<(), BuildError> {
     Ok(())
 }
 
-/// Ranks grouped by which address fields are narrow (at most `2^(BITS/2)` addresses): both,
-/// source only, destination only, neither. Cutting a narrow field replicates few entries, and a
-/// wide entry in its own tree is not copied into every leaf of the others (CutSplit's idea).
-fn partitions<A: Address>(ranked: &[BuildEntry]) -> [Vec<u32>; 4] {
+/// Ranks grouped by `partitioning`.
+fn partitions<A: Address>(ranked: &[BuildEntry], partitioning: Partitioning) -> [Vec<u32>; 4] {
     let narrow = |entry: &BuildEntry, field: usize| {
         (entry.hi[field] - entry.lo[field]) >> (A::BITS / 2) == 0
     };
     let mut groups: [Vec<u32>; 4] = Default::default();
     for (rank, entry) in ranked.iter().enumerate() {
-        let group = match (narrow(entry, SRC), narrow(entry, DST)) {
-            (true, true) => 0,
-            (true, false) => 1,
-            (false, true) => 2,
-            (false, false) => 3,
-        };
+        let group = partitioning.group(narrow(entry, SRC), narrow(entry, DST));
         groups[group].push(rank as u32);
     }
     groups
 }
 
 impl Builder<'_> {
+    /// The classifier with this structure (its statistics without the build time).
+    fn into_classifier<A: Address>(
+        self,
+        entries: Vec<PackedEntry<A>>,
+        priorities: Vec<u32>,
+    ) -> Classifier<A> {
+        let Builder {
+            mut trees,
+            mut slots,
+            mut refs,
+            fixed_bytes,
+            mut stats,
+            ..
+        } = self;
+        trees.sort_by_key(|tree| tree.rank_min);
+        slots.shrink_to_fit();
+        refs.shrink_to_fit();
+        stats.trees = trees.len();
+        stats.memory_bytes = fixed_bytes
+            + slots.len() * size_of::<Slot>()
+            + refs.len() * size_of::<LeafRef>()
+            + trees.len() * size_of::<Tree>()
+            + size_of::<Classifier<A>>();
+        Classifier {
+            entries,
+            priorities,
+            trees,
+            slots,
+            refs,
+            stats,
+        }
+    }
+
     /// Bytes of the structure built so far.
     fn needed_bytes(&self) -> usize {
         self.fixed_bytes
@@ -585,5 +730,50 @@ impl Builder<'_> {
             cut.bits,
             ranks[0],
         ))
+    }
+}
+
+/// A lookup's work, counted: the cost model that chooses between candidate structures.
+#[derive(Debug, Default)]
+struct Work {
+    trees: u64,
+    nodes: u64,
+    leaf_refs: u64,
+    entry_checks: u64,
+}
+
+impl Probe for Work {
+    fn tree(&mut self) {
+        self.trees += 1;
+    }
+    fn node(&mut self) {
+        self.nodes += 1;
+    }
+    fn leaf_ref(&mut self) {
+        self.leaf_refs += 1;
+    }
+    fn entry_check(&mut self) -> bool {
+        self.entry_checks += 1;
+        true
+    }
+}
+
+impl Work {
+    /// Relative cost, in about half-nanoseconds on the development machine: a tree costs a
+    /// mispredicted branch at its leaf, a node a dependent read, a leaf entry a compare, an
+    /// entry check a read and its compares.
+    fn cost(&self) -> u64 {
+        6 * self.trees + 2 * self.nodes + self.leaf_refs + 3 * self.entry_checks
+    }
+}
+
+impl<A: Address> Classifier<A> {
+    /// The modelled work of looking up every key.
+    fn modeled_work(&self, keys: &[Key<A>]) -> u64 {
+        let mut work = Work::default();
+        for key in keys {
+            self.best_rank(key, &mut work);
+        }
+        work.cost()
     }
 }
