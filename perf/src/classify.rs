@@ -2,7 +2,9 @@
 //! against DPDK's `rte_acl` (`dpdk-test-acl`) on the same sets in the same run.
 //!
 //! Per set: build time, memory, lookups per second one key at a time and in bursts, each the
-//! median of `--runs` measurements. Every trace line is first checked against a first-match scan
+//! median of `--runs` rounds; a round builds and measures ours, then runs `dpdk-test-acl` once,
+//! and the last column is the median of the rounds' ratios of our burst rate to rte_acl's, the
+//! figure least moved by the machine's drift. Every trace line is first checked against a first-match scan
 //! of the rules; a wrong answer stops the benchmark. `dpdk-test-acl` gets the same rules without
 //! the flags column (our parser ignores that column too) and the trace as
 //! `0xSRC 0xDST sport dport proto`; its build time is taken from the arrival of its output lines,
@@ -148,47 +150,69 @@ fn measure_set(args: &Args, set: &str) -> Result<Figures, String> {
     let keys: Vec<Key<u32>> = trace.iter().map(|packet| packet.key).collect();
     let runs = args.runs.max(1);
 
-    let mut build_ms = Vec::new();
-    let mut classifier = None;
-    for _ in 0..runs {
-        let built = Classifier::build(&entries, &Limits::default())
-            .map_err(|e| format!("{set}: build: {e}"))?;
-        build_ms.push(built.build_stats().build_time.as_secs_f64() * 1e3);
-        classifier = Some(built);
-    }
-    let classifier = classifier.ok_or("no build")?;
-    let stats = classifier.build_stats();
-    eprintln!("{set}: {stats:?}");
-    let wrong = mismatches(&classifier, &entries, &trace);
-    if wrong != 0 {
-        return Err(format!(
-            "{set}: {wrong} trace lines classified differently from the first-match scan"
-        ));
-    }
-    let single: Vec<f64> = (0..runs)
-        .map(|_| rate_single(&classifier, &keys) / 1e6)
-        .collect();
-    let burst: Vec<f64> = (0..runs)
-        .map(|_| rate_burst(&classifier, &keys) / 1e6)
-        .collect();
-    let dpdk = if args.no_dpdk {
+    // Rounds interleave the two classifiers, so that the machine's drift (runs minutes apart
+    // differ by up to 2x here) hits both alike; the ratio is the median of per-round ratios.
+    let dpdk_files = if args.no_dpdk {
         None
     } else {
-        Some(run_dpdk(args, set, &files, runs)?)
+        let scratch = ScratchDir(
+            std::env::temp_dir().join(format!("vfn-perf-classbench-{}", std::process::id())),
+        );
+        std::fs::create_dir_all(&scratch.0).map_err(|e| format!("{}: {e}", scratch.0.display()))?;
+        let converted = write_dpdk_files(&files, &scratch.0)?;
+        Some((scratch, converted))
     };
+    let mut build_ms = Vec::new();
+    let mut single = Vec::new();
+    let mut burst = Vec::new();
+    let mut dpdk_build_ms = Vec::new();
+    let mut dpdk_mpps = Vec::new();
+    let mut ratios = Vec::new();
+    let mut bytes_per_rule = 0.0;
+    for round in 0..runs {
+        let classifier = Classifier::build(&entries, &Limits::default())
+            .map_err(|e| format!("{set}: build: {e}"))?;
+        build_ms.push(classifier.build_stats().build_time.as_secs_f64() * 1e3);
+        if round == 0 {
+            eprintln!("{set}: {:?}", classifier.build_stats());
+            let wrong = mismatches(&classifier, &entries, &trace);
+            if wrong != 0 {
+                return Err(format!(
+                    "{set}: {wrong} trace lines classified differently from the first-match scan"
+                ));
+            }
+            bytes_per_rule = classifier.memory_bytes() as f64 / entries.len().max(1) as f64;
+        }
+        single.push(rate_single(&classifier, &keys) / 1e6);
+        let round_burst = rate_burst(&classifier, &keys) / 1e6;
+        burst.push(round_burst);
+        if let Some((_, (rules, trace, rule_count, trace_count))) = &dpdk_files {
+            let (build, rate) = dpdk_once(args.core, rules, trace, *rule_count, *trace_count)
+                .map_err(|e| format!("{set}: dpdk-test-acl: {e}"))?;
+            dpdk_build_ms.push(build.as_secs_f64() * 1e3);
+            dpdk_mpps.push(rate / 1e6);
+            ratios.push(round_burst * 1e6 / rate);
+        }
+    }
     Ok(Figures {
         rules: entries.len(),
         build_ms: median(build_ms),
-        bytes_per_rule: classifier.memory_bytes() as f64 / entries.len().max(1) as f64,
+        bytes_per_rule,
         single_mpps: median(single),
         burst_mpps: median(burst),
-        dpdk,
+        dpdk: dpdk_files.map(|_| DpdkFigures {
+            build_ms: median(dpdk_build_ms),
+            mpps: median(dpdk_mpps),
+            burst_ratio: median(ratios),
+        }),
     })
 }
 
 struct DpdkFigures {
     build_ms: f64,
     mpps: f64,
+    /// Our burst rate over rte_acl's, median of the rounds' ratios.
+    burst_ratio: f64,
 }
 
 /// A scratch directory for the converted files, removed when dropped (also on error).
@@ -233,26 +257,6 @@ fn write_dpdk_files(
     std::fs::write(&rules_path, rules).map_err(|e| format!("{}: {e}", rules_path.display()))?;
     std::fs::write(&trace_path, trace).map_err(|e| format!("{}: {e}", trace_path.display()))?;
     Ok((rules_path, trace_path, rule_count, packets.len()))
-}
-
-fn run_dpdk(args: &Args, set: &str, files: &SetFiles, runs: usize) -> Result<DpdkFigures, String> {
-    let scratch = ScratchDir(
-        std::env::temp_dir().join(format!("vfn-perf-classbench-{}", std::process::id())),
-    );
-    std::fs::create_dir_all(&scratch.0).map_err(|e| format!("{}: {e}", scratch.0.display()))?;
-    let (rules, trace, rule_count, trace_count) = write_dpdk_files(files, &scratch.0)?;
-    let mut build_ms = Vec::new();
-    let mut mpps = Vec::new();
-    for _ in 0..runs {
-        let (build, rate) = dpdk_once(args.core, &rules, &trace, rule_count, trace_count)
-            .map_err(|e| format!("{set}: dpdk-test-acl: {e}"))?;
-        build_ms.push(build.as_secs_f64() * 1e3);
-        mpps.push(rate / 1e6);
-    }
-    Ok(DpdkFigures {
-        build_ms: median(build_ms),
-        mpps: median(mpps),
-    })
 }
 
 /// One `dpdk-test-acl` run: its build time (from the last configuration line to the build's
@@ -319,24 +323,28 @@ pub fn run(args: &Args) {
         eprintln!("warning: could not pin to core {}", args.core);
     }
     println!(
-        "ClassBench, one core (core {}), medians of {} runs; rte_acl: dpdk-test-acl --alg=avx2",
+        "ClassBench, one core (core {}), medians of {} interleaved rounds; rte_acl: dpdk-test-acl --alg=avx2",
         args.core, args.runs
     );
     println!(
-        "| set | rules | build ms | bytes/rule | Mlookups/s single | Mlookups/s burst {BURST} | ns/lookup (burst) | rte_acl build ms | rte_acl Mlookups/s |"
+        "| set | rules | build ms | bytes/rule | Mlookups/s single | Mlookups/s burst {BURST} | ns/lookup (burst) | rte_acl build ms | rte_acl Mlookups/s | burst / rte_acl |"
     );
-    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|");
+    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     for set in &args.sets {
         match measure_set(args, set) {
             Ok(f) => {
-                let (dpdk_build, dpdk_rate) = f
-                    .dpdk
-                    .as_ref()
-                    .map_or(("-".to_string(), "-".to_string()), |d| {
-                        (format!("{:.0}", d.build_ms), format!("{:.2}", d.mpps))
-                    });
+                let (dpdk_build, dpdk_rate, ratio) = f.dpdk.as_ref().map_or(
+                    ("-".to_string(), "-".to_string(), "-".to_string()),
+                    |d| {
+                        (
+                            format!("{:.0}", d.build_ms),
+                            format!("{:.2}", d.mpps),
+                            format!("{:.2}", d.burst_ratio),
+                        )
+                    },
+                );
                 println!(
-                    "| {set} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {dpdk_build} | {dpdk_rate} |",
+                    "| {set} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {dpdk_build} | {dpdk_rate} | {ratio} |",
                     f.rules,
                     f.build_ms,
                     f.bytes_per_rule,
