@@ -14,10 +14,12 @@
 //! most 2^16 addresses for IPv4, 2^64 for IPv6), and each partition gets its own tree, so wide
 //! entries are not copied into every leaf of a tree that cuts the narrow fields (the idea of
 //! CutSplit, Li et al. 2018). By default four: both narrow, source only, destination only,
-//! neither. Every tree is one more descent per lookup, so a set of up to 20,000 entries is also
-//! built with three partitions (source narrow first, or destination narrow first) and the
-//! builder keeps the structure that does the least work on keys drawn from the entries
-//! themselves, counted by the lookup's own code (trees, nodes, leaf entries, entry checks).
+//! neither. Every tree is one more descent per lookup, and entries that differ only in ports
+//! crowd the leaves of an address tree, so a set of up to 20,000 entries is also built with
+//! three groups (source narrow first, or destination narrow first), optionally with the first
+//! group split by a narrow destination port (fewer than 256 ports), and the builder keeps the
+//! structure that does the least work on keys drawn from the entries themselves, counted by
+//! the lookup's own code (trees, nodes, leaf entries, entry checks).
 //!
 //! A tree node cuts one field into 2^k equal parts by extracting k bits of it (as HiCuts does
 //! with power-of-two cuts): every node's region is an aligned block per field, so the child is
