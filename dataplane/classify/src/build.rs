@@ -23,11 +23,14 @@ const BYTES_PER_ENTRY_TARGET: usize = 100;
 const REPLICATION_PERCENT_MAX: usize = 200;
 /// Most bits one node extracts: at most 2^16 children.
 const CUT_BITS_MAX: u32 = 16;
+/// Most bits a cut by a port's lowest bits extracts.
+const LOW_CUT_BITS_MAX: u32 = 8;
 
 /// Fields in cut order: source, destination, source port, destination port, protocol, ingress.
 const FIELDS: usize = 6;
 const SRC: usize = 0;
 const DST: usize = 1;
+const SPORT: usize = 2;
 const DPORT: usize = 3;
 const FIELD_NAMES: [&str; FIELDS] = ["src", "dst", "sport", "dport", "proto", "ingress"];
 
@@ -110,6 +113,10 @@ struct Region {
     lo: [u128; FIELDS],
     hi: [u128; FIELDS],
     cut_bits: [u32; FIELDS],
+    /// Fields cut by their lowest bits above: the region's keys share those bits, which `lo`
+    /// and `hi` do not say (they are a superset, which keeps every test conservative); a field
+    /// is cut that way once.
+    low_cut: [bool; FIELDS],
 }
 
 impl Region {
@@ -122,15 +129,19 @@ impl Region {
             lo: [0; FIELDS],
             hi,
             cut_bits: [0; FIELDS],
+            low_cut: [false; FIELDS],
         }
     }
 }
 
-/// A cut: extract `bits` bits of `field` below the bits already cut.
+/// A cut: extract `bits` bits of `field` below the bits already cut, or its lowest `bits` bits.
 #[derive(Debug, Clone, Copy)]
 struct Cut {
     field: usize,
     bits: u32,
+    /// The field's lowest bits: children by value modulo `2^bits`, for fields of many small
+    /// exact values (ports), which the highest bits do not tell apart.
+    low: bool,
     /// Entry references the children would hold in all.
     refs: usize,
     /// Entries in the fullest child.
@@ -501,6 +512,7 @@ impl Builder<'_> {
 
     /// Builds the subtree for `ranks` (increasing) restricted to `region`; returns its slot value.
     fn node(&mut self, ranks: &[u32], region: &Region, depth: usize) -> Result<Slot, BuildError> {
+        let region = &self.zoom(ranks, region);
         // Entries after one that covers the whole region can never be the first match in it.
         let kept = ranks
             .iter()
@@ -516,6 +528,40 @@ impl Builder<'_> {
             Some(cut) => self.cut_node(kept, region, depth, cut),
             None => self.leaf(kept, region, depth),
         }
+    }
+
+    /// `region` narrowed, per field, to the smallest aligned block holding every entry of
+    /// `ranks` there, as if the bits they all share had been cut: cuts below then separate
+    /// them, where cuts of those shared bits would separate nothing (a path of one-child
+    /// nodes, or a leaf). A key outside the block matches none of these entries, so whichever
+    /// child it is sent to, the leaf's full check finds no match, as it should.
+    fn zoom(&self, ranks: &[u32], region: &Region) -> Region {
+        let mut zoomed = *region;
+        for (field, layout) in self.layouts.iter().enumerate() {
+            let cut_bits = region.cut_bits[field];
+            if cut_bits >= layout.width {
+                continue;
+            }
+            let clipped = ranks.iter().map(|&rank| {
+                let entry = &self.entries[rank as usize];
+                (
+                    entry.lo[field].max(region.lo[field]),
+                    entry.hi[field].min(region.hi[field]),
+                )
+            });
+            let Some((lo, hi)) = clipped.reduce(|(lo, hi), (l, h)| (lo.min(l), hi.max(h))) else {
+                continue;
+            };
+            let differing = u128::BITS - (lo ^ hi).leading_zeros();
+            let shared = layout.width - differing;
+            if shared > cut_bits {
+                let host = u128::MAX.checked_shr(u128::BITS - differing).unwrap_or(0);
+                zoomed.lo[field] = lo & !host;
+                zoomed.hi[field] = lo | host;
+                zoomed.cut_bits[field] = shared;
+            }
+        }
+        zoomed
     }
 
     fn leaf(&mut self, ranks: &[u32], region: &Region, depth: usize) -> Result<Slot, BuildError> {
@@ -625,6 +671,30 @@ impl Builder<'_> {
         ((lo >> shift) as usize, (hi >> shift) as usize)
     }
 
+    /// Children of entry `rank` under `cut`: `(first, last)`, wrapping past the last child when
+    /// `first > last` (a low cut: a range of values is a cyclic range of residues).
+    fn children(
+        &self,
+        rank: u32,
+        region: &Region,
+        field: usize,
+        bits: u32,
+        low: bool,
+    ) -> (usize, usize) {
+        if !low {
+            return self.child_span(rank, region, field, bits);
+        }
+        let entry = &self.entries[rank as usize];
+        let lo = entry.lo[field].max(region.lo[field]);
+        let hi = entry.hi[field].min(region.hi[field]);
+        let fanout = 1u128 << bits;
+        if hi - lo + 1 >= fanout {
+            (0, (fanout - 1) as usize)
+        } else {
+            ((lo % fanout) as usize, (hi % fanout) as usize)
+        }
+    }
+
     /// The cut that leaves the fewest entries in the fullest child within the space measure;
     /// `None` when no cut separates anything.
     fn choose_cut(&mut self, ranks: &[u32], region: &Region) -> Option<Cut> {
@@ -642,7 +712,7 @@ impl Builder<'_> {
             let bits_max = remaining.min(word_room).min(CUT_BITS_MAX);
             let mut field_best: Option<Cut> = None;
             for bits in 1..=bits_max {
-                let (refs, fullest) = self.child_counts(ranks, region, field, bits);
+                let (refs, fullest) = self.child_counts(ranks, region, field, bits, false);
                 let too_many_refs = refs * 100 > REPLICATION_PERCENT_MAX * n;
                 if bits > 1 && (too_many_refs || (1 << bits) > self.space_factor * n) {
                     break;
@@ -650,11 +720,32 @@ impl Builder<'_> {
                 field_best = Some(Cut {
                     field,
                     bits,
+                    low: false,
                     refs,
                     fullest,
                 });
                 if fullest <= 1 {
                     break;
+                }
+            }
+            // Ports also by their lowest bits, once.
+            if (field == SPORT || field == DPORT) && !region.low_cut[field] {
+                for bits in 1..=LOW_CUT_BITS_MAX {
+                    let (refs, fullest) = self.child_counts(ranks, region, field, bits, true);
+                    let too_many_refs = refs * 100 > REPLICATION_PERCENT_MAX * n;
+                    if too_many_refs || (1 << bits) > self.space_factor * n {
+                        break;
+                    }
+                    let low_cut = Cut {
+                        field,
+                        bits,
+                        low: true,
+                        refs,
+                        fullest,
+                    };
+                    if field_best.is_none_or(|b| (fullest, refs) < (b.fullest, b.refs)) {
+                        field_best = Some(low_cut);
+                    }
                 }
             }
             if let Some(candidate) = field_best {
@@ -675,16 +766,20 @@ impl Builder<'_> {
         region: &Region,
         field: usize,
         bits: u32,
+        low: bool,
     ) -> (usize, usize) {
+        let fanout = 1 << bits;
         let mut counts = std::mem::take(&mut self.counts);
         counts.clear();
-        counts.resize((1 << bits) + 1, 0);
+        counts.resize(fanout + 1, 0);
         let mut refs = 0;
         for &rank in ranks {
-            let (first, last) = self.child_span(rank, region, field, bits);
-            counts[first] += 1;
-            counts[last + 1] -= 1;
-            refs += last - first + 1;
+            let (first, last) = self.children(rank, region, field, bits, low);
+            for (from, to) in child_runs(first, last, fanout) {
+                counts[from] += 1;
+                counts[to + 1] -= 1;
+                refs += to - from + 1;
+            }
         }
         let mut running = 0;
         let mut fullest = 0;
@@ -707,17 +802,19 @@ impl Builder<'_> {
         let layout = self.layouts[field];
         let cut_bits = region.cut_bits[field];
         let fanout = 1usize << cut.bits;
-        let child_shift = layout.width - cut_bits - cut.bits;
+        let child_shift = (layout.width - cut_bits).saturating_sub(cut.bits);
 
         // Children's entry lists, flat: child j holds lists[starts[j]..starts[j + 1]].
         let mut starts = vec![0usize; fanout + 1];
         let spans: Vec<(usize, usize)> = ranks
             .iter()
-            .map(|&rank| self.child_span(rank, region, field, cut.bits))
+            .map(|&rank| self.children(rank, region, field, cut.bits, cut.low))
             .collect();
         for &(first, last) in &spans {
-            for child in first..=last {
-                starts[child + 1] += 1;
+            for (from, to) in child_runs(first, last, fanout) {
+                for child in from..=to {
+                    starts[child + 1] += 1;
+                }
             }
         }
         for child in 0..fanout {
@@ -726,9 +823,11 @@ impl Builder<'_> {
         let mut fill = starts.clone();
         let mut lists = vec![0u32; cut.refs];
         for (&rank, &(first, last)) in ranks.iter().zip(&spans) {
-            for child in first..=last {
-                lists[fill[child]] = rank;
-                fill[child] += 1;
+            for (from, to) in child_runs(first, last, fanout) {
+                for child in from..=to {
+                    lists[fill[child]] = rank;
+                    fill[child] += 1;
+                }
             }
         }
 
@@ -737,6 +836,31 @@ impl Builder<'_> {
         self.check_memory()?;
         self.stats.nodes += 1;
 
+        if cut.low {
+            // Every child keeps the region (a superset of its keys), so children with the
+            // same entries have the same subtree.
+            let mut child_region = *region;
+            child_region.low_cut[field] = true;
+            let mut built: HashMap<&[u32], Slot> = HashMap::new();
+            for child in 0..fanout {
+                let list = &lists[starts[child]..starts[child + 1]];
+                let value = match built.get(list) {
+                    Some(&value) => value,
+                    None => {
+                        let value = self.node(list, &child_region, depth + 1)?;
+                        built.insert(list, value);
+                        value
+                    }
+                };
+                self.slots[first_child + child] = value;
+            }
+            return Ok(Slot::node(
+                first_child as u32,
+                layout.lsb,
+                cut.bits,
+                ranks[0],
+            ));
+        }
         let child_lo = |child: usize| region.lo[field] + ((child as u128) << child_shift);
         let child_hi = |child: usize| child_lo(child) + ((1u128 << child_shift) - 1);
         let mut child = 0;
@@ -822,6 +946,17 @@ impl<A: Address> Classifier<A> {
         }
         work.cost()
     }
+}
+
+/// The child index runs of a `(first, last)` range that wraps past `fanout - 1` when
+/// `first > last`.
+fn child_runs(first: usize, last: usize, fanout: usize) -> impl Iterator<Item = (usize, usize)> {
+    let (head, tail) = if first <= last {
+        ((first, last), None)
+    } else {
+        ((first, fanout - 1), Some((0, last)))
+    };
+    std::iter::once(head).chain(tail)
 }
 
 #[cfg(test)]

@@ -24,9 +24,14 @@
 //! A tree node cuts one field into 2^k equal parts by extracting k bits of it (as HiCuts does
 //! with power-of-two cuts): every node's region is an aligned block per field, so the child is
 //! `(key_word >> shift) & mask`, and a cut never straddles a 32-bit key word (IPv6 addresses are
-//! four words). At each node the builder picks, per field, the largest k within two bounds (at
-//! most 4·n child slots and 2·n entry references for a node of n entries) and takes the field
-//! whose fullest child is smallest. A node of at most 8 entries, or at the depth limit, or
+//! four words). A port may also be cut once by its lowest k bits (children by value modulo
+//! 2^k), which tells apart small exact ports that share their high bits. Before cutting, each
+//! field of a node's region is narrowed to the aligned block its entries share (the bits they
+//! all have in common are skipped, as a Patricia trie skips a one-way path): a key outside
+//! that block matches none of the node's entries, so wherever it goes the leaf check rejects
+//! it. At each node the builder picks, per field, the largest k within two bounds (at most 4·n
+//! child slots and 2·n entry references for a node of n entries) and takes the field whose
+//! fullest child is smallest. A node of at most 8 entries, or at the depth limit, or
 //! where no cut separates anything, is a leaf: a rank list scanned in order. While building, the
 //! entries after the first one that covers a node's whole region are dropped (they can never
 //! win there), neighbouring children with the same entries that all span them share one
