@@ -18,9 +18,10 @@ const LEAF_ENTRIES: usize = 8;
 /// bytes per entry, at about 0.75 times the speed).
 const SPACE_FACTORS: [usize; 3] = [4, 2, 1];
 const BYTES_PER_ENTRY_TARGET: usize = 100;
-/// ...and at most `REPLICATION_PERCENT_MAX × n / 100` entry references in its children: entries
-/// spanning several children are copied into each, and this bounds the copies per level.
-const REPLICATION_PERCENT_MAX: usize = 200;
+/// ...and at most `replication_percent × n / 100` entry references in its children: entries
+/// spanning several children are copied into each, and this bounds the copies per level. The
+/// default's; small sets also try `REPLICATION_PERCENTS[1]` (more copies, shallower trees).
+const REPLICATION_PERCENTS: [usize; 2] = [200, 300];
 /// Most bits one node extracts: at most 2^16 children.
 const CUT_BITS_MAX: u32 = 16;
 /// Most bits a cut by a port's lowest bits extracts.
@@ -154,6 +155,7 @@ struct Builder<'a> {
     max_depth: usize,
     max_memory_bytes: usize,
     space_factor: usize,
+    replication_percent: usize,
     /// Bytes that do not grow while trees are built (entries, priorities).
     fixed_bytes: usize,
     trees: Vec<Tree>,
@@ -175,23 +177,42 @@ pub(crate) fn build<A: Address>(
 ) -> Result<Classifier<A>, BuildError> {
     let started = Instant::now();
     let prepared = Prepared::new(entries, limits)?;
-    // The default partitioning; small sets also try the others and keep the structure that
-    // does the least work for keys drawn from the entries themselves (one within the budget
-    // before one above it). Large sets keep the default, so that they build well within a
-    // second.
-    let (over_budget, mut classifier) = prepared.candidate(Partitioning::ALL[0])?;
-    if entries.len() <= CHOOSE_ENTRIES_MAX {
+    // The default shape. A set of `CHOOSE_ENTRIES_MIN..=CHOOSE_ENTRIES_MAX` entries is also
+    // built with the other partitionings, then the best of those with more replication, and
+    // the structure that does the least work for keys drawn from the entries themselves wins
+    // (one within the memory budget before one above it). Large sets keep the default, so that
+    // they build well within a second.
+    let (over_budget, mut classifier) = prepared.candidate(Shape::DEFAULT)?;
+    if (CHOOSE_ENTRIES_MIN..=CHOOSE_ENTRIES_MAX).contains(&entries.len()) {
         let keys = model_keys(entries);
-        let mut best = (over_budget, classifier.modeled_work(&keys));
-        for &partitioning in &Partitioning::ALL[1..] {
+        let mut best = (
+            (over_budget, classifier.modeled_work(&keys)),
+            Shape::DEFAULT,
+        );
+        let mut consider = |shape: Shape, best: &mut ((bool, u64), Shape)| {
             // One that cannot be built within the limits is passed over.
-            if let Ok((over_budget, other)) = prepared.candidate(partitioning) {
+            if let Ok((over_budget, other)) = prepared.candidate(shape) {
                 let rank = (over_budget, other.modeled_work(&keys));
-                if rank < best {
-                    best = rank;
+                if rank < best.0 {
+                    *best = (rank, shape);
                     classifier = other;
                 }
             }
+        };
+        for &partitioning in &Partitioning::ALL[1..] {
+            let shape = Shape {
+                partitioning,
+                ..Shape::DEFAULT
+            };
+            consider(shape, &mut best);
+        }
+        let partitioning = best.1.partitioning;
+        for &replication_percent in &REPLICATION_PERCENTS[1..] {
+            let shape = Shape {
+                partitioning,
+                replication_percent,
+            };
+            consider(shape, &mut best);
         }
     }
     classifier.stats.entries = entries.len();
@@ -242,16 +263,16 @@ impl<'a, A: Address> Prepared<'a, A> {
         })
     }
 
-    /// The classifier with `partitioning`, at the first space factor whose structure fits the
-    /// memory target (or the last), and whether it is over the target.
-    fn candidate(&self, partitioning: Partitioning) -> Result<(bool, Classifier<A>), BuildError> {
+    /// The classifier of `shape`, at the first space factor whose structure fits the memory
+    /// target (or the last), and whether it is over the target.
+    fn candidate(&self, shape: Shape) -> Result<(bool, Classifier<A>), BuildError> {
         let build = |space_factor| {
             build_trees::<A>(
                 &self.ranked,
                 self.limits,
                 self.fixed_bytes,
                 space_factor,
-                partitioning,
+                shape,
             )
         };
         let mut builder = build(SPACE_FACTORS[0])?;
@@ -267,12 +288,32 @@ impl<'a, A: Address> Prepared<'a, A> {
     }
 }
 
-/// Sets of at most this many entries are built with every partitioning (five builds, each a
-/// few milliseconds at 1k entries and tens at 10k).
+/// Sets of at most this many entries are built in several shapes (six builds, each a few
+/// milliseconds at 1k entries and tens at 10k).
 const CHOOSE_ENTRIES_MAX: usize = 20_000;
 
-/// Keys the work of a candidate structure is counted on.
-const MODEL_KEYS: usize = 4096;
+/// What a candidate structure is built with besides the space factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    partitioning: Partitioning,
+    replication_percent: usize,
+}
+
+impl Shape {
+    /// The one large sets are built with.
+    const DEFAULT: Shape = Shape {
+        partitioning: Partitioning::Four,
+        replication_percent: REPLICATION_PERCENTS[0],
+    };
+}
+
+/// Keys the work of a candidate structure is counted on: this many per entry, at most
+/// `MODEL_KEYS_MAX`.
+const MODEL_KEYS_PER_ENTRY: usize = 8;
+const MODEL_KEYS_MAX: usize = 4096;
+
+/// Smaller sets are built with the default shape only: every shape is about as fast there.
+const CHOOSE_ENTRIES_MIN: usize = 64;
 
 /// Which fields of an entry are *narrow*: an address range of at most `2^(BITS/2)` addresses,
 /// a destination port range of fewer than 256 ports.
@@ -342,7 +383,7 @@ impl Partitioning {
     }
 }
 
-/// Keys drawn from the entries: `MODEL_KEYS` points spread over the entries in rank order, each
+/// Keys drawn from the entries: points spread over the entries in rank order, each
 /// a pseudo-random point inside its entry (as ClassBench draws its traces), the same for every
 /// build of the same entries.
 fn model_keys<A: Address>(entries: &[Entry<A>]) -> Vec<Key<A>> {
@@ -356,8 +397,9 @@ fn model_keys<A: Address>(entries: &[Entry<A>]) -> Vec<Key<A>> {
             draw % (span + 1)
         }
     };
-    (0..MODEL_KEYS)
-        .filter_map(|index| entries.get(index * entries.len() / MODEL_KEYS))
+    let count = (MODEL_KEYS_PER_ENTRY * entries.len()).min(MODEL_KEYS_MAX);
+    (0..count)
+        .filter_map(|index| entries.get(index * entries.len() / count))
         .map(|entry| {
             let m = &entry.m;
             let range = |r: Range<u16>| (u128::from(r.lo), u128::from(r.hi));
@@ -388,13 +430,13 @@ impl Xorshift {
     }
 }
 
-/// One tree per non-empty group of `ranked`, cut with `space_factor`.
+/// One tree per non-empty group of `ranked` (by `shape`), cut with `space_factor`.
 fn build_trees<'a, A: Address>(
     ranked: &'a [BuildEntry],
     limits: &Limits,
     fixed_bytes: usize,
     space_factor: usize,
-    partitioning: Partitioning,
+    shape: Shape,
 ) -> Result<Builder<'a>, BuildError> {
     let mut builder = Builder {
         entries: ranked,
@@ -402,6 +444,7 @@ fn build_trees<'a, A: Address>(
         max_depth: limits.max_depth,
         max_memory_bytes: limits.max_memory_bytes,
         space_factor,
+        replication_percent: shape.replication_percent,
         fixed_bytes,
         trees: Vec::new(),
         slots: Vec::new(),
@@ -412,7 +455,7 @@ fn build_trees<'a, A: Address>(
         stats: BuildStats::default(),
     };
     builder.check_memory()?;
-    for partition in partitions::<A>(ranked, partitioning) {
+    for partition in partitions::<A>(ranked, shape.partitioning) {
         if let Some(&rank_min) = partition.first() {
             let region = Region::everything(&builder.layouts);
             let root = builder.node(&partition, &region, 0)?;
@@ -713,7 +756,7 @@ impl Builder<'_> {
             let mut field_best: Option<Cut> = None;
             for bits in 1..=bits_max {
                 let (refs, fullest) = self.child_counts(ranks, region, field, bits, false);
-                let too_many_refs = refs * 100 > REPLICATION_PERCENT_MAX * n;
+                let too_many_refs = refs * 100 > self.replication_percent * n;
                 if bits > 1 && (too_many_refs || (1 << bits) > self.space_factor * n) {
                     break;
                 }
@@ -732,7 +775,7 @@ impl Builder<'_> {
             if (field == SPORT || field == DPORT) && !region.low_cut[field] {
                 for bits in 1..=LOW_CUT_BITS_MAX {
                     let (refs, fullest) = self.child_counts(ranks, region, field, bits, true);
-                    let too_many_refs = refs * 100 > REPLICATION_PERCENT_MAX * n;
+                    let too_many_refs = refs * 100 > self.replication_percent * n;
                     if too_many_refs || (1 << bits) > self.space_factor * n {
                         break;
                     }
@@ -1021,7 +1064,11 @@ mod tests {
         let limits = Limits::default();
         let prepared = Prepared::new(&entries, &limits).expect("prepares");
         for partitioning in Partitioning::ALL {
-            let (_, classifier) = prepared.candidate(partitioning).expect("builds");
+            let shape = Shape {
+                partitioning,
+                ..Shape::DEFAULT
+            };
+            let (_, classifier) = prepared.candidate(shape).expect("builds");
             for key in &keys {
                 assert_eq!(
                     classifier.classify(key),
