@@ -48,8 +48,8 @@
 //!
 //! # Measured (ClassBench, `vfn-perf classbench`, see `docs/benchmarks.md`)
 //!
-//! On acl1, fw1 and ipc1 at 1k to 100k rules: builds in 1-250 ms, 50-108 bytes per rule, 7-40
-//! million lookups per second on one core of a shared 2-vCPU VM; per lookup 1-3 trees and 1-9
+//! On acl1, fw1 and ipc1 at 1k to 100k rules: builds in 15-290 ms, 50-97 bytes per rule, 9-47
+//! million lookups per second on one core of a shared 2-vCPU VM; per lookup 1-3 trees and 1-10
 //! nodes. [`BuildStats`] reports the numbers of a build.
 //!
 //! # Bounds
