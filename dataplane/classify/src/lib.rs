@@ -56,8 +56,8 @@
 //!
 //! [`Limits`] bounds the entry count, the tree depth and the bytes of the structure; `build`
 //! refuses with a [`BuildError`] naming the limit instead of growing past them. The depth is
-//! also bounded by construction: every cut consumes bits, so a path has at most
-//! 2·128 + 16 + 16 + 8 + 16 cuts even without the limit.
+//! also bounded by construction: every cut consumes bits or is a port's one low cut, so a path
+//! has at most 2·128 + 16 + 16 + 8 + 16 + 2 cuts even without the limit.
 
 mod build;
 pub mod classbench;
@@ -378,10 +378,9 @@ impl<A: Address> PackedEntry<A> {
 ///
 /// Bits 32-63: the offset of a node's first child slot in `slots`, or of a leaf's first entry
 /// reference in `refs`. Bits 0-8: the key bit where the node's cut (or the leaf's filter
-/// window) starts. Bit 31
-/// clear, a node: the bits extracted minus one (bits 9-12) and a lower bound of the best rank
-/// in the subtree (bits 13-30, saturated), so that a lookup that already has a better rank stops
-/// there. Bit 31 set, a leaf: its reference count (bits 9-30).
+/// window) starts. Bit 31 clear, a node: the bits extracted minus one (bits 9-12) and a lower
+/// bound of the best rank in the subtree (bits 13-30, saturated), so that a lookup that already
+/// has a better rank stops there. Bit 31 set, a leaf: its reference count (bits 9-30).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Slot(u64);
 
