@@ -27,8 +27,8 @@ pub struct Args {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
-    /// Flow counts to measure: distinct synthetic flows, or with `--rules` the first that many
-    /// packets of the rule set's trace.
+    /// Flow counts to measure: distinct synthetic flows, or with `--rules` distinct flows from
+    /// the rule set's trace (its 5-tuples, then the same with other source ports).
     #[arg(long, value_delimiter = ',', default_value = "1,100000")]
     flows: Vec<usize>,
     /// Runs per flow count; the table shows median, min and max.
@@ -91,12 +91,36 @@ fn synthetic(flows: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// A flow of the trace: source, destination, protocol (TCP or UDP), source and destination port.
+type Tuple = ([u8; 4], [u8; 4], u8, u16, u16);
+
+/// Frames of `count` distinct flows: the trace's 5-tuples in order, each once, then the same
+/// tuples again with other source ports (a rule may match those differently; every rule
+/// allows) until there are `count`, or as many as 65,536 rounds give.
+fn trace_flows(tuples: &[Tuple], count: usize) -> Vec<Vec<u8>> {
+    let mut seen = std::collections::HashSet::with_capacity(count);
+    let mut frames = Vec::with_capacity(count);
+    'rounds: for round in 0..=u16::MAX {
+        for &(src, dst, proto, sport, dport) in tuples {
+            if frames.len() == count {
+                break 'rounds;
+            }
+            let sport = sport.wrapping_add(round.wrapping_mul(7919));
+            if seen.insert((src, dst, proto, sport, dport)) {
+                frames.push(frame(src, dst, proto, sport, dport));
+            }
+        }
+    }
+    frames
+}
+
 /// A ClassBench set as a rule set: every rule allows. Rules with ports but no protocol, which the
-/// VFN refuses (ports need TCP or UDP), become a TCP and a UDP rule.
+/// VFN refuses (ports need TCP or UDP), become a TCP and a UDP rule. With it, the trace's
+/// routable 5-tuples, each once.
 fn classbench_policy(
     dir: &std::path::Path,
     set: &str,
-) -> Result<(RuleSetSpec, Vec<Vec<u8>>), String> {
+) -> Result<(RuleSetSpec, Vec<Tuple>), String> {
     let read = |name: &str| {
         std::fs::read_to_string(dir.join(name))
             .map_err(|e| format!("{}: {e}", dir.join(name).display()))
@@ -174,11 +198,12 @@ fn classbench_policy(
         let first = a >> 24;
         first != 0 && first != 127 && first < 224 && a >> 16 != 0xa9fe
     };
-    let frames = trace
+    let mut seen = std::collections::HashSet::new();
+    let tuples = trace
         .iter()
         .filter(|p| routable(p.key.src) && routable(p.key.dst))
         .map(|p| {
-            frame(
+            (
                 p.key.src.to_be_bytes(),
                 p.key.dst.to_be_bytes(),
                 if p.key.proto == 6 { 6 } else { 17 },
@@ -186,6 +211,7 @@ fn classbench_policy(
                 p.key.dport,
             )
         })
+        .filter(|tuple| seen.insert(*tuple))
         .collect();
     Ok((
         RuleSetSpec {
@@ -194,7 +220,7 @@ fn classbench_policy(
             rules,
             ..RuleSetSpec::default()
         },
-        frames,
+        tuples,
     ))
 }
 
@@ -314,7 +340,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     for &flows in &args.flows {
         let flows = flows.max(1);
         let templates = match &policy {
-            Some((_, trace)) => trace.iter().take(flows).cloned().collect(),
+            Some((_, tuples)) => trace_flows(tuples, flows),
             None => synthetic(flows),
         };
         let actual = templates.len();
