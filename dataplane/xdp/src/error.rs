@@ -7,6 +7,13 @@ use vfn_dataplane::io::PortIndex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum XdpError {
+    #[error("{what}: {source}")]
+    Bpf {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+
     #[error("XDP option `{field}` = {value}: {requirement}")]
     InvalidOption {
         field: &'static str,

@@ -5,6 +5,8 @@
 //! - `xdp_io`: the sockets and rings, moving descriptors as the pool decides.
 //! - `attach`: libxdp's XDP program on our interfaces, stale ones included.
 //! - `interface`: MAC, MTU, index and queue count of an interface.
+//! - `bpf`: the lab benchmark's own BPF programs (generator, sink): load, attach, run on live
+//!   frames, read their counters.
 //!
 //! Architecture invariant: receive, transmit, flush and reclaim allocate nothing and cannot
 //! panic in release builds; every array they use is sized in [`XdpIo::open`].
@@ -15,6 +17,7 @@
 #![allow(unsafe_code)]
 
 mod attach;
+pub mod bpf;
 mod error;
 mod interface;
 mod options;

@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: GPL-2.0
+// Sink of the lab benchmark: drops every frame, counting per CPU the generator's (UDP to
+// port 9, the discard port, over IPv4 or IPv6 without extension headers) apart from the
+// rest (the kernel's neighbour discovery, a router's ARP requests).
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define DISCARD_PORT 9
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} received SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} other SEC(".maps");
+
+static __always_inline int is_generated(void *data, void *end)
+{
+	struct ethhdr *eth = data;
+	struct udphdr *udp;
+	if ((void *)(eth + 1) > end)
+		return 0;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > end || ip->ihl != 5 || ip->protocol != IPPROTO_UDP)
+			return 0;
+		udp = (void *)(ip + 1);
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_UDP)
+			return 0;
+		udp = (void *)(ip6 + 1);
+	} else {
+		return 0;
+	}
+	return (void *)(udp + 1) <= end && udp->dest == bpf_htons(DISCARD_PORT);
+}
+
+SEC("xdp")
+int sink(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u32 zero = 0;
+	__u64 *count = bpf_map_lookup_elem(is_generated(data, end) ? (void *)&received
+								   : (void *)&other,
+					   &zero);
+	if (count)
+		*count += 1;
+	return XDP_DROP;
+}
+
+char LICENSE[] SEC("license") = "GPL";
