@@ -1,15 +1,17 @@
-//! `vfn-perf`: benchmarks of the VFN that need no network.
+//! `vfn-perf`: benchmarks of the VFN.
 //!
-//! `pipeline` (the whole worker in memory) and `classbench` (the classifier against DPDK's
-//! rte_acl); each module says what it measures.
+//! `pipeline` (the whole worker in memory), `classbench` (the classifier against DPDK's
+//! rte_acl) and `lab` (routers between lab namespaces, with an XDP generator and sink); each
+//! module says what it measures.
 
 mod classify;
+mod lab;
 mod pipeline;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(about = "Benchmarks of the VFN that need no network")]
+#[command(about = "Benchmarks of the VFN")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,6 +23,8 @@ enum Command {
     Pipeline(pipeline::Args),
     /// The packet classifier on ClassBench sets, against DPDK's rte_acl.
     Classbench(classify::Args),
+    /// Routers between two lab namespaces, measured with an XDP generator and sink (root).
+    Lab(lab::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -30,6 +34,7 @@ fn main() -> std::process::ExitCode {
             Ok(())
         }
         Command::Pipeline(args) => pipeline::run(&args),
+        Command::Lab(args) => lab::run_all(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

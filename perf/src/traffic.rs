@@ -5,8 +5,8 @@
 //! pages a receiver may have rewritten) and choosing one of `flows` flows by the UDP source port
 //! and, past 32,768 flows, the low bits of the source address. One long call sends at the
 //! kernel's speed; the caller paces by sending in chunks. The sink, attached to an interface,
-//! drops every frame and counts the generator's (UDP to port 9) apart from the others. Both
-//! count per CPU.
+//! counts and drops the generator's frames (UDP to port 9) and passes the others to the host's
+//! stack (a router resolving the host's address gets its answer). Both count per CPU.
 
 use std::ffi::c_int;
 
@@ -135,7 +135,7 @@ impl Sink {
         self.object.map("received")?.per_cpu_sum(0)
     }
 
-    /// Other frames received so far (neighbour discovery, ARP).
+    /// Other frames received so far (neighbour discovery, ARP), passed to the host's stack.
     pub fn other(&self) -> Result<u64, XdpError> {
         self.object.map("other")?.per_cpu_sum(0)
     }

@@ -1,0 +1,277 @@
+//! `vfn-perf lab`: routers forwarding between two lab hosts, measured with the XDP generator
+//! and sink of `vfn_perf::traffic`, in one run, rows interleaved round by round.
+//!
+//! The lab: host `gen` (198.18.1.2, 2001:2:0:1::2) and host `sink` (198.18.2.2) linked to a
+//! router namespace by veth pairs. The generator, on core `--generator-core`, sends from `gen`
+//! to `sink` through the router; the sink, attached to `sink`'s interface, counts what arrives.
+//! Rows so far:
+//! - `generator`: the sink on the router's port facing `gen`, nothing forwarded: what the
+//!   generator and the veth pair can do on this machine, the ceiling of every other row;
+//! - `kernel`: Linux forwarding in the router namespace, its receive processing moved off the
+//!   generator's core by threaded NAPI on the router's ingress port, the NAPI thread pinned to
+//!   `--router-core`.
+//!
+//! A figure is frames counted by the sink over the send time, at full load. Nothing leaves the
+//! lab's namespaces; every address is in 198.18.0.0/15 or 2001:2::/48; the lab is removed when
+//! the run ends, on error too.
+
+use std::net::IpAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use vfn_lab::{
+    HOST_INTERFACE, HostSpec, Lab, RouterMode, TopologySpec, in_netns, install_interrupt_flag,
+    interface_mac, interrupted, netns_command, remove_stale,
+};
+use vfn_perf::traffic::{FLOWS_MAX, Generator, Sink, udp_frame};
+use vfn_xdp::interface_index;
+
+/// Namespaces of this benchmark start with this.
+const PREFIX: &str = "vfnbench";
+/// Frames per generator call: long enough that a call's overhead does not count, short enough
+/// to check the time often.
+const CHUNK: u32 = 65_536;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Rows to measure, in this order each round.
+    #[arg(long, value_delimiter = ',', default_value = "generator,kernel")]
+    rows: Vec<Row>,
+    /// Seconds of traffic per measurement.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Rounds; the table shows median, min and max.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Distinct flows (UDP source ports and addresses).
+    #[arg(long, default_value_t = 1000)]
+    flows: u32,
+    /// Frame size without the FCS (60 is a 64-byte frame on the wire).
+    #[arg(long, default_value_t = 60)]
+    size: usize,
+    /// IPv6 instead of IPv4 (frames of at least 62 bytes).
+    #[arg(long)]
+    ipv6: bool,
+    /// The CPU of the generator (and of the sink's receive processing).
+    #[arg(long, default_value_t = 0)]
+    generator_core: usize,
+    /// The CPU of the router under test.
+    #[arg(long, default_value_t = 1)]
+    router_core: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Row {
+    Generator,
+    Kernel,
+}
+
+impl Row {
+    fn name(self) -> &'static str {
+        match self {
+            Row::Generator => "generator to sink, no router (ceiling)",
+            Row::Kernel => "Linux forwarding",
+        }
+    }
+}
+
+/// Runs `command`, failing with its output when it fails.
+fn run(mut command: Command) -> Result<(), String> {
+    let output = command.output().map_err(|e| format!("{command:?}: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{command:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(())
+}
+
+/// Threaded NAPI on the router's port facing `gen`, its thread pinned to `core`: the kernel
+/// forwards on the router's core, not in the generator's softirq. GRO on that port makes veth
+/// receive through NAPI at all; without it, veth refuses the generator's XDP_TX frames (a
+/// peer without NAPI cannot take XDP frames) and nothing arrives.
+fn steer_router_receive(lab: &Lab, core: usize) -> Result<(), String> {
+    let router = &lab.topology().router.netns;
+    let port = &lab
+        .topology()
+        .port("gen")
+        .map_err(|e| e.to_string())?
+        .interface;
+    run(netns_command(router, &["ethtool", "-K", port, "gro", "on"]))?;
+    let threaded = format!("echo 1 > /sys/class/net/{port}/threaded");
+    run(netns_command(router, &["sh", "-c", &threaded]))?;
+    // The kernel names the thread napi/<interface>-<id>.
+    let pattern = format!("napi/{port}-");
+    let mut pinned = 0;
+    for entry in std::fs::read_dir("/proc").map_err(|e| format!("/proc: {e}"))? {
+        let Ok(entry) = entry else { continue };
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if comm.trim_end().starts_with(&pattern) {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            let mut taskset = Command::new("taskset");
+            taskset.args(["-p", "-c", &core.to_string(), &pid]);
+            run(taskset)?;
+            pinned += 1;
+        }
+    }
+    if pinned == 0 {
+        return Err(format!(
+            "no NAPI thread {pattern}* after enabling threaded NAPI"
+        ));
+    }
+    Ok(())
+}
+
+/// The frame the generator sends: from `gen` to `sink` through the router's port.
+fn template(lab: &Lab, args: &Args) -> Result<Vec<u8>, String> {
+    let topology = lab.topology();
+    let sender = topology.host("gen").map_err(|e| e.to_string())?;
+    let sink = topology.host("sink").map_err(|e| e.to_string())?;
+    let port = topology.port("gen").map_err(|e| e.to_string())?;
+    let gen_mac = interface_mac(&sender.netns, HOST_INTERFACE).map_err(|e| e.to_string())?;
+    let port_mac =
+        interface_mac(&topology.router.netns, &port.interface).map_err(|e| e.to_string())?;
+    let (src, dst): (IpAddr, IpAddr) = if args.ipv6 {
+        (sender.ipv6.addr(), sink.ipv6.addr())
+    } else {
+        (sender.ipv4.addr(), sink.ipv4.addr())
+    };
+    udp_frame(gen_mac, port_mac, src, dst, 10_000, args.size)
+}
+
+/// One measurement: the sink attached where `row` needs it, the generator sending for
+/// `seconds`; frames per second the sink counted.
+fn measure(lab: &Lab, args: &Args, row: Row, frame: &[u8]) -> Result<f64, String> {
+    let topology = lab.topology();
+    let (sink_netns, sink_interface) = match row {
+        Row::Generator => (
+            topology.router.netns.clone(),
+            topology
+                .port("gen")
+                .map_err(|e| e.to_string())?
+                .interface
+                .clone(),
+        ),
+        Row::Kernel => (
+            topology
+                .host("sink")
+                .map_err(|e| e.to_string())?
+                .netns
+                .clone(),
+            HOST_INTERFACE.to_string(),
+        ),
+    };
+    let sink = in_netns(&sink_netns, || {
+        interface_index(&sink_interface)
+            .map_err(|e| e.to_string())
+            .and_then(|ifindex| Sink::attach(ifindex).map_err(|e| e.to_string()))
+    })
+    .map_err(|e| e.to_string())??;
+    let gen_netns = topology
+        .host("gen")
+        .map_err(|e| e.to_string())?
+        .netns
+        .clone();
+    let seconds = Duration::from_secs_f64(args.seconds);
+    let elapsed = in_netns(&gen_netns, || -> Result<Duration, String> {
+        if !core_affinity::set_for_current(core_affinity::CoreId {
+            id: args.generator_core,
+        }) {
+            return Err(format!(
+                "cannot pin the generator to core {}",
+                args.generator_core
+            ));
+        }
+        let ifindex = interface_index(HOST_INTERFACE).map_err(|e| e.to_string())?;
+        let generator =
+            Generator::new(ifindex, frame.to_vec(), args.flows).map_err(|e| e.to_string())?;
+        let start = Instant::now();
+        while start.elapsed() < seconds {
+            if interrupted() {
+                return Err("interrupted".to_string());
+            }
+            generator.send(CHUNK).map_err(|e| e.to_string())?;
+        }
+        Ok(start.elapsed())
+    })
+    .map_err(|e| e.to_string())??;
+    // Frames still in flight arrive within a moment of the last call.
+    std::thread::sleep(Duration::from_millis(100));
+    let received = sink.received().map_err(|e| e.to_string())?;
+    in_netns(&sink_netns, move || drop(sink)).map_err(|e| e.to_string())?;
+    Ok(received as f64 / elapsed.as_secs_f64())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+pub fn run_all(args: &Args) -> Result<(), String> {
+    if !(1..=FLOWS_MAX).contains(&args.flows) {
+        return Err(format!("--flows {}: 1 to {FLOWS_MAX}", args.flows));
+    }
+    if args.rows.is_empty() || args.rounds == 0 {
+        return Err("nothing to measure: give --rows and --rounds".into());
+    }
+    // Ctrl-C ends the measurement in progress and removes the lab, as an error does.
+    install_interrupt_flag().map_err(|e| e.to_string())?;
+    remove_stale(PREFIX).map_err(|e| e.to_string())?;
+    let spec = TopologySpec::new(PREFIX)
+        .with_router_mode(RouterMode::Kernel)
+        .with_host(HostSpec::new("gen", 1))
+        .with_host(HostSpec::new("sink", 2));
+    let lab = Lab::create(&spec).map_err(|e| e.to_string())?;
+    let result = measure_rows(&lab, args);
+    let removed = lab.destroy().map_err(|e| e.to_string());
+    let table = result?;
+    removed?;
+    println!(
+        "lab benchmark: {} B frames ({}), {} flows, {} s per measurement, {} rounds; generator on core {}, router on core {}",
+        args.size + 4,
+        if args.ipv6 { "IPv6 UDP" } else { "IPv4 UDP" },
+        args.flows,
+        args.seconds,
+        args.rounds,
+        args.generator_core,
+        args.router_core
+    );
+    println!("| row | Mpps median | Mpps min | Mpps max | where it ran |");
+    println!("|---|--:|--:|--:|---|");
+    for (row, rates) in table {
+        let placement = match row {
+            Row::Generator => "generator and sink on the generator's core".to_string(),
+            Row::Kernel => format!(
+                "forwarding in the router's NAPI thread on core {}",
+                args.router_core
+            ),
+        };
+        let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = rates.iter().copied().fold(0.0, f64::max);
+        println!(
+            "| {} | {:.2} | {:.2} | {:.2} | {placement} |",
+            row.name(),
+            median(rates) / 1e6,
+            min / 1e6,
+            max / 1e6
+        );
+    }
+    Ok(())
+}
+
+/// Every row once per round, rows in order, so that drift hits all rows alike.
+fn measure_rows(lab: &Lab, args: &Args) -> Result<Vec<(Row, Vec<f64>)>, String> {
+    if args.rows.contains(&Row::Kernel) {
+        steer_router_receive(lab, args.router_core)?;
+    }
+    let frame = template(lab, args)?;
+    let mut table: Vec<(Row, Vec<f64>)> = args.rows.iter().map(|&row| (row, Vec::new())).collect();
+    for _ in 0..args.rounds {
+        for (row, rates) in &mut table {
+            rates.push(measure(lab, args, *row, &frame)?);
+        }
+    }
+    Ok(table)
+}
