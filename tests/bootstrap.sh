@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 
 # xsk-rs (libxdp, libbpf) builds from C; vfn-perf's BPF programs build with clang and the
 # headers of libbpf-dev and linux-libc-dev; the lab and the tests drive namespaces, veth,
-# ethtool, sysctl, ping and python3 (raw frames through AF_PACKET, standard library only).
+# ethtool, sysctl, ping and python3 (raw frames through AF_PACKET, standard library only);
+# `vfn-perf lab` loads nftables rule sets into its router namespace.
 PACKAGES=(clang llvm libelf-dev zlib1g-dev libpcap-dev m4 pkg-config make gcc
-          libbpf-dev linux-libc-dev iproute2 procps ethtool iputils-ping python3)
+          libbpf-dev linux-libc-dev iproute2 procps ethtool iputils-ping python3 nftables)
 
 install_packages() {
     local missing=()

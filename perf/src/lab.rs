@@ -8,7 +8,10 @@
 //! - `generator`: the sink on the router's port facing `gen`, nothing forwarded: what the
 //!   generator and the veth pair can do on this machine, the ceiling of every other row;
 //! - `kernel`: Linux forwarding in the router namespace, moved off the generator's core by RPS
-//!   on the router's ingress port to `--router-core`.
+//!   on the router's ingress port to `--router-core`;
+//! - `nft-linear`, `nft-set`, `conntrack`: the same with an nftables forward chain of 10,000
+//!   rules none of which matches, with one rule and a 10,000-element set, or with connection
+//!   tracking.
 //!
 //! A figure is frames counted by the sink over the send time, at full load. Nothing leaves the
 //! lab's namespaces; every address is in 198.18.0.0/15 or 2001:2::/48; the lab is removed when
@@ -34,7 +37,11 @@ const CHUNK: u32 = 65_536;
 #[derive(clap::Args)]
 pub struct Args {
     /// Rows to measure, in this order each round.
-    #[arg(long, value_delimiter = ',', default_value = "generator,kernel")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "generator,kernel,nft-linear,nft-set,conntrack"
+    )]
     rows: Vec<Row>,
     /// Seconds of traffic per measurement.
     #[arg(long, default_value_t = 2.0)]
@@ -63,15 +70,82 @@ pub struct Args {
 enum Row {
     Generator,
     Kernel,
+    /// Linux forwarding through an nftables forward chain of `NFT_RULES` rules, none matching.
+    NftLinear,
+    /// The same through one rule that looks the source up in a set of `NFT_RULES` elements.
+    NftSet,
+    /// Linux forwarding with connection tracking (a forward chain accepting by `ct state`).
+    Conntrack,
 }
+
+/// Rules of the nftables rows.
+const NFT_RULES: usize = 10_000;
 
 impl Row {
     fn name(self) -> &'static str {
         match self {
             Row::Generator => "generator to sink, no router (ceiling)",
             Row::Kernel => "Linux forwarding",
+            Row::NftLinear => "Linux + nftables, 10k rules (linear)",
+            Row::NftSet => "Linux + nftables, 10k-element set",
+            Row::Conntrack => "Linux + conntrack",
         }
     }
+
+    /// Whether the kernel in the router namespace forwards.
+    fn kernel_forwards(self) -> bool {
+        self != Row::Generator
+    }
+
+    /// The router namespace's nftables ruleset for this row, if any. The rules match sources
+    /// that the generator never uses (198.19.0.0/16, 2001:2:ff::/64), so each packet passes
+    /// all of them and is forwarded.
+    fn ruleset(self, ipv6: bool) -> Option<String> {
+        let family = if ipv6 { "ip6" } else { "ip" };
+        let address = |i: usize| {
+            if ipv6 {
+                format!("2001:2:ff::{:x}", i + 1)
+            } else {
+                format!("198.19.{}.{}", i / 256, i % 256)
+            }
+        };
+        let address_type = if ipv6 { "ipv6_addr" } else { "ipv4_addr" };
+        let chain = "type filter hook forward priority filter; policy accept;";
+        let body = match self {
+            Row::Generator | Row::Kernel => return None,
+            Row::NftLinear => (0..NFT_RULES)
+                .map(|i| format!("{family} saddr {} udp dport 9 drop\n", address(i)))
+                .collect::<String>(),
+            Row::NftSet => {
+                let elements: Vec<String> = (0..NFT_RULES).map(address).collect();
+                return Some(format!(
+                    "table inet vfnbench {{\n set blocked {{ type {address_type}; elements = {{ {} }} }}\n chain forward {{ {chain}\n {family} saddr @blocked drop\n }}\n}}\n",
+                    elements.join(", ")
+                ));
+            }
+            Row::Conntrack => "ct state established,related accept\nct state new accept\n".into(),
+        };
+        Some(format!(
+            "table inet vfnbench {{\n chain forward {{ {chain}\n{body} }}\n}}\n"
+        ))
+    }
+}
+
+/// Replaces the router namespace's nftables ruleset by `row`'s (none for rows without one).
+fn apply_ruleset(lab: &Lab, args: &Args, row: Row) -> Result<(), String> {
+    let router = &lab.topology().router.netns;
+    run(netns_command(router, &["nft", "flush", "ruleset"]))?;
+    let Some(ruleset) = row.ruleset(args.ipv6) else {
+        return Ok(());
+    };
+    let path = std::env::temp_dir().join(format!("vfn-perf-lab-{}.nft", std::process::id()));
+    std::fs::write(&path, ruleset).map_err(|e| format!("{}: {e}", path.display()))?;
+    let loaded = run(netns_command(
+        router,
+        &["nft", "-f", &path.to_string_lossy()],
+    ));
+    let _ = std::fs::remove_file(&path);
+    loaded
 }
 
 /// Runs `command`, failing with its output when it fails.
@@ -131,6 +205,7 @@ fn template(lab: &Lab, args: &Args) -> Result<Vec<u8>, String> {
 /// `seconds`; frames per second the sink counted.
 fn measure(lab: &Lab, args: &Args, row: Row, frame: &[u8]) -> Result<f64, String> {
     let topology = lab.topology();
+    apply_ruleset(lab, args, row)?;
     let (sink_netns, sink_interface) = match row {
         Row::Generator => (
             topology.router.netns.clone(),
@@ -140,7 +215,7 @@ fn measure(lab: &Lab, args: &Args, row: Row, frame: &[u8]) -> Result<f64, String
                 .interface
                 .clone(),
         ),
-        Row::Kernel => (
+        Row::Kernel | Row::NftLinear | Row::NftSet | Row::Conntrack => (
             topology
                 .host("sink")
                 .map_err(|e| e.to_string())?
@@ -229,7 +304,7 @@ pub fn run_all(args: &Args) -> Result<(), String> {
     for (row, rates) in table {
         let placement = match row {
             Row::Generator => "generator and sink on the generator's core".to_string(),
-            Row::Kernel => format!(
+            Row::Kernel | Row::NftLinear | Row::NftSet | Row::Conntrack => format!(
                 "ingress NAPI on core {}, forwarding (RPS) and the sink's receive on core {}",
                 args.generator_core, args.router_core
             ),
@@ -237,7 +312,7 @@ pub fn run_all(args: &Args) -> Result<(), String> {
         let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
         let max = rates.iter().copied().fold(0.0, f64::max);
         println!(
-            "| {} | {:.2} | {:.2} | {:.2} | {placement} |",
+            "| {} | {:.3} | {:.3} | {:.3} | {placement} |",
             row.name(),
             median(rates) / 1e6,
             min / 1e6,
@@ -249,7 +324,7 @@ pub fn run_all(args: &Args) -> Result<(), String> {
 
 /// Every row once per round, rows in order, so that drift hits all rows alike.
 fn measure_rows(lab: &Lab, args: &Args) -> Result<Vec<(Row, Vec<f64>)>, String> {
-    if args.rows.contains(&Row::Kernel) {
+    if args.rows.iter().any(|row| row.kernel_forwards()) {
         steer_router_receive(lab, args.router_core)?;
     }
     let frame = template(lab, args)?;
