@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const PROGRAMS: [&str; 2] = ["trafgen", "sink"];
+const PROGRAMS: [&str; 3] = ["trafgen", "sink", "xdp_fwd"];
 
 #[expect(
     clippy::panic,

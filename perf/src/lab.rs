@@ -11,7 +11,9 @@
 //!   on the router's ingress port to `--router-core`;
 //! - `nft-linear`, `nft-set`, `conntrack`: the same with an nftables forward chain of 10,000
 //!   rules none of which matches, with one rule and a 10,000-element set, or with connection
-//!   tracking.
+//!   tracking;
+//! - `xdp`: the in-kernel XDP forwarder (`bpf_fib_lookup` and redirect) on the router's ingress
+//!   port, the practical ceiling of a router here.
 //!
 //! A figure is frames counted by the sink over the send time, at full load. Nothing leaves the
 //! lab's namespaces; every address is in 198.18.0.0/15 or 2001:2::/48; the lab is removed when
@@ -25,7 +27,7 @@ use vfn_lab::{
     HOST_INTERFACE, HostSpec, Lab, RouterMode, TopologySpec, in_netns, install_interrupt_flag,
     interface_mac, interrupted, netns_command, remove_stale,
 };
-use vfn_perf::traffic::{FLOWS_MAX, Generator, Sink, udp_frame};
+use vfn_perf::traffic::{FLOWS_MAX, Generator, Sink, XdpForwarder, udp_frame};
 use vfn_xdp::interface_index;
 
 /// Namespaces of this benchmark start with this.
@@ -40,7 +42,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "generator,kernel,nft-linear,nft-set,conntrack"
+        default_value = "generator,kernel,nft-linear,nft-set,conntrack,xdp"
     )]
     rows: Vec<Row>,
     /// Seconds of traffic per measurement.
@@ -76,6 +78,8 @@ enum Row {
     NftSet,
     /// Linux forwarding with connection tracking (a forward chain accepting by `ct state`).
     Conntrack,
+    /// The in-kernel XDP forwarder on the router's ingress port.
+    Xdp,
 }
 
 /// Rules of the nftables rows.
@@ -89,6 +93,7 @@ impl Row {
             Row::NftLinear => "Linux + nftables, 10k rules (linear)",
             Row::NftSet => "Linux + nftables, 10k-element set",
             Row::Conntrack => "Linux + conntrack",
+            Row::Xdp => "in-kernel XDP forwarder (bpf_fib_lookup + redirect)",
         }
     }
 
@@ -112,7 +117,7 @@ impl Row {
         let address_type = if ipv6 { "ipv6_addr" } else { "ipv4_addr" };
         let chain = "type filter hook forward priority filter; policy accept;";
         let body = match self {
-            Row::Generator | Row::Kernel => return None,
+            Row::Generator | Row::Kernel | Row::Xdp => return None,
             Row::NftLinear => (0..NFT_RULES)
                 .map(|i| format!("{family} saddr {} udp dport 9 drop\n", address(i)))
                 .collect::<String>(),
@@ -215,7 +220,7 @@ fn measure(lab: &Lab, args: &Args, row: Row, frame: &[u8]) -> Result<f64, String
                 .interface
                 .clone(),
         ),
-        Row::Kernel | Row::NftLinear | Row::NftSet | Row::Conntrack => (
+        Row::Kernel | Row::NftLinear | Row::NftSet | Row::Conntrack | Row::Xdp => (
             topology
                 .host("sink")
                 .map_err(|e| e.to_string())?
@@ -230,6 +235,23 @@ fn measure(lab: &Lab, args: &Args, row: Row, frame: &[u8]) -> Result<f64, String
             .and_then(|ifindex| Sink::attach(ifindex).map_err(|e| e.to_string()))
     })
     .map_err(|e| e.to_string())??;
+    let router_netns = topology.router.netns.clone();
+    let forwarder = if row == Row::Xdp {
+        let port = topology
+            .port("gen")
+            .map_err(|e| e.to_string())?
+            .interface
+            .clone();
+        let attached = in_netns(&router_netns, || {
+            interface_index(&port)
+                .and_then(XdpForwarder::attach)
+                .map_err(|e| e.to_string())
+        })
+        .map_err(|e| e.to_string())??;
+        Some(attached)
+    } else {
+        None
+    };
     let gen_netns = topology
         .host("gen")
         .map_err(|e| e.to_string())?
@@ -262,6 +284,7 @@ fn measure(lab: &Lab, args: &Args, row: Row, frame: &[u8]) -> Result<f64, String
     std::thread::sleep(Duration::from_millis(100));
     let received = sink.received().map_err(|e| e.to_string())?;
     in_netns(&sink_netns, move || drop(sink)).map_err(|e| e.to_string())?;
+    in_netns(&router_netns, move || drop(forwarder)).map_err(|e| e.to_string())?;
     Ok(received as f64 / elapsed.as_secs_f64())
 }
 
@@ -304,6 +327,7 @@ pub fn run_all(args: &Args) -> Result<(), String> {
     for (row, rates) in table {
         let placement = match row {
             Row::Generator => "generator and sink on the generator's core".to_string(),
+            Row::Xdp => "XDP and the sink's receive on the generator's core (veth NAPI)".into(),
             Row::Kernel | Row::NftLinear | Row::NftSet | Row::Conntrack => format!(
                 "ingress NAPI on core {}, forwarding (RPS) and the sink's receive on core {}",
                 args.generator_core, args.router_core

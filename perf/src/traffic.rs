@@ -16,6 +16,7 @@ use vfn_xdp::bpf::{BpfObject, XdpAttachment, XdpHook, run_live_frames};
 
 const TRAFGEN_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/trafgen.bpf.o"));
 const SINK_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sink.bpf.o"));
+const XDP_FORWARDER_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xdp_fwd.bpf.o"));
 
 /// Bytes of the generator's template: Ethernet, IPv6 and UDP headers (IPv4 uses the first 42).
 const TEMPLATE_LEN: usize = 62;
@@ -138,5 +139,28 @@ impl Sink {
     /// Other frames received so far (neighbour discovery, ARP), passed to the host's stack.
     pub fn other(&self) -> Result<u64, XdpError> {
         self.object.map("other")?.per_cpu_sum(0)
+    }
+}
+
+/// The in-kernel XDP forwarder (`bpf_fib_lookup` and redirect), attached to a router's
+/// ingress interface until dropped: the benchmark's practical ceiling for a router.
+#[derive(Debug)]
+pub struct XdpForwarder {
+    // Detached before the object that holds the program is closed.
+    _attachment: XdpAttachment,
+    _object: BpfObject,
+}
+
+impl XdpForwarder {
+    /// Attaches the forwarder to interface `ifindex` (native XDP). Run it from a thread of the
+    /// interface's namespace, and drop it from one.
+    pub fn attach(ifindex: u32) -> Result<XdpForwarder, XdpError> {
+        let object = BpfObject::load("xdp_fwd", XDP_FORWARDER_OBJECT)?;
+        let program = object.program_fd("xdp_fwd")?;
+        let attachment = XdpAttachment::attach(ifindex, program, XdpHook::Native)?;
+        Ok(XdpForwarder {
+            _attachment: attachment,
+            _object: object,
+        })
     }
 }
