@@ -13,7 +13,10 @@
 //!   rules none of which matches, with one rule and a 10,000-element set, or with connection
 //!   tracking;
 //! - `xdp`: the in-kernel XDP forwarder (`bpf_fib_lookup` and redirect) on the router's ingress
-//!   port, the practical ceiling of a router here.
+//!   port, the practical ceiling of a router here;
+//! - `vfn`: the VFN (`target/release/vfn`, built beside this program) forwarding, no rules, one
+//!   worker on `--router-core`, in a second lab of the same shape whose router namespace it
+//!   owns (the kernel rows need the kernel to own theirs).
 //!
 //! A figure is frames counted by the sink over the send time, at full load. Nothing leaves the
 //! lab's namespaces; every address is in 198.18.0.0/15 or 2001:2::/48; the lab is removed when
@@ -24,14 +27,16 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use vfn_lab::{
-    HOST_INTERFACE, HostSpec, Lab, RouterMode, TopologySpec, in_netns, install_interrupt_flag,
-    interface_mac, interrupted, netns_command, remove_stale,
+    HOST_INTERFACE, HostSpec, Lab, RouterMode, RunningVfn, TopologySpec, in_netns,
+    install_interrupt_flag, interface_mac, interrupted, lab_config, netns_command, remove_stale,
+    vfn_binary,
 };
 use vfn_perf::traffic::{FLOWS_MAX, Generator, Sink, XdpForwarder, udp_frame};
 use vfn_xdp::interface_index;
 
-/// Namespaces of this benchmark start with this.
+/// Namespaces of this benchmark start with this; those of the VFN's lab with `VFN_PREFIX`.
 const PREFIX: &str = "vfnbench";
+const VFN_PREFIX: &str = "vfnbenchv";
 /// Frames per generator call: long enough that a call's overhead does not count, short enough
 /// to check the time often.
 const CHUNK: u32 = 65_536;
@@ -42,7 +47,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "generator,kernel,nft-linear,nft-set,conntrack,xdp"
+        default_value = "generator,kernel,nft-linear,nft-set,conntrack,xdp,vfn"
     )]
     rows: Vec<Row>,
     /// Seconds of traffic per measurement.
@@ -80,6 +85,9 @@ enum Row {
     Conntrack,
     /// The in-kernel XDP forwarder on the router's ingress port.
     Xdp,
+    /// The VFN forwarding (no rules), one worker on the router's core, in a lab of its own
+    /// whose router namespace it owns.
+    Vfn,
 }
 
 /// Rules of the nftables rows.
@@ -94,12 +102,13 @@ impl Row {
             Row::NftSet => "Linux + nftables, 10k-element set",
             Row::Conntrack => "Linux + conntrack",
             Row::Xdp => "in-kernel XDP forwarder (bpf_fib_lookup + redirect)",
+            Row::Vfn => "VFN, forwarding only (AF_XDP, copy mode on veth)",
         }
     }
 
     /// Whether the kernel in the router namespace forwards.
     fn kernel_forwards(self) -> bool {
-        self != Row::Generator
+        !matches!(self, Row::Generator | Row::Vfn)
     }
 
     /// The router namespace's nftables ruleset for this row, if any. The rules match sources
@@ -117,7 +126,7 @@ impl Row {
         let address_type = if ipv6 { "ipv6_addr" } else { "ipv4_addr" };
         let chain = "type filter hook forward priority filter; policy accept;";
         let body = match self {
-            Row::Generator | Row::Kernel | Row::Xdp => return None,
+            Row::Generator | Row::Kernel | Row::Xdp | Row::Vfn => return None,
             Row::NftLinear => (0..NFT_RULES)
                 .map(|i| format!("{family} saddr {} udp dport 9 drop\n", address(i)))
                 .collect::<String>(),
@@ -220,7 +229,7 @@ fn measure(lab: &Lab, args: &Args, row: Row, frame: &[u8]) -> Result<f64, String
                 .interface
                 .clone(),
         ),
-        Row::Kernel | Row::NftLinear | Row::NftSet | Row::Conntrack | Row::Xdp => (
+        Row::Kernel | Row::NftLinear | Row::NftSet | Row::Conntrack | Row::Xdp | Row::Vfn => (
             topology
                 .host("sink")
                 .map_err(|e| e.to_string())?
@@ -308,10 +317,22 @@ pub fn run_all(args: &Args) -> Result<(), String> {
         .with_host(HostSpec::new("gen", 1))
         .with_host(HostSpec::new("sink", 2));
     let lab = Lab::create(&spec).map_err(|e| e.to_string())?;
-    let result = measure_rows(&lab, args);
+    let vfn_lab = if args.rows.contains(&Row::Vfn) {
+        let spec = TopologySpec::new(VFN_PREFIX)
+            .with_router_mode(RouterMode::External)
+            .with_host(HostSpec::new("gen", 1))
+            .with_host(HostSpec::new("sink", 2));
+        remove_stale(VFN_PREFIX).map_err(|e| e.to_string())?;
+        Some(Lab::create(&spec).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let result = measure_rows(&lab, vfn_lab.as_ref(), args);
     let removed = lab.destroy().map_err(|e| e.to_string());
+    let vfn_removed = vfn_lab.map_or(Ok(()), |lab| lab.destroy().map_err(|e| e.to_string()));
     let table = result?;
     removed?;
+    vfn_removed?;
     println!(
         "lab benchmark: {} B frames ({}), {} flows, {} s per measurement, {} rounds; generator on core {}, router on core {}",
         args.size + 4,
@@ -328,6 +349,10 @@ pub fn run_all(args: &Args) -> Result<(), String> {
         let placement = match row {
             Row::Generator => "generator and sink on the generator's core".to_string(),
             Row::Xdp => "XDP and the sink's receive on the generator's core (veth NAPI)".into(),
+            Row::Vfn => format!(
+                "VFN worker on core {}; ingress copy (veth NAPI) on core {}",
+                args.router_core, args.generator_core
+            ),
             Row::Kernel | Row::NftLinear | Row::NftSet | Row::Conntrack => format!(
                 "ingress NAPI on core {}, forwarding (RPS) and the sink's receive on core {}",
                 args.generator_core, args.router_core
@@ -347,16 +372,39 @@ pub fn run_all(args: &Args) -> Result<(), String> {
 }
 
 /// Every row once per round, rows in order, so that drift hits all rows alike.
-fn measure_rows(lab: &Lab, args: &Args) -> Result<Vec<(Row, Vec<f64>)>, String> {
+fn measure_rows(
+    lab: &Lab,
+    vfn_lab: Option<&Lab>,
+    args: &Args,
+) -> Result<Vec<(Row, Vec<f64>)>, String> {
     if args.rows.iter().any(|row| row.kernel_forwards()) {
         steer_router_receive(lab, args.router_core)?;
     }
     let frame = template(lab, args)?;
+    // The VFN runs for all the rounds; dropping it (on return, error or not) stops it.
+    let vfn = match vfn_lab {
+        Some(vfn_lab) => Some((vfn_lab, start_vfn(vfn_lab, args)?, template(vfn_lab, args)?)),
+        None => None,
+    };
     let mut table: Vec<(Row, Vec<f64>)> = args.rows.iter().map(|&row| (row, Vec::new())).collect();
     for _ in 0..args.rounds {
         for (row, rates) in &mut table {
-            rates.push(measure(lab, args, *row, &frame)?);
+            let rate = match (&vfn, *row) {
+                (Some((vfn_lab, _, vfn_frame)), Row::Vfn) => {
+                    measure(vfn_lab, args, *row, vfn_frame)?
+                }
+                _ => measure(lab, args, *row, &frame)?,
+            };
+            rates.push(rate);
         }
     }
     Ok(table)
+}
+
+/// The VFN on `lab`'s router namespace, one worker on the router's core, ready to forward.
+fn start_vfn(lab: &Lab, args: &Args) -> Result<RunningVfn, String> {
+    let mut config = lab_config(lab.topology()).map_err(|e| e.to_string())?;
+    config.workers.cores = vec![u16::try_from(args.router_core).map_err(|e| e.to_string())?];
+    let binary = vfn_binary().map_err(|e| e.to_string())?;
+    RunningVfn::start(lab, &binary, &config, Duration::from_secs(20)).map_err(|e| e.to_string())
 }
