@@ -290,7 +290,7 @@ fn dpdk_once(
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot start (install Debian's dpdk package): {e}"))?;
+        .map_err(|e| format!("cannot start (install Debian's dpdk-dev package): {e}"))?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut config_done = None;
     let mut build_done = None;

@@ -16,7 +16,10 @@
 //!   port, the practical ceiling of a router here;
 //! - `vfn`: the VFN (`target/release/vfn`, built beside this program) forwarding, no rules, one
 //!   worker on `--router-core`, in a second lab of the same shape whose router namespace it
-//!   owns (the kernel rows need the kernel to own theirs).
+//!   owns (the kernel rows need the kernel to own theirs);
+//! - `testpmd`: `dpdk-testpmd` (Debian's `dpdk-dev`) with the af_packet driver on the router's
+//!   ports, MAC forwarding on `--router-core`, started for each of its measurements, in a third
+//!   lab.
 //!
 //! A figure is frames counted by the sink over the send time, at full load. Nothing leaves the
 //! lab's namespaces; every address is in 198.18.0.0/15 or 2001:2::/48; the lab is removed when
@@ -27,16 +30,20 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use vfn_lab::{
-    HOST_INTERFACE, HostSpec, Lab, RouterMode, RunningVfn, TopologySpec, in_netns,
-    install_interrupt_flag, interface_mac, interrupted, lab_config, netns_command, remove_stale,
-    vfn_binary,
+    ChildGuard, HOST_INTERFACE, HostSpec, Lab, ROUTER_ROLE, RouterMode, RunningVfn, TopologySpec,
+    in_netns, install_interrupt_flag, interface_mac, interrupted, lab_config, netns_command,
+    remove_stale, vfn_binary,
 };
 use vfn_perf::traffic::{FLOWS_MAX, Generator, Sink, XdpForwarder, udp_frame};
 use vfn_xdp::interface_index;
 
-/// Namespaces of this benchmark start with this; those of the VFN's lab with `VFN_PREFIX`.
+/// Namespaces of this benchmark start with this; those of the VFN's and testpmd's labs with
+/// `VFN_PREFIX` and `TESTPMD_PREFIX`.
 const PREFIX: &str = "vfnbench";
 const VFN_PREFIX: &str = "vfnbenchv";
+const TESTPMD_PREFIX: &str = "vfnbencht";
+/// How long testpmd may take to open its ports and start forwarding.
+const TESTPMD_START: Duration = Duration::from_secs(15);
 /// Frames per generator call: long enough that a call's overhead does not count, short enough
 /// to check the time often.
 const CHUNK: u32 = 65_536;
@@ -47,7 +54,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "generator,kernel,nft-linear,nft-set,conntrack,xdp,vfn"
+        default_value = "generator,kernel,nft-linear,nft-set,conntrack,xdp,testpmd,vfn"
     )]
     rows: Vec<Row>,
     /// Seconds of traffic per measurement.
@@ -88,6 +95,8 @@ enum Row {
     /// The VFN forwarding (no rules), one worker on the router's core, in a lab of its own
     /// whose router namespace it owns.
     Vfn,
+    /// DPDK's testpmd forwarding between af_packet ports (MAC mode), in a third lab.
+    Testpmd,
 }
 
 /// Rules of the nftables rows.
@@ -103,12 +112,13 @@ impl Row {
             Row::Conntrack => "Linux + conntrack",
             Row::Xdp => "in-kernel XDP forwarder (bpf_fib_lookup + redirect)",
             Row::Vfn => "VFN, forwarding only (AF_XDP, copy mode on veth)",
+            Row::Testpmd => "dpdk-testpmd, af_packet, MAC forwarding",
         }
     }
 
     /// Whether the kernel in the router namespace forwards.
     fn kernel_forwards(self) -> bool {
-        !matches!(self, Row::Generator | Row::Vfn)
+        !matches!(self, Row::Generator | Row::Vfn | Row::Testpmd)
     }
 
     /// The router namespace's nftables ruleset for this row, if any. The rules match sources
@@ -126,7 +136,7 @@ impl Row {
         let address_type = if ipv6 { "ipv6_addr" } else { "ipv4_addr" };
         let chain = "type filter hook forward priority filter; policy accept;";
         let body = match self {
-            Row::Generator | Row::Kernel | Row::Xdp | Row::Vfn => return None,
+            Row::Generator | Row::Kernel | Row::Xdp | Row::Vfn | Row::Testpmd => return None,
             Row::NftLinear => (0..NFT_RULES)
                 .map(|i| format!("{family} saddr {} udp dport 9 drop\n", address(i)))
                 .collect::<String>(),
@@ -229,7 +239,13 @@ fn measure(lab: &Lab, args: &Args, row: Row, frame: &[u8]) -> Result<f64, String
                 .interface
                 .clone(),
         ),
-        Row::Kernel | Row::NftLinear | Row::NftSet | Row::Conntrack | Row::Xdp | Row::Vfn => (
+        Row::Kernel
+        | Row::NftLinear
+        | Row::NftSet
+        | Row::Conntrack
+        | Row::Xdp
+        | Row::Vfn
+        | Row::Testpmd => (
             topology
                 .host("sink")
                 .map_err(|e| e.to_string())?
@@ -327,12 +343,24 @@ pub fn run_all(args: &Args) -> Result<(), String> {
     } else {
         None
     };
-    let result = measure_rows(&lab, vfn_lab.as_ref(), args);
-    let removed = lab.destroy().map_err(|e| e.to_string());
-    let vfn_removed = vfn_lab.map_or(Ok(()), |lab| lab.destroy().map_err(|e| e.to_string()));
+    let testpmd_lab = if args.rows.contains(&Row::Testpmd) {
+        let spec = TopologySpec::new(TESTPMD_PREFIX)
+            .with_router_mode(RouterMode::External)
+            .with_host(HostSpec::new("gen", 1))
+            .with_host(HostSpec::new("sink", 2));
+        remove_stale(TESTPMD_PREFIX).map_err(|e| e.to_string())?;
+        Some(Lab::create(&spec).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let result = measure_rows(&lab, vfn_lab.as_ref(), testpmd_lab.as_ref(), args);
+    let removed = [Some(lab), vfn_lab, testpmd_lab]
+        .into_iter()
+        .flatten()
+        .map(|lab| lab.destroy().map_err(|e| e.to_string()))
+        .collect::<Result<Vec<()>, String>>();
     let table = result?;
     removed?;
-    vfn_removed?;
     println!(
         "lab benchmark: {} B frames ({}), {} flows, {} s per measurement, {} rounds; generator on core {}, router on core {}",
         args.size + 4,
@@ -352,6 +380,10 @@ pub fn run_all(args: &Args) -> Result<(), String> {
             Row::Vfn => format!(
                 "VFN worker on core {}; ingress copy (veth NAPI) on core {}",
                 args.router_core, args.generator_core
+            ),
+            Row::Testpmd => format!(
+                "testpmd forwarding on core {}, its main thread on core {}; ingress NAPI on core {}",
+                args.router_core, args.generator_core, args.generator_core
             ),
             Row::Kernel | Row::NftLinear | Row::NftSet | Row::Conntrack => format!(
                 "ingress NAPI on core {}, forwarding (RPS) and the sink's receive on core {}",
@@ -375,12 +407,27 @@ pub fn run_all(args: &Args) -> Result<(), String> {
 fn measure_rows(
     lab: &Lab,
     vfn_lab: Option<&Lab>,
+    testpmd_lab: Option<&Lab>,
     args: &Args,
 ) -> Result<Vec<(Row, Vec<f64>)>, String> {
     if args.rows.iter().any(|row| row.kernel_forwards()) {
         steer_router_receive(lab, args.router_core)?;
     }
     let frame = template(lab, args)?;
+    let testpmd = match testpmd_lab {
+        Some(testpmd_lab) => {
+            // veth takes the generator's XDP frames only into a NAPI receive queue.
+            let router = &testpmd_lab.topology().router.netns;
+            let port = &testpmd_lab
+                .topology()
+                .port("gen")
+                .map_err(|e| e.to_string())?
+                .interface;
+            run(netns_command(router, &["ethtool", "-K", port, "gro", "on"]))?;
+            Some((testpmd_lab, template(testpmd_lab, args)?))
+        }
+        None => None,
+    };
     // The VFN runs for all the rounds; dropping it (on return, error or not) stops it.
     let vfn = match vfn_lab {
         Some(vfn_lab) => Some((vfn_lab, start_vfn(vfn_lab, args)?, template(vfn_lab, args)?)),
@@ -389,9 +436,13 @@ fn measure_rows(
     let mut table: Vec<(Row, Vec<f64>)> = args.rows.iter().map(|&row| (row, Vec::new())).collect();
     for _ in 0..args.rounds {
         for (row, rates) in &mut table {
-            let rate = match (&vfn, *row) {
-                (Some((vfn_lab, _, vfn_frame)), Row::Vfn) => {
+            let rate = match (&vfn, &testpmd, *row) {
+                (Some((vfn_lab, _, vfn_frame)), _, Row::Vfn) => {
                     measure(vfn_lab, args, *row, vfn_frame)?
+                }
+                (_, Some((testpmd_lab, testpmd_frame)), Row::Testpmd) => {
+                    let _testpmd = start_testpmd(testpmd_lab, args)?;
+                    measure(testpmd_lab, args, *row, testpmd_frame)?
                 }
                 _ => measure(lab, args, *row, &frame)?,
             };
@@ -407,4 +458,77 @@ fn start_vfn(lab: &Lab, args: &Args) -> Result<RunningVfn, String> {
     config.workers.cores = vec![u16::try_from(args.router_core).map_err(|e| e.to_string())?];
     let binary = vfn_binary().map_err(|e| e.to_string())?;
     RunningVfn::start(lab, &binary, &config, Duration::from_secs(20)).map_err(|e| e.to_string())
+}
+
+/// testpmd on `lab`'s router ports (af_packet), forwarding in MAC mode to the sink's MAC on the
+/// router's core, its main thread on the generator's; stopped when the guard is dropped.
+fn start_testpmd(lab: &Lab, args: &Args) -> Result<ChildGuard, String> {
+    let topology = lab.topology();
+    let gen_port = &topology.port("gen").map_err(|e| e.to_string())?.interface;
+    let sink_port = &topology.port("sink").map_err(|e| e.to_string())?.interface;
+    let sink = topology.host("sink").map_err(|e| e.to_string())?;
+    let sink_mac = interface_mac(&sink.netns, HOST_INTERFACE).map_err(|e| e.to_string())?;
+    let peer = sink_mac
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let cores = format!("{},{}", args.generator_core, args.router_core);
+    let prefix = format!("vfnbench-{}", std::process::id());
+    let vdev0 = format!("net_af_packet0,iface={gen_port}");
+    let vdev1 = format!("net_af_packet1,iface={sink_port}");
+    let eth_peer = format!("--eth-peer=1,{peer}");
+    let log_path = std::env::temp_dir().join(format!("{prefix}-testpmd.log"));
+    let log =
+        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let log_err = log.try_clone().map_err(|e| e.to_string())?;
+    let mut command = lab
+        .exec(
+            ROUTER_ROLE,
+            &[
+                "dpdk-testpmd",
+                "-l",
+                &cores,
+                "--main-lcore",
+                &args.generator_core.to_string(),
+                "--no-huge",
+                "-m",
+                "1024",
+                "--no-pci",
+                "--file-prefix",
+                &prefix,
+                "--vdev",
+                &vdev0,
+                "--vdev",
+                &vdev1,
+                "--",
+                "--total-num-mbufs=16384",
+                "--forward-mode=mac",
+                &eth_peer,
+                "--nb-cores=1",
+                "--auto-start",
+                "--stats-period=1",
+            ],
+        )
+        .map_err(|e| e.to_string())?;
+    command.stdout(log).stderr(log_err);
+    let mut guard = ChildGuard::spawn(command).map_err(|e| e.to_string())?;
+    // Ready once it says it forwards; its log goes once it is read (it keeps writing to the
+    // open file), so that nothing is left behind.
+    let started = Instant::now();
+    let outcome = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("start packet forwarding") {
+            break Ok(());
+        }
+        if !matches!(guard.try_wait(), Ok(None)) || started.elapsed() > TESTPMD_START {
+            break Err(format!(
+                "dpdk-testpmd did not start forwarding within {TESTPMD_START:?} (install dpdk-dev?); its log:\n{log}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = std::fs::remove_file(&log_path);
+    outcome?;
+    Ok(guard)
 }
