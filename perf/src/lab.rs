@@ -19,7 +19,9 @@
 //!   owns (the kernel rows need the kernel to own theirs);
 //! - `testpmd`: `dpdk-testpmd` (Debian's `dpdk-dev`) with the af_packet driver on the router's
 //!   ports, MAC forwarding on `--router-core`, started for each of its measurements, in a third
-//!   lab.
+//!   lab;
+//! - `vfn-rules`: the VFN enforcing the ClassBench set `--rules` (every rule allows, the default
+//!   allows), in a fourth lab.
 //!
 //! A figure is frames counted by the sink over the send time, at full load. Nothing leaves the
 //! lab's namespaces; every address is in 198.18.0.0/15 or 2001:2::/48; the lab is removed when
@@ -29,19 +31,19 @@ use std::net::IpAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use vfn_config::PolicySource;
 use vfn_lab::{
     ChildGuard, HOST_INTERFACE, HostSpec, Lab, ROUTER_ROLE, RouterMode, RunningVfn, TopologySpec,
     in_netns, install_interrupt_flag, interface_mac, interrupted, lab_config, netns_command,
     remove_stale, vfn_binary,
 };
 use vfn_perf::traffic::{FLOWS_MAX, Generator, Sink, XdpForwarder, udp_frame};
+use vfn_rules::RuleSetSpec;
 use vfn_xdp::interface_index;
 
-/// Namespaces of this benchmark start with this; those of the VFN's and testpmd's labs with
-/// `VFN_PREFIX` and `TESTPMD_PREFIX`.
+/// Namespaces of this benchmark start with this (the labs of rows that own their router
+/// namespace with `Row::own_lab`).
 const PREFIX: &str = "vfnbench";
-const VFN_PREFIX: &str = "vfnbenchv";
-const TESTPMD_PREFIX: &str = "vfnbencht";
 /// How long testpmd may take to open its ports and start forwarding.
 const TESTPMD_START: Duration = Duration::from_secs(15);
 /// Frames per generator call: long enough that a call's overhead does not count, short enough
@@ -54,7 +56,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "generator,kernel,nft-linear,nft-set,conntrack,xdp,testpmd,vfn"
+        default_value = "generator,kernel,nft-linear,nft-set,conntrack,xdp,testpmd,vfn,vfn-rules"
     )]
     rows: Vec<Row>,
     /// Seconds of traffic per measurement.
@@ -78,6 +80,11 @@ pub struct Args {
     /// The CPU of the router under test.
     #[arg(long, default_value_t = 1)]
     router_core: usize,
+    /// The ClassBench set the `vfn-rules` row enforces.
+    #[arg(long, default_value = "acl1_10k")]
+    rules: String,
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/classbench"))]
+    classbench: std::path::PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -97,6 +104,9 @@ enum Row {
     Vfn,
     /// DPDK's testpmd forwarding between af_packet ports (MAC mode), in a third lab.
     Testpmd,
+    /// The VFN enforcing a ClassBench set of about 10k rules (default allow, so every flow is
+    /// classified once and forwarded), in a fourth lab.
+    VfnRules,
 }
 
 /// Rules of the nftables rows.
@@ -113,12 +123,23 @@ impl Row {
             Row::Xdp => "in-kernel XDP forwarder (bpf_fib_lookup + redirect)",
             Row::Vfn => "VFN, forwarding only (AF_XDP, copy mode on veth)",
             Row::Testpmd => "dpdk-testpmd, af_packet, MAC forwarding",
+            Row::VfnRules => "VFN, ClassBench rules (--rules), flow table",
         }
     }
 
     /// Whether the kernel in the router namespace forwards.
     fn kernel_forwards(self) -> bool {
-        !matches!(self, Row::Generator | Row::Vfn | Row::Testpmd)
+        self.own_lab().is_none() && self != Row::Generator
+    }
+
+    /// The namespace prefix of the lab of a row whose router ports the kernel must not own.
+    fn own_lab(self) -> Option<&'static str> {
+        match self {
+            Row::Vfn => Some("vfnbenchv"),
+            Row::VfnRules => Some("vfnbenchr"),
+            Row::Testpmd => Some("vfnbencht"),
+            _ => None,
+        }
     }
 
     /// The router namespace's nftables ruleset for this row, if any. The rules match sources
@@ -136,7 +157,9 @@ impl Row {
         let address_type = if ipv6 { "ipv6_addr" } else { "ipv4_addr" };
         let chain = "type filter hook forward priority filter; policy accept;";
         let body = match self {
-            Row::Generator | Row::Kernel | Row::Xdp | Row::Vfn | Row::Testpmd => return None,
+            Row::Generator | Row::Kernel | Row::Xdp | Row::Vfn | Row::Testpmd | Row::VfnRules => {
+                return None;
+            }
             Row::NftLinear => (0..NFT_RULES)
                 .map(|i| format!("{family} saddr {} udp dport 9 drop\n", address(i)))
                 .collect::<String>(),
@@ -245,6 +268,7 @@ fn measure(lab: &Lab, args: &Args, row: Row, frame: &[u8]) -> Result<f64, String
         | Row::Conntrack
         | Row::Xdp
         | Row::Vfn
+        | Row::VfnRules
         | Row::Testpmd => (
             topology
                 .host("sink")
@@ -333,30 +357,22 @@ pub fn run_all(args: &Args) -> Result<(), String> {
         .with_host(HostSpec::new("gen", 1))
         .with_host(HostSpec::new("sink", 2));
     let lab = Lab::create(&spec).map_err(|e| e.to_string())?;
-    let vfn_lab = if args.rows.contains(&Row::Vfn) {
-        let spec = TopologySpec::new(VFN_PREFIX)
-            .with_router_mode(RouterMode::External)
-            .with_host(HostSpec::new("gen", 1))
-            .with_host(HostSpec::new("sink", 2));
-        remove_stale(VFN_PREFIX).map_err(|e| e.to_string())?;
-        Some(Lab::create(&spec).map_err(|e| e.to_string())?)
-    } else {
-        None
-    };
-    let testpmd_lab = if args.rows.contains(&Row::Testpmd) {
-        let spec = TopologySpec::new(TESTPMD_PREFIX)
-            .with_router_mode(RouterMode::External)
-            .with_host(HostSpec::new("gen", 1))
-            .with_host(HostSpec::new("sink", 2));
-        remove_stale(TESTPMD_PREFIX).map_err(|e| e.to_string())?;
-        Some(Lab::create(&spec).map_err(|e| e.to_string())?)
-    } else {
-        None
-    };
-    let result = measure_rows(&lab, vfn_lab.as_ref(), testpmd_lab.as_ref(), args);
-    let removed = [Some(lab), vfn_lab, testpmd_lab]
-        .into_iter()
-        .flatten()
+    // Labs of their own for the rows whose router ports the kernel must not own; dropping a lab
+    // (on an error below too) removes it.
+    let mut own_labs = Vec::new();
+    for &row in &args.rows {
+        if let Some(prefix) = row.own_lab() {
+            remove_stale(prefix).map_err(|e| e.to_string())?;
+            let spec = TopologySpec::new(prefix)
+                .with_router_mode(RouterMode::External)
+                .with_host(HostSpec::new("gen", 1))
+                .with_host(HostSpec::new("sink", 2));
+            own_labs.push((row, Lab::create(&spec).map_err(|e| e.to_string())?));
+        }
+    }
+    let result = measure_rows(&lab, &own_labs, args);
+    let removed = std::iter::once(lab)
+        .chain(own_labs.into_iter().map(|(_, lab)| lab))
         .map(|lab| lab.destroy().map_err(|e| e.to_string()))
         .collect::<Result<Vec<()>, String>>();
     let table = result?;
@@ -377,7 +393,7 @@ pub fn run_all(args: &Args) -> Result<(), String> {
         let placement = match row {
             Row::Generator => "generator and sink on the generator's core".to_string(),
             Row::Xdp => "XDP and the sink's receive on the generator's core (veth NAPI)".into(),
-            Row::Vfn => format!(
+            Row::Vfn | Row::VfnRules => format!(
                 "VFN worker on core {}; ingress copy (veth NAPI) on core {}",
                 args.router_core, args.generator_core
             ),
@@ -394,7 +410,11 @@ pub fn run_all(args: &Args) -> Result<(), String> {
         let max = rates.iter().copied().fold(0.0, f64::max);
         println!(
             "| {} | {:.3} | {:.3} | {:.3} | {placement} |",
-            row.name(),
+            if row == Row::VfnRules {
+                format!("VFN, the {} rules, flow table", args.rules)
+            } else {
+                row.name().to_string()
+            },
             median(rates) / 1e6,
             min / 1e6,
             max / 1e6
@@ -406,45 +426,49 @@ pub fn run_all(args: &Args) -> Result<(), String> {
 /// Every row once per round, rows in order, so that drift hits all rows alike.
 fn measure_rows(
     lab: &Lab,
-    vfn_lab: Option<&Lab>,
-    testpmd_lab: Option<&Lab>,
+    own_labs: &[(Row, Lab)],
     args: &Args,
 ) -> Result<Vec<(Row, Vec<f64>)>, String> {
     if args.rows.iter().any(|row| row.kernel_forwards()) {
         steer_router_receive(lab, args.router_core)?;
     }
     let frame = template(lab, args)?;
-    let testpmd = match testpmd_lab {
-        Some(testpmd_lab) => {
-            // veth takes the generator's XDP frames only into a NAPI receive queue.
-            let router = &testpmd_lab.topology().router.netns;
-            let port = &testpmd_lab
-                .topology()
-                .port("gen")
-                .map_err(|e| e.to_string())?
-                .interface;
-            run(netns_command(router, &["ethtool", "-K", port, "gro", "on"]))?;
-            Some((testpmd_lab, template(testpmd_lab, args)?))
-        }
-        None => None,
-    };
-    // The VFN runs for all the rounds; dropping it (on return, error or not) stops it.
-    let vfn = match vfn_lab {
-        Some(vfn_lab) => Some((vfn_lab, start_vfn(vfn_lab, args)?, template(vfn_lab, args)?)),
-        None => None,
-    };
+    // Per own lab: its frame, and the VFN running there for all the rounds (dropping it, on
+    // return, error or not, stops it).
+    let mut prepared = Vec::with_capacity(own_labs.len());
+    for (row, own_lab) in own_labs {
+        let vfn = match row {
+            Row::Vfn => Some(start_vfn(own_lab, args, None)?),
+            Row::VfnRules => {
+                let (policy, _) =
+                    crate::pipeline::classbench_policy(&args.classbench, &args.rules)?;
+                Some(start_vfn(own_lab, args, Some(policy))?)
+            }
+            _ => {
+                // veth takes the generator's XDP frames only into a NAPI receive queue.
+                let router = &own_lab.topology().router.netns;
+                let port = &own_lab
+                    .topology()
+                    .port("gen")
+                    .map_err(|e| e.to_string())?
+                    .interface;
+                run(netns_command(router, &["ethtool", "-K", port, "gro", "on"]))?;
+                None
+            }
+        };
+        prepared.push((*row, own_lab, template(own_lab, args)?, vfn));
+    }
     let mut table: Vec<(Row, Vec<f64>)> = args.rows.iter().map(|&row| (row, Vec::new())).collect();
     for _ in 0..args.rounds {
         for (row, rates) in &mut table {
-            let rate = match (&vfn, &testpmd, *row) {
-                (Some((vfn_lab, _, vfn_frame)), _, Row::Vfn) => {
-                    measure(vfn_lab, args, *row, vfn_frame)?
+            let own = prepared.iter().find(|(own_row, ..)| own_row == row);
+            let rate = match own {
+                Some((Row::Testpmd, own_lab, own_frame, _)) => {
+                    let _testpmd = start_testpmd(own_lab, args)?;
+                    measure(own_lab, args, *row, own_frame)?
                 }
-                (_, Some((testpmd_lab, testpmd_frame)), Row::Testpmd) => {
-                    let _testpmd = start_testpmd(testpmd_lab, args)?;
-                    measure(testpmd_lab, args, *row, testpmd_frame)?
-                }
-                _ => measure(lab, args, *row, &frame)?,
+                Some((_, own_lab, own_frame, _)) => measure(own_lab, args, *row, own_frame)?,
+                None => measure(lab, args, *row, &frame)?,
             };
             rates.push(rate);
         }
@@ -452,10 +476,12 @@ fn measure_rows(
     Ok(table)
 }
 
-/// The VFN on `lab`'s router namespace, one worker on the router's core, ready to forward.
-fn start_vfn(lab: &Lab, args: &Args) -> Result<RunningVfn, String> {
+/// The VFN on `lab`'s router namespace, one worker on the router's core, enforcing `policy` if
+/// given, ready to forward.
+fn start_vfn(lab: &Lab, args: &Args, policy: Option<RuleSetSpec>) -> Result<RunningVfn, String> {
     let mut config = lab_config(lab.topology()).map_err(|e| e.to_string())?;
     config.workers.cores = vec![u16::try_from(args.router_core).map_err(|e| e.to_string())?];
+    config.policy = policy.map(PolicySource::Inline);
     let binary = vfn_binary().map_err(|e| e.to_string())?;
     RunningVfn::start(lab, &binary, &config, Duration::from_secs(20)).map_err(|e| e.to_string())
 }

@@ -92,7 +92,7 @@ fn synthetic(flows: usize) -> Vec<Vec<u8>> {
 }
 
 /// A flow of the trace: source, destination, protocol (TCP or UDP), source and destination port.
-type Tuple = ([u8; 4], [u8; 4], u8, u16, u16);
+pub(crate) type Tuple = ([u8; 4], [u8; 4], u8, u16, u16);
 
 /// Frames of `count` distinct flows: the trace's 5-tuples in order, each once, then the same
 /// tuples again with other source ports (a rule may match those differently; every rule
@@ -117,7 +117,7 @@ fn trace_flows(tuples: &[Tuple], count: usize) -> Vec<Vec<u8>> {
 /// A ClassBench set as a rule set: every rule allows. Rules with ports but no protocol, which the
 /// VFN refuses (ports need TCP or UDP), become a TCP and a UDP rule. With it, the trace's
 /// routable 5-tuples, each once.
-fn classbench_policy(
+pub(crate) fn classbench_policy(
     dir: &std::path::Path,
     set: &str,
 ) -> Result<(RuleSetSpec, Vec<Tuple>), String> {
