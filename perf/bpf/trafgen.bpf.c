@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 // Traffic generator of the lab benchmark: run by BPF_PROG_RUN with live frames
 // (BPF_F_TEST_XDP_LIVE_FRAMES), each run sends one frame out of the interface it is
-// given (XDP_TX). The kernel recycles frame pages that a receiver has rewritten, so
+// given (XDP_TX), or, paced, drops it when the next frame is not yet due. The kernel recycles frame pages that a receiver has rewritten, so
 // every run writes the whole header from the template in `config`, then makes the
 // frame one of `flows` flows by its UDP source port and, past 32,768 flows, the low
 // bits of its source address.
@@ -21,7 +21,9 @@
 struct config {
 	__u32 flows;
 	__u8 header[HEADER_IPV6];
-	__u8 pad[2];
+	__u8 pad[6];
+	/* Nanoseconds between frames sent, 0 for as fast as possible. */
+	__u64 interval_ns;
 };
 
 struct {
@@ -37,6 +39,14 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } sent SEC(".maps");
+
+/* When the next paced frame is due, per CPU (the generator runs on one). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} next_due SEC(".maps");
 
 /* Ones' complement sum of `len` 16-bit words. */
 static __always_inline __u32 sum16(const __u16 *words, int len)
@@ -71,6 +81,17 @@ int trafgen(struct xdp_md *ctx)
 	__u64 *count = bpf_map_lookup_elem(&sent, &zero);
 	if (!cfg || !count)
 		return XDP_ABORTED;
+	/* Paced: a run before the next frame is due drops its frame instead of sending it, so
+	 * that one long call sends at the rate asked for. */
+	if (cfg->interval_ns) {
+		__u64 *due = bpf_map_lookup_elem(&next_due, &zero);
+		__u64 now = bpf_ktime_get_ns();
+		if (!due)
+			return XDP_ABORTED;
+		if (now < *due)
+			return XDP_DROP;
+		*due = (*due + cfg->interval_ns > now ? *due : now) + cfg->interval_ns;
+	}
 	if (data + HEADER_IPV4 > end)
 		return XDP_ABORTED;
 	__builtin_memcpy(data, cfg->header, HEADER_IPV4);

@@ -44,11 +44,17 @@ use vfn_xdp::interface_index;
 /// Namespaces of this benchmark start with this (the labs of rows that own their router
 /// namespace with `Row::own_lab`).
 const PREFIX: &str = "vfnbench";
+/// The loss a lossless run may have (the first frames of a flow may wait for a neighbour).
+const LOSS_TOLERATED: f64 = 1e-4;
+/// Bisection steps of the lossless rate: within 1/64 of the full-load rate.
+const LOSSLESS_STEPS: usize = 6;
+
 /// How long testpmd may take to open its ports and start forwarding.
 const TESTPMD_START: Duration = Duration::from_secs(15);
-/// Frames per generator call: long enough that a call's overhead does not count, short enough
-/// to check the time often.
-const CHUNK: u32 = 65_536;
+/// Generator runs per call: a call costs about 25 ms besides its frames (the kernel's frame
+/// pool), so calls are long (about half a second at full speed; as long paced, where the runs
+/// of frames not yet due drop them) and the time is checked between them.
+const CHUNK: u32 = 1 << 21;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -80,6 +86,12 @@ pub struct Args {
     /// The CPU of the router under test.
     #[arg(long, default_value_t = 1)]
     router_core: usize,
+    /// Also find each row's lossless rate (paced runs, bisection) every round.
+    #[arg(long)]
+    lossless: bool,
+    /// Seconds of each paced run of the lossless search.
+    #[arg(long, default_value_t = 1.0)]
+    lossless_seconds: f64,
     /// The ClassBench set the `vfn-rules` row enforces.
     #[arg(long, default_value = "acl1_10k")]
     rules: String,
@@ -250,7 +262,38 @@ fn template(lab: &Lab, args: &Args) -> Result<Vec<u8>, String> {
 
 /// One measurement: the sink attached where `row` needs it, the generator sending for
 /// `seconds`; frames per second the sink counted.
-fn measure(lab: &Lab, args: &Args, row: Row, frame: &[u8]) -> Result<f64, String> {
+/// What one measurement saw.
+#[derive(Clone, Copy, Debug)]
+struct Outcome {
+    /// Frames the generator sent.
+    sent: u64,
+    /// Of those, frames the sink counted.
+    received: u64,
+    elapsed: Duration,
+}
+
+impl Outcome {
+    /// Frames per second through the router.
+    fn rate(&self) -> f64 {
+        self.received as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Whether the router lost at most `LOSS_TOLERATED` of what was sent.
+    fn lossless(&self) -> bool {
+        (self.sent - self.received.min(self.sent)) as f64 <= LOSS_TOLERATED * self.sent as f64
+    }
+}
+
+/// One measurement of `row` for `seconds`, at full load (`pace` none) or paced at `pace`
+/// frames per second: the sink attached where `row` needs it, the generator sending.
+fn measure(
+    lab: &Lab,
+    args: &Args,
+    row: Row,
+    frame: &[u8],
+    seconds: f64,
+    pace: Option<f64>,
+) -> Result<Outcome, String> {
     let topology = lab.topology();
     apply_ruleset(lab, args, row)?;
     let (sink_netns, sink_interface) = match row {
@@ -306,8 +349,8 @@ fn measure(lab: &Lab, args: &Args, row: Row, frame: &[u8]) -> Result<f64, String
         .map_err(|e| e.to_string())?
         .netns
         .clone();
-    let seconds = Duration::from_secs_f64(args.seconds);
-    let elapsed = in_netns(&gen_netns, || -> Result<Duration, String> {
+    let seconds = Duration::from_secs_f64(seconds);
+    let (elapsed, sent) = in_netns(&gen_netns, || -> Result<(Duration, u64), String> {
         if !core_affinity::set_for_current(core_affinity::CoreId {
             id: args.generator_core,
         }) {
@@ -318,7 +361,7 @@ fn measure(lab: &Lab, args: &Args, row: Row, frame: &[u8]) -> Result<f64, String
         }
         let ifindex = interface_index(HOST_INTERFACE).map_err(|e| e.to_string())?;
         let generator =
-            Generator::new(ifindex, frame.to_vec(), args.flows).map_err(|e| e.to_string())?;
+            Generator::new(ifindex, frame.to_vec(), args.flows, pace).map_err(|e| e.to_string())?;
         let start = Instant::now();
         while start.elapsed() < seconds {
             if interrupted() {
@@ -326,7 +369,8 @@ fn measure(lab: &Lab, args: &Args, row: Row, frame: &[u8]) -> Result<f64, String
             }
             generator.send(CHUNK).map_err(|e| e.to_string())?;
         }
-        Ok(start.elapsed())
+        let elapsed = start.elapsed();
+        Ok((elapsed, generator.sent().map_err(|e| e.to_string())?))
     })
     .map_err(|e| e.to_string())??;
     // Frames still in flight arrive within a moment of the last call.
@@ -334,7 +378,32 @@ fn measure(lab: &Lab, args: &Args, row: Row, frame: &[u8]) -> Result<f64, String
     let received = sink.received().map_err(|e| e.to_string())?;
     in_netns(&sink_netns, move || drop(sink)).map_err(|e| e.to_string())?;
     in_netns(&router_netns, move || drop(forwarder)).map_err(|e| e.to_string())?;
-    Ok(received as f64 / elapsed.as_secs_f64())
+    Ok(Outcome {
+        sent,
+        received,
+        elapsed,
+    })
+}
+
+/// The highest paced rate `row` forwards without loss, by bisection between 0 and `full` (the
+/// rate it forwarded at full load), `LOSSLESS_STEPS` measurements of `--lossless-seconds`.
+fn lossless_rate(
+    measure_at: &mut dyn FnMut(f64) -> Result<Outcome, String>,
+    full: f64,
+) -> Result<f64, String> {
+    let (mut low, mut high) = (0.0, full);
+    if measure_at(high)?.lossless() {
+        return Ok(high);
+    }
+    for _ in 0..LOSSLESS_STEPS {
+        let middle = (low + high) / 2.0;
+        if measure_at(middle)?.lossless() {
+            low = middle;
+        } else {
+            high = middle;
+        }
+    }
+    Ok(low)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -387,8 +456,15 @@ pub fn run_all(args: &Args) -> Result<(), String> {
         args.generator_core,
         args.router_core
     );
-    println!("| row | Mpps median | Mpps min | Mpps max | where it ran |");
-    println!("|---|--:|--:|--:|---|");
+    if args.lossless {
+        println!(
+            "| row | Mpps median | Mpps min | Mpps max | lossless Mpps median | where it ran |"
+        );
+        println!("|---|--:|--:|--:|--:|---|");
+    } else {
+        println!("| row | Mpps median | Mpps min | Mpps max | where it ran |");
+        println!("|---|--:|--:|--:|---|");
+    }
     for (row, rates) in table {
         let placement = match row {
             Row::Generator => "generator and sink on the generator's core".to_string(),
@@ -406,29 +482,33 @@ pub fn run_all(args: &Args) -> Result<(), String> {
                 args.generator_core, args.router_core
             ),
         };
-        let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = rates.iter().copied().fold(0.0, f64::max);
+        let full: Vec<f64> = rates.iter().map(|&(full, _)| full).collect();
+        let lossless: Vec<f64> = rates.iter().filter_map(|&(_, lossless)| lossless).collect();
+        let lossless = if lossless.is_empty() {
+            String::new()
+        } else {
+            format!(" {:.3} |", median(lossless) / 1e6)
+        };
         println!(
-            "| {} | {:.3} | {:.3} | {:.3} | {placement} |",
+            "| {} | {:.3} | {:.3} | {:.3} |{lossless} {placement} |",
             if row == Row::VfnRules {
                 format!("VFN, the {} rules, flow table", args.rules)
             } else {
                 row.name().to_string()
             },
-            median(rates) / 1e6,
-            min / 1e6,
-            max / 1e6
+            median(full.clone()) / 1e6,
+            full.iter().copied().fold(f64::INFINITY, f64::min) / 1e6,
+            full.iter().copied().fold(0.0, f64::max) / 1e6
         );
     }
     Ok(())
 }
 
 /// Every row once per round, rows in order, so that drift hits all rows alike.
-fn measure_rows(
-    lab: &Lab,
-    own_labs: &[(Row, Lab)],
-    args: &Args,
-) -> Result<Vec<(Row, Vec<f64>)>, String> {
+/// Per row, per round: the full-load rate and, with `--lossless`, the lossless rate.
+type Table = Vec<(Row, Vec<(f64, Option<f64>)>)>;
+
+fn measure_rows(lab: &Lab, own_labs: &[(Row, Lab)], args: &Args) -> Result<Table, String> {
     if args.rows.iter().any(|row| row.kernel_forwards()) {
         steer_router_receive(lab, args.router_core)?;
     }
@@ -458,19 +538,36 @@ fn measure_rows(
         };
         prepared.push((*row, own_lab, template(own_lab, args)?, vfn));
     }
-    let mut table: Vec<(Row, Vec<f64>)> = args.rows.iter().map(|&row| (row, Vec::new())).collect();
+    let mut table: Table = args.rows.iter().map(|&row| (row, Vec::new())).collect();
     for _ in 0..args.rounds {
         for (row, rates) in &mut table {
             let own = prepared.iter().find(|(own_row, ..)| own_row == row);
-            let rate = match own {
-                Some((Row::Testpmd, own_lab, own_frame, _)) => {
-                    let _testpmd = start_testpmd(own_lab, args)?;
-                    measure(own_lab, args, *row, own_frame)?
-                }
-                Some((_, own_lab, own_frame, _)) => measure(own_lab, args, *row, own_frame)?,
-                None => measure(lab, args, *row, &frame)?,
+            let (row_lab, row_frame) = match own {
+                Some((_, own_lab, own_frame, _)) => (*own_lab, own_frame.as_slice()),
+                None => (lab, frame.as_slice()),
             };
-            rates.push(rate);
+            // testpmd runs only for its own measurements: it polls the router's core.
+            let _testpmd = match *row {
+                Row::Testpmd => Some(start_testpmd(row_lab, args)?),
+                _ => None,
+            };
+            let full = measure(row_lab, args, *row, row_frame, args.seconds, None)?.rate();
+            let lossless = if args.lossless {
+                let mut at = |pace: f64| {
+                    measure(
+                        row_lab,
+                        args,
+                        *row,
+                        row_frame,
+                        args.lossless_seconds,
+                        Some(pace),
+                    )
+                };
+                Some(lossless_rate(&mut at, full)?)
+            } else {
+                None
+            };
+            rates.push((full, lossless));
         }
     }
     Ok(table)

@@ -4,7 +4,7 @@
 //! interface it is given, rewriting every header from a template (the kernel recycles frame
 //! pages a receiver may have rewritten) and choosing one of `flows` flows by the UDP source port
 //! and, past 32,768 flows, the low bits of the source address. One long call sends at the
-//! kernel's speed; the caller paces by sending in chunks. The sink, attached to an interface,
+//! kernel's speed, or at a pace the program keeps itself. The sink, attached to an interface,
 //! counts and drops the generator's frames (UDP to port 9) and passes the others to the host's
 //! stack (a router resolving the host's address gets its answer). Both count per CPU.
 
@@ -72,21 +72,35 @@ pub struct Generator {
 
 impl Generator {
     /// Loads the generator to send `frame` (from [`udp_frame`]) as `flows` flows (1 to
-    /// [`FLOWS_MAX`]) out of interface `ifindex`.
-    pub fn new(ifindex: u32, frame: Vec<u8>, flows: u32) -> Result<Generator, String> {
+    /// [`FLOWS_MAX`]) out of interface `ifindex`, as fast as it can or at `pace` frames per
+    /// second (a run before the next frame is due drops its frame, so that one long call
+    /// sends at that rate).
+    pub fn new(
+        ifindex: u32,
+        frame: Vec<u8>,
+        flows: u32,
+        pace: Option<f64>,
+    ) -> Result<Generator, String> {
         if !(1..=FLOWS_MAX).contains(&flows) {
             return Err(format!("{flows} flows: 1 to {FLOWS_MAX}"));
         }
+        let interval_ns = match pace {
+            None => 0,
+            Some(pace) if pace >= 1.0 && pace.is_finite() => (1e9 / pace).max(1.0) as u64,
+            Some(pace) => return Err(format!("a pace of {pace} frames per second")),
+        };
         let object = BpfObject::load("trafgen", TRAFGEN_OBJECT).map_err(|e| e.to_string())?;
         let program = object.program_fd("trafgen").map_err(|e| e.to_string())?;
-        // `struct config` of trafgen.bpf.c: the flow count, the template, two bytes of padding.
-        let mut config = Vec::with_capacity(4 + TEMPLATE_LEN + 2);
+        // `struct config` of trafgen.bpf.c: the flow count, the template, six bytes of padding,
+        // the interval between frames.
+        let mut config = Vec::with_capacity(4 + TEMPLATE_LEN + 6 + 8);
         config.extend_from_slice(&flows.to_ne_bytes());
         let mut template = [0u8; TEMPLATE_LEN];
         let copied = frame.len().min(TEMPLATE_LEN);
         template[..copied].copy_from_slice(&frame[..copied]);
         config.extend_from_slice(&template);
-        config.extend_from_slice(&[0; 2]);
+        config.extend_from_slice(&[0; 6]);
+        config.extend_from_slice(&interval_ns.to_ne_bytes());
         object
             .map("config")
             .and_then(|map| map.update(0, &config))
@@ -99,12 +113,15 @@ impl Generator {
         })
     }
 
-    /// Sends `count` frames in one call. Run it from a thread of the interface's namespace.
+    /// Runs the generator `count` times in one call: `count` frames sent, or when paced those
+    /// that were due. A call costs about 25 ms besides its frames here (the kernel sets up
+    /// and tears down its frame pool), so long calls are what reach the generator's speed.
+    /// Run it from a thread of the interface's namespace.
     pub fn send(&self, count: u32) -> Result<(), XdpError> {
         run_live_frames(self.program, self.ifindex, &self.frame, count, BATCH)
     }
 
-    /// Frames the generator has handled (sent, unless the kernel dropped them on the way).
+    /// Frames the generator has sent (unless the kernel dropped them on the way).
     pub fn sent(&self) -> Result<u64, XdpError> {
         self.object.map("sent")?.per_cpu_sum(0)
     }
