@@ -406,6 +406,17 @@ fn lossless_rate(
     Ok(low)
 }
 
+/// A lab of hosts `gen` (198.18.1.0/24) and `sink` (198.18.2.0/24) around a router namespace,
+/// after removing what a killed run with the same prefix left.
+fn create_lab(prefix: &str, mode: RouterMode) -> Result<Lab, String> {
+    remove_stale(prefix).map_err(|e| e.to_string())?;
+    let spec = TopologySpec::new(prefix)
+        .with_router_mode(mode)
+        .with_host(HostSpec::new("gen", 1))
+        .with_host(HostSpec::new("sink", 2));
+    Lab::create(&spec).map_err(|e| e.to_string())
+}
+
 /// `median | min | max` of frames per second, in Mpps.
 fn median_min_max(mut values: Vec<f64>) -> String {
     values.sort_by(f64::total_cmp);
@@ -427,23 +438,13 @@ pub fn run_all(args: &Args) -> Result<(), String> {
     }
     // Ctrl-C ends the measurement in progress and removes the lab, as an error does.
     install_interrupt_flag().map_err(|e| e.to_string())?;
-    remove_stale(PREFIX).map_err(|e| e.to_string())?;
-    let spec = TopologySpec::new(PREFIX)
-        .with_router_mode(RouterMode::Kernel)
-        .with_host(HostSpec::new("gen", 1))
-        .with_host(HostSpec::new("sink", 2));
-    let lab = Lab::create(&spec).map_err(|e| e.to_string())?;
+    let lab = create_lab(PREFIX, RouterMode::Kernel)?;
     // Labs of their own for the rows whose router ports the kernel must not own; dropping a lab
     // (on an error below too) removes it.
     let mut own_labs = Vec::new();
     for &row in &args.rows {
         if let Some(prefix) = row.own_lab() {
-            remove_stale(prefix).map_err(|e| e.to_string())?;
-            let spec = TopologySpec::new(prefix)
-                .with_router_mode(RouterMode::External)
-                .with_host(HostSpec::new("gen", 1))
-                .with_host(HostSpec::new("sink", 2));
-            own_labs.push((row, Lab::create(&spec).map_err(|e| e.to_string())?));
+            own_labs.push((row, create_lab(prefix, RouterMode::External)?));
         }
     }
     let result = measure_rows(&lab, &own_labs, args);
