@@ -21,7 +21,9 @@
 //!   ports, MAC forwarding on `--router-core`, started for each of its measurements, in a third
 //!   lab;
 //! - `vfn-rules`: the VFN enforcing the ClassBench set `--rules` (every rule allows, the default
-//!   allows), in a fourth lab.
+//!   allows), in a fourth lab;
+//! - `af-xdp`: the VFN's AF_XDP backend alone moving frames from port to port (MACs rewritten,
+//!   nothing else) on `--router-core`, in a fifth lab: the bound AF_XDP sets for the VFN.
 //!
 //! A figure is frames counted by the sink over the send time, at full load. Nothing leaves the
 //! lab's namespaces; every address is in 198.18.0.0/15 or 2001:2::/48; the lab is removed when
@@ -62,7 +64,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "generator,kernel,nft-linear,nft-set,conntrack,xdp,testpmd,vfn,vfn-rules"
+        default_value = "generator,kernel,nft-linear,nft-set,conntrack,xdp,testpmd,af-xdp,vfn,vfn-rules"
     )]
     rows: Vec<Row>,
     /// Seconds of traffic per measurement.
@@ -119,6 +121,9 @@ enum Row {
     /// The VFN enforcing a ClassBench set of about 10k rules (default allow, so every flow is
     /// classified once and forwarded), in a fourth lab.
     VfnRules,
+    /// The VFN's AF_XDP backend alone: frames moved from one port to the other, MACs rewritten,
+    /// nothing else, on the router's core: the bound AF_XDP puts on the VFN here.
+    AfXdp,
 }
 
 /// Rules of the nftables rows.
@@ -136,6 +141,7 @@ impl Row {
             Row::Vfn => "VFN, forwarding only (AF_XDP, copy mode on veth)",
             Row::Testpmd => "dpdk-testpmd, af_packet, MAC forwarding",
             Row::VfnRules => "VFN, ClassBench rules (--rules), flow table",
+            Row::AfXdp => "AF_XDP alone, port to port (the VFN's bound)",
         }
     }
 
@@ -150,6 +156,7 @@ impl Row {
             Row::Vfn => Some("vfnbenchv"),
             Row::VfnRules => Some("vfnbenchr"),
             Row::Testpmd => Some("vfnbencht"),
+            Row::AfXdp => Some("vfnbencha"),
             _ => None,
         }
     }
@@ -169,7 +176,13 @@ impl Row {
         let address_type = if ipv6 { "ipv6_addr" } else { "ipv4_addr" };
         let chain = "type filter hook forward priority filter; policy accept;";
         let body = match self {
-            Row::Generator | Row::Kernel | Row::Xdp | Row::Vfn | Row::Testpmd | Row::VfnRules => {
+            Row::Generator
+            | Row::Kernel
+            | Row::Xdp
+            | Row::Vfn
+            | Row::Testpmd
+            | Row::VfnRules
+            | Row::AfXdp => {
                 return None;
             }
             Row::NftLinear => (0..NFT_RULES)
@@ -312,6 +325,7 @@ fn measure(
         | Row::Xdp
         | Row::Vfn
         | Row::VfnRules
+        | Row::AfXdp
         | Row::Testpmd => (
             topology
                 .host("sink")
@@ -481,6 +495,10 @@ pub fn run_all(args: &Args) -> Result<(), String> {
                 "VFN worker on core {}; ingress copy (veth NAPI) on core {}",
                 args.router_core, args.generator_core
             ),
+            Row::AfXdp => format!(
+                "AF_XDP loop on core {}; ingress copy (veth NAPI) on core {}",
+                args.router_core, args.generator_core
+            ),
             Row::Testpmd => format!(
                 "testpmd forwarding on core {}, its main thread on core {}; ingress NAPI on core {}",
                 args.router_core, args.generator_core, args.generator_core
@@ -552,9 +570,14 @@ fn measure_rows(lab: &Lab, own_labs: &[(Row, Lab)], args: &Args) -> Result<Table
                 Some((_, own_lab, own_frame, _)) => (*own_lab, own_frame.as_slice()),
                 None => (lab, frame.as_slice()),
             };
-            // testpmd runs only for its own measurements: it polls the router's core.
+            // testpmd and the AF_XDP forwarder run only for their own measurements: they poll
+            // the router's core.
             let _testpmd = match *row {
                 Row::Testpmd => Some(start_testpmd(row_lab, args)?),
+                _ => None,
+            };
+            let _forwarder = match *row {
+                Row::AfXdp => Some(AfXdpForwarder::start(row_lab, args.router_core)?),
                 _ => None,
             };
             let full = measure(row_lab, args, *row, row_frame, args.seconds, None)?.rate();
@@ -660,4 +683,111 @@ fn start_testpmd(lab: &Lab, args: &Args) -> Result<ChildGuard, String> {
     let _ = std::fs::remove_file(&log_path);
     outcome?;
     Ok(guard)
+}
+
+/// The VFN's AF_XDP backend (`vfn_xdp::XdpIo`) alone on the router's ports of a lab: every
+/// frame received on the port facing `gen` is sent out of the one facing `sink`, its MACs
+/// rewritten, in bursts of 64, on one pinned thread, until dropped.
+struct AfXdpForwarder {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl AfXdpForwarder {
+    fn start(lab: &Lab, core: usize) -> Result<AfXdpForwarder, String> {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use vfn_dataplane::io::{Packet, PacketIo};
+        use vfn_xdp::{XdpIo, XdpOptions, XdpPort};
+
+        let topology = lab.topology();
+        let router = topology.router.netns.clone();
+        let ingress = topology
+            .port("gen")
+            .map_err(|e| e.to_string())?
+            .interface
+            .clone();
+        let egress = topology
+            .port("sink")
+            .map_err(|e| e.to_string())?
+            .interface
+            .clone();
+        let sink = topology.host("sink").map_err(|e| e.to_string())?;
+        let sink_mac = interface_mac(&sink.netns, HOST_INTERFACE).map_err(|e| e.to_string())?;
+        // Read through `ip netns exec`, which mounts the namespace's /sys: a thread that only
+        // joined the namespace still sees the caller's.
+        let egress_mac = interface_mac(&router, &egress).map_err(|e| e.to_string())?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread_stop = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            in_netns(&router, move || -> Result<(), String> {
+                let opened = (|| {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                        return Err(format!("cannot pin the AF_XDP forwarder to core {core}"));
+                    }
+                    let ports = [ingress, egress].map(|interface| XdpPort {
+                        interface,
+                        queue_id: 0,
+                    });
+                    XdpIo::open(&ports, &XdpOptions::default()).map_err(|e| e.to_string())
+                })();
+                let mut io = match opened {
+                    Ok(opened) => {
+                        let _ = ready_tx.send(Ok(()));
+                        opened
+                    }
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(error.clone()));
+                        return Err(error);
+                    }
+                };
+                let mut burst = [Packet {
+                    frame: vfn_dataplane::io::FrameId(0),
+                    len: 0,
+                }; 64];
+                while !thread_stop.load(Ordering::Relaxed) {
+                    io.reclaim_and_refill();
+                    let count = io.receive(0, &mut burst);
+                    for &packet in &burst[..count] {
+                        let buffer = io.buffer(packet.frame);
+                        if let Some(macs) = buffer.get_mut(..12) {
+                            macs[..6].copy_from_slice(&sink_mac);
+                            macs[6..].copy_from_slice(&egress_mac);
+                        }
+                        if let Err(refused) = io.transmit(1, packet) {
+                            io.release(refused.0.frame);
+                        }
+                    }
+                    io.flush();
+                }
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?
+        });
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => Ok(AfXdpForwarder {
+                stop,
+                thread: Some(thread),
+            }),
+            Ok(Err(error)) => Err(format!("the AF_XDP forwarder: {error}")),
+            Err(_) => {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                Err("the AF_XDP forwarder did not open its ports within 10 s".into())
+            }
+        }
+    }
+}
+
+impl Drop for AfXdpForwarder {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            match thread.join() {
+                Ok(Err(error)) => eprintln!("vfn-perf lab: the AF_XDP forwarder: {error}"),
+                Err(_) => eprintln!("vfn-perf lab: the AF_XDP forwarder panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
 }
