@@ -234,26 +234,39 @@ fn run(mut command: Command) -> Result<(), String> {
 }
 
 /// RPS on the router's port facing `gen` to `core`: the port's receive (NAPI, in the
-/// generator's softirq) hands each packet to `core`, where the kernel forwards it. GRO on that
-/// port makes veth receive through NAPI at all; without it, veth refuses the generator's
-/// XDP_TX frames (a peer without NAPI cannot take XDP frames) and nothing arrives. Threaded
+/// generator's softirq) hands each packet to `core`, where the kernel forwards it. Threaded
 /// NAPI pinned to `core` instead measured a third of this (0.25 against 0.70 Mpps).
 fn steer_router_receive(lab: &Lab, core: usize) -> Result<(), String> {
     if core >= 32 {
         return Err(format!("router core {core}: RPS masks here reach core 31"));
     }
-    let router = &lab.topology().router.netns;
-    let port = &lab
-        .topology()
-        .port("gen")
-        .map_err(|e| e.to_string())?
-        .interface;
-    run(netns_command(router, &["ethtool", "-K", port, "gro", "on"]))?;
+    let port = receive_through_napi(lab)?;
     let rps = format!(
         "echo {:x} > /sys/class/net/{port}/queues/rx-0/rps_cpus",
         1u32 << core
     );
-    run(netns_command(router, &["sh", "-c", &rps]))
+    run(netns_command(
+        &lab.topology().router.netns,
+        &["sh", "-c", &rps],
+    ))
+}
+
+/// GRO on the router's port facing `gen`, so that veth receives there through NAPI: without a
+/// NAPI receive queue (or an XDP program), veth refuses the generator's XDP frames. Returns the
+/// port's name.
+fn receive_through_napi(lab: &Lab) -> Result<String, String> {
+    let port = lab
+        .topology()
+        .port("gen")
+        .map_err(|e| e.to_string())?
+        .interface
+        .clone();
+    let router = &lab.topology().router.netns;
+    run(netns_command(
+        router,
+        &["ethtool", "-K", &port, "gro", "on"],
+    ))?;
+    Ok(port)
 }
 
 /// The frame the generator sends: from `gen` to `sink` through the router's port.
@@ -549,14 +562,7 @@ fn measure_rows(lab: &Lab, own_labs: &[(Row, Lab)], args: &Args) -> Result<Table
                 Some(start_vfn(own_lab, args, Some(policy))?)
             }
             _ => {
-                // veth takes the generator's XDP frames only into a NAPI receive queue.
-                let router = &own_lab.topology().router.netns;
-                let port = &own_lab
-                    .topology()
-                    .port("gen")
-                    .map_err(|e| e.to_string())?
-                    .interface;
-                run(netns_command(router, &["ethtool", "-K", port, "gro", "on"]))?;
+                receive_through_napi(own_lab)?;
                 None
             }
         };

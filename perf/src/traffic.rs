@@ -127,57 +127,64 @@ impl Generator {
     }
 }
 
-/// The sink, attached to an interface until dropped.
+/// A program of an object, attached to an interface until dropped.
 #[derive(Debug)]
-pub struct Sink {
+struct Attached {
     // Detached before the object that holds the program is closed.
     _attachment: XdpAttachment,
     object: BpfObject,
 }
 
-impl Sink {
-    /// Attaches the sink to interface `ifindex` (native XDP, as on veth). Run it from a thread
-    /// of the interface's namespace, and drop it from one.
-    pub fn attach(ifindex: u32) -> Result<Sink, XdpError> {
-        let object = BpfObject::load("sink", SINK_OBJECT)?;
-        let program = object.program_fd("sink")?;
+impl Attached {
+    /// Loads `elf` and attaches its program `name` to interface `ifindex` (native XDP, as on
+    /// veth), from a thread of the interface's namespace.
+    fn new(name: &str, elf: &[u8], ifindex: u32) -> Result<Attached, XdpError> {
+        let object = BpfObject::load(name, elf)?;
+        let program = object.program_fd(name)?;
         let attachment = XdpAttachment::attach(ifindex, program, XdpHook::Native)?;
-        Ok(Sink {
+        Ok(Attached {
             _attachment: attachment,
             object,
         })
     }
+}
+
+/// The sink, attached to an interface until dropped (from a thread of its namespace).
+#[derive(Debug)]
+pub struct Sink(Attached);
+
+impl Sink {
+    /// Attaches the sink to interface `ifindex`. Run it from a thread of the interface's
+    /// namespace.
+    pub fn attach(ifindex: u32) -> Result<Sink, XdpError> {
+        Attached::new("sink", SINK_OBJECT, ifindex).map(Sink)
+    }
 
     /// The generator's frames (UDP to port 9) received so far.
     pub fn received(&self) -> Result<u64, XdpError> {
-        self.object.map("received")?.per_cpu_sum(0)
+        self.0.object.map("received")?.per_cpu_sum(0)
     }
 
     /// Other frames received so far (neighbour discovery, ARP), passed to the host's stack.
     pub fn other(&self) -> Result<u64, XdpError> {
-        self.object.map("other")?.per_cpu_sum(0)
+        self.0.object.map("other")?.per_cpu_sum(0)
     }
 }
 
 /// The in-kernel XDP forwarder (`bpf_fib_lookup` and redirect), attached to a router's
-/// ingress interface until dropped: the benchmark's practical ceiling for a router.
+/// ingress interface until dropped (from a thread of its namespace): the benchmark's practical
+/// ceiling for a router.
 #[derive(Debug)]
 pub struct XdpForwarder {
-    // Detached before the object that holds the program is closed.
-    _attachment: XdpAttachment,
-    _object: BpfObject,
+    _attached: Attached,
 }
 
 impl XdpForwarder {
-    /// Attaches the forwarder to interface `ifindex` (native XDP). Run it from a thread of the
-    /// interface's namespace, and drop it from one.
+    /// Attaches the forwarder to interface `ifindex`. Run it from a thread of the interface's
+    /// namespace.
     pub fn attach(ifindex: u32) -> Result<XdpForwarder, XdpError> {
-        let object = BpfObject::load("xdp_fwd", XDP_FORWARDER_OBJECT)?;
-        let program = object.program_fd("xdp_fwd")?;
-        let attachment = XdpAttachment::attach(ifindex, program, XdpHook::Native)?;
-        Ok(XdpForwarder {
-            _attachment: attachment,
-            _object: object,
+        Attached::new("xdp_fwd", XDP_FORWARDER_OBJECT, ifindex).map(|attached| XdpForwarder {
+            _attached: attached,
         })
     }
 }
