@@ -22,6 +22,7 @@ struct {
 	__type(value, __u64);
 } received SEC(".maps");
 
+/* Frames passed to the host; nothing reads it but bpftool, when a run looks wrong. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);

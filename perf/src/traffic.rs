@@ -164,11 +164,6 @@ impl Sink {
     pub fn received(&self) -> Result<u64, XdpError> {
         self.0.object.map("received")?.per_cpu_sum(0)
     }
-
-    /// Other frames received so far (neighbour discovery, ARP), passed to the host's stack.
-    pub fn other(&self) -> Result<u64, XdpError> {
-        self.0.object.map("other")?.per_cpu_sum(0)
-    }
 }
 
 /// The in-kernel XDP forwarder (`bpf_fib_lookup` and redirect), attached to a router's
