@@ -589,20 +589,8 @@ fn judge(
 /// fragment, a protocol without ports). `echo` is the (request, reply) type pair of the family.
 #[inline]
 fn transport_facts(protocol: u8, l4: &[u8], has_header: bool, echo: (u8, u8)) -> PacketFacts {
-    let mut facts = PacketFacts {
-        src: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-        dst: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-        proto: protocol,
-        sport: 0,
-        dport: 0,
-        echo_id: None,
-        tcp_flags: 0,
-        ingress: 0,
-        back_iface: None,
-        bytes: 0,
-        fragment: Fragment::Whole,
-        quoted: None,
-    };
+    let unspecified = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+    let mut facts = PacketFacts::new(unspecified, unspecified, protocol);
     if !has_header {
         return facts;
     }

@@ -190,6 +190,27 @@ pub struct PacketFacts {
     pub quoted: Option<Quoted>,
 }
 
+impl PacketFacts {
+    /// A whole, unfragmented packet of `proto` from `src` to `dst` with nothing else known:
+    /// no ports, flags, ingress, route back, size or quoted packet.
+    pub fn new(src: IpAddr, dst: IpAddr, proto: u8) -> PacketFacts {
+        PacketFacts {
+            src,
+            dst,
+            proto,
+            sport: 0,
+            dport: 0,
+            echo_id: None,
+            tcp_flags: 0,
+            ingress: 0,
+            back_iface: None,
+            bytes: 0,
+            fragment: Fragment::Whole,
+            quoted: None,
+        }
+    }
+}
+
 /// The addresses, protocol and ports (echo identifier) of the packet an ICMP error quotes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Quoted {
@@ -665,18 +686,10 @@ impl PolicyState {
             return false;
         }
         let facts = PacketFacts {
-            src: quoted.src,
-            dst: quoted.dst,
-            proto: quoted.proto,
             sport: quoted.sport,
             dport: quoted.dport,
             echo_id: quoted.echo_id,
-            tcp_flags: 0,
-            ingress: 0,
-            back_iface: None,
-            bytes: 0,
-            fragment: Fragment::Whole,
-            quoted: None,
+            ..PacketFacts::new(quoted.src, quoted.dst, quoted.proto)
         };
         let (key, _) = FlowKey::from_packet(&flow_tuple(&facts));
         let hash = self.flows.hash(&key);
