@@ -37,10 +37,11 @@ use std::path::Path;
 
 pub use error::{ConfigError, FieldError};
 pub use model::{
-    Config, DEFAULT_PORT_MTU, DEFAULT_PORT_QUEUES, DataplaneConfig, IcmpConfig, InterfaceRef,
-    PortConfig, RouteConfig, RpFilter, TableConfig, VlanConfig, WorkerConfig, XdpMode, ZeroCopy,
+    ApiConfig, Config, DEFAULT_PORT_MTU, DEFAULT_PORT_QUEUES, DataplaneConfig, IcmpConfig,
+    InterfaceRef, PortConfig, RouteConfig, RpFilter, StateConfig, TableConfig, VlanConfig,
+    WithoutPolicy, WorkerConfig, XdpMode, ZeroCopy,
 };
-pub use policy::{PolicySource, load_policy_file};
+pub use policy::{PolicySource, load_policy_file, parse_prefix, policy_to_toml, rate_limit_spec};
 
 /// Largest configuration file [`Config::load`] reads, so that a wrong path (a disk image, a
 /// device) fails fast instead of exhausting memory.

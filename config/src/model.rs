@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,71 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// The segmentation rule set, if any (`[policy]`); without one, everything is forwarded.
     pub policy: Option<crate::policy::PolicySource>,
+    pub api: ApiConfig,
+    pub state: StateConfig,
+}
+
+/// The gRPC control API (`[api]`), served on a Unix socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// The socket's path; its folder is created if missing.
+    pub socket: PathBuf,
+    /// The socket's permission bits, at most 0o777 (default 0o660: owner and group).
+    pub socket_mode: u32,
+    /// Uids (of the peer, from SO_PEERCRED) with the `writer` role: may change state. Root and
+    /// the router's own uid always are writers.
+    pub writers: Vec<u32>,
+    /// Uids with the `reader` role: may get, list, watch and capture.
+    pub readers: Vec<u32>,
+    /// Largest request or response, in bytes, 65536..=1073741824 (default 64 MiB: a rule set of
+    /// 100k rules fits).
+    pub max_message_bytes: u32,
+    /// Requests per second accepted over all clients, 1..=100000; more are refused with
+    /// RESOURCE_EXHAUSTED.
+    pub requests_per_second: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from("/run/vfn/api.sock"),
+            socket_mode: 0o660,
+            writers: Vec::new(),
+            readers: Vec::new(),
+            max_message_bytes: 64 * 1024 * 1024,
+            requests_per_second: 200,
+        }
+    }
+}
+
+/// What the router keeps across restarts (`[state]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateConfig {
+    /// The folder of the persisted rule set and audit head (`state.pb`) and the audit log
+    /// (`audit.jsonl`); created if missing.
+    pub dir: PathBuf,
+    /// What a start with no policy at all (none persisted, none in the config) does.
+    pub without_policy: WithoutPolicy,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("/var/lib/vfn"),
+            without_policy: WithoutPolicy::Forward,
+        }
+    }
+}
+
+/// The choice for a start without any policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WithoutPolicy {
+    /// Fail open: forward everything, like a plain router, until a rule set is applied.
+    #[default]
+    Forward,
+    /// Fail closed: drop every forwarded packet until a rule set is applied.
+    Drop,
 }
 
 /// How the XDP program is attached to an interface.

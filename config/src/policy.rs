@@ -352,8 +352,9 @@ fn byte(value: i64, path: &str, problems: &mut Problems<'_>) -> Option<u8> {
         .ok()
 }
 
-/// A prefix `a.b.c.d/len` or a bare address (a host).
-fn prefix(text: &str) -> Result<IpNet, String> {
+/// A prefix `a.b.c.d/len` or a bare address (a host); the error is the reason, for a message
+/// that names the field.
+pub fn parse_prefix(text: &str) -> Result<IpNet, String> {
     text.parse::<IpNet>()
         .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
         .map_err(|_| format!("{text:?} is not an address or prefix"))
@@ -364,7 +365,7 @@ fn prefixes(texts: &[String], path: &str, problems: &mut Problems<'_>) -> Vec<Ip
         .iter()
         .enumerate()
         .filter_map(|(i, text)| {
-            prefix(text)
+            parse_prefix(text)
                 .map_err(|reason| problems.push(format!("{path}[{i}]"), reason))
                 .ok()
         })
@@ -537,17 +538,13 @@ fn action(raw: &RawAction, path: &str, problems: &mut Problems<'_>) -> Action {
                         false
                     }
                 };
-                Action::RateLimit(RateLimitSpec {
+                Action::RateLimit(rate_limit_spec(
                     packets_per_second,
                     bits_per_second,
-                    burst_packets: number(rate.burst_packets, "burst_packets", problems)
-                        .or(packets_per_second)
-                        .unwrap_or(0),
-                    burst_bytes: number(rate.burst_bytes, "burst_bytes", problems)
-                        .or(bits_per_second.map(|b| b / 8))
-                        .unwrap_or(0),
+                    number(rate.burst_packets, "burst_packets", problems),
+                    number(rate.burst_bytes, "burst_bytes", problems),
                     per_source,
-                })
+                ))
             }
             (None, Some(mirror)) => Action::Mirror {
                 session: mirror.session.clone(),
@@ -571,6 +568,23 @@ fn action(raw: &RawAction, path: &str, problems: &mut Problems<'_>) -> Action {
     }
 }
 
+/// A rate limit whose bursts, when not given, are one second's worth of its rates.
+pub fn rate_limit_spec(
+    packets_per_second: Option<u64>,
+    bits_per_second: Option<u64>,
+    burst_packets: Option<u64>,
+    burst_bytes: Option<u64>,
+    per_source: bool,
+) -> RateLimitSpec {
+    RateLimitSpec {
+        packets_per_second,
+        bits_per_second,
+        burst_packets: burst_packets.or(packets_per_second).unwrap_or(0),
+        burst_bytes: burst_bytes.or(bits_per_second.map(|b| b / 8)).unwrap_or(0),
+        per_source,
+    }
+}
+
 /// Reads a policy file (the `[policy]` keys at its top level).
 pub fn load_policy_file(path: &Path) -> Result<RuleSetSpec, ConfigError> {
     let text = crate::read_bounded(path)?;
@@ -589,6 +603,13 @@ pub fn load_policy_file(path: &Path) -> Result<RuleSetSpec, ConfigError> {
     } else {
         Err(ConfigError::Invalid(errors))
     }
+}
+
+/// A rule set as a policy file (the `[policy]` keys at the top level): `load_policy_file` reads
+/// it back to an equal rule set.
+pub fn policy_to_toml(spec: &RuleSetSpec) -> String {
+    toml::to_string(&to_raw(&PolicySource::Inline(spec.clone())))
+        .expect("the file-shaped structs use only types TOML can represent")
 }
 
 /// The file shape of a policy (for writing configs back out).

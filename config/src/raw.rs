@@ -7,8 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Config, DEFAULT_PORT_MTU, DEFAULT_PORT_QUEUES, DataplaneConfig, IcmpConfig, PortConfig,
-    RouteConfig, RpFilter, TableConfig, VlanConfig, XdpMode, ZeroCopy,
+    ApiConfig, Config, DEFAULT_PORT_MTU, DEFAULT_PORT_QUEUES, DataplaneConfig, IcmpConfig,
+    PortConfig, RouteConfig, RpFilter, StateConfig, TableConfig, VlanConfig, WithoutPolicy,
+    XdpMode, ZeroCopy,
 };
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -26,6 +27,28 @@ pub(crate) struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<crate::policy::RawPolicy>,
+    #[serde(default)]
+    pub api: RawApi,
+    #[serde(default)]
+    pub state: RawState,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawApi {
+    pub socket: String,
+    pub socket_mode: i64,
+    pub writers: Vec<i64>,
+    pub readers: Vec<i64>,
+    pub max_message_bytes: i64,
+    pub requests_per_second: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawState {
+    pub dir: String,
+    pub without_policy: WithoutPolicy,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -130,6 +153,40 @@ impl Default for RawIcmp {
     }
 }
 
+impl Default for RawApi {
+    fn default() -> Self {
+        Self::from(&ApiConfig::default())
+    }
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        Self::from(&StateConfig::default())
+    }
+}
+
+impl From<&ApiConfig> for RawApi {
+    fn from(api: &ApiConfig) -> Self {
+        Self {
+            socket: api.socket.display().to_string(),
+            socket_mode: api.socket_mode.into(),
+            writers: api.writers.iter().map(|&uid| uid.into()).collect(),
+            readers: api.readers.iter().map(|&uid| uid.into()).collect(),
+            max_message_bytes: api.max_message_bytes.into(),
+            requests_per_second: api.requests_per_second.into(),
+        }
+    }
+}
+
+impl From<&StateConfig> for RawState {
+    fn from(state: &StateConfig) -> Self {
+        Self {
+            dir: state.dir.display().to_string(),
+            without_policy: state.without_policy,
+        }
+    }
+}
+
 impl From<&Config> for RawConfig {
     fn from(config: &Config) -> Self {
         Self {
@@ -147,6 +204,8 @@ impl From<&Config> for RawConfig {
             ports: config.ports.iter().map(RawPort::from).collect(),
             routes: config.routes.iter().map(RawRoute::from).collect(),
             policy: config.policy.as_ref().map(crate::policy::to_raw),
+            api: RawApi::from(&config.api),
+            state: RawState::from(&config.state),
         }
     }
 }

@@ -5,8 +5,9 @@ use ipnet::IpNet;
 use proptest::prelude::*;
 
 use crate::{
-    Config, ConfigError, DataplaneConfig, FieldError, IcmpConfig, InterfaceRef, PortConfig,
-    RouteConfig, RpFilter, TableConfig, VlanConfig, WorkerConfig, XdpMode, ZeroCopy,
+    ApiConfig, Config, ConfigError, DataplaneConfig, FieldError, IcmpConfig, InterfaceRef,
+    PortConfig, RouteConfig, RpFilter, StateConfig, TableConfig, VlanConfig, WorkerConfig, XdpMode,
+    ZeroCopy,
 };
 
 /// The smallest valid file; tests append sections to it.
@@ -1056,6 +1057,8 @@ fn config() -> impl Strategy<Value = Config> {
                 routes: routes_over(&ports, &route_choices),
                 ports,
                 policy: None,
+                api: ApiConfig::default(),
+                state: StateConfig::default(),
             },
         )
 }
@@ -1182,4 +1185,43 @@ fn a_policy_is_in_a_file_or_inline_not_both() {
         errors[0].to_string(),
         "policy.file: a policy is either in a file of its own or written here, not both"
     );
+}
+
+#[test]
+fn api_and_state_sections_take_defaults_and_name_bad_fields() {
+    let config = parse(BASE);
+    assert_eq!(config.api, ApiConfig::default());
+    assert_eq!(config.api.socket_mode, 0o660);
+    assert_eq!(config.state.without_policy, crate::WithoutPolicy::Forward);
+    let config = parse(&with(
+        "[api]\nsocket = \"/tmp/x.sock\"\nreaders = [1001]\n[state]\ndir = \"/tmp/s\"\nwithout_policy = \"drop\"",
+    ));
+    assert_eq!(config.api.readers, [1001]);
+    assert_eq!(config.state.without_policy, crate::WithoutPolicy::Drop);
+    assert_error_at(
+        &with("[api]\nsocket = \"api.sock\""),
+        "api.socket",
+        "not an absolute path",
+    );
+    assert_error_at(
+        &with("[api]\nsocket_mode = 0o1777"),
+        "api.socket_mode",
+        "out of range",
+    );
+    assert_error_at(
+        &with("[api]\nwriters = [-1]"),
+        "api.writers[0]",
+        "out of range",
+    );
+    assert_error_at(
+        &with("[api]\nmax_message_bytes = 1000"),
+        "api.max_message_bytes",
+        "out of range",
+    );
+    assert_error_at(
+        &with("[state]\ndir = \"state\""),
+        "state.dir",
+        "not an absolute path",
+    );
+    assert!(parse_error(&with("[state]\nwithout_policy = \"maybe\"")).contains("without_policy"));
 }

@@ -7,15 +7,18 @@ use std::fmt;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 
 use ipnet::IpNet;
 
 use crate::error::{ConfigError, FieldError};
 use crate::model::{
-    Config, DataplaneConfig, IcmpConfig, InterfaceRef, PortConfig, RouteConfig, RpFilter,
-    TableConfig, VlanConfig, WorkerConfig,
+    ApiConfig, Config, DataplaneConfig, IcmpConfig, InterfaceRef, PortConfig, RouteConfig,
+    RpFilter, StateConfig, TableConfig, VlanConfig, WorkerConfig,
 };
-use crate::raw::{RawConfig, RawDataplane, RawIcmp, RawPort, RawRoute, RawTables, RawVlan};
+use crate::raw::{
+    RawApi, RawConfig, RawDataplane, RawIcmp, RawPort, RawRoute, RawState, RawTables, RawVlan,
+};
 
 const BURST_SIZE: RangeInclusive<u32> = 1..=64;
 const FRAME_SIZES: [u32; 2] = [2048, 4096];
@@ -39,6 +42,8 @@ const MTU: RangeInclusive<u16> = 68..=9000;
 const QUEUES: RangeInclusive<u16> = 1..=64;
 const ADDRESS_COUNT_MAX: usize = 8;
 const VLAN_COUNT_MAX: usize = 64;
+const API_MESSAGE_BYTES: RangeInclusive<u32> = 65_536..=1 << 30;
+const API_REQUESTS_PER_SECOND: RangeInclusive<u32> = 1..=100_000;
 const VLAN_ID: RangeInclusive<u16> = 1..=4094;
 /// Connected prefixes quoted in an "is not on-link" error, so the message stays readable.
 const LISTED_PREFIX_COUNT_MAX: usize = 8;
@@ -60,6 +65,8 @@ pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         .policy
         .as_ref()
         .and_then(|policy| crate::policy::parse(policy, "policy", &mut errors.0));
+    let api = api(&mut errors, &raw.api);
+    let state = state(&mut errors, &raw.state);
     if errors.0.is_empty() {
         Ok(Config {
             dataplane,
@@ -69,6 +76,8 @@ pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             ports,
             routes,
             policy,
+            api,
+            state,
         })
     } else {
         Err(ConfigError::Invalid(errors.0))
@@ -189,6 +198,49 @@ fn icmp(errors: &mut Errors, raw: &RawIcmp) -> IcmpConfig {
             ICMP_ERRORS_PER_SECOND,
         ),
         errors_burst: errors.ranged("icmp.errors_burst", raw.errors_burst, ICMP_ERRORS_BURST),
+    }
+}
+
+/// An absolute path: the router may run from any working directory, and a relative socket or
+/// state folder would move with it.
+fn absolute_path(errors: &mut Errors, path: &str, text: &str) -> PathBuf {
+    let value = PathBuf::from(text);
+    if !value.is_absolute() {
+        errors.push(path, format!("{text:?} is not an absolute path"));
+    }
+    value
+}
+
+fn uids(errors: &mut Errors, path: &str, raw: &[i64]) -> Vec<u32> {
+    raw.iter()
+        .enumerate()
+        .map(|(index, &uid)| errors.ranged(&format!("{path}[{index}]"), uid, 0..=u32::MAX - 1))
+        .collect()
+}
+
+fn api(errors: &mut Errors, raw: &RawApi) -> ApiConfig {
+    ApiConfig {
+        socket: absolute_path(errors, "api.socket", &raw.socket),
+        socket_mode: errors.ranged("api.socket_mode", raw.socket_mode, 0..=0o777),
+        writers: uids(errors, "api.writers", &raw.writers),
+        readers: uids(errors, "api.readers", &raw.readers),
+        max_message_bytes: errors.ranged(
+            "api.max_message_bytes",
+            raw.max_message_bytes,
+            API_MESSAGE_BYTES,
+        ),
+        requests_per_second: errors.ranged(
+            "api.requests_per_second",
+            raw.requests_per_second,
+            API_REQUESTS_PER_SECOND,
+        ),
+    }
+}
+
+fn state(errors: &mut Errors, raw: &RawState) -> StateConfig {
+    StateConfig {
+        dir: absolute_path(errors, "state.dir", &raw.dir),
+        without_policy: raw.without_policy,
     }
 }
 

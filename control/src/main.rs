@@ -1,9 +1,11 @@
 //! `vfn`: the VFN router.
 
+mod controller;
 mod lab;
 mod policy;
 mod replay;
 mod run;
+mod server;
 mod spec;
 mod stats;
 

@@ -42,7 +42,7 @@ pub fn policy_path(config_path: &Path, file: &Path) -> PathBuf {
 }
 
 /// The rule set `config` names, read from its file when it has one (none: `Ok(None)`).
-fn load_spec(config: &Config, config_path: &Path) -> Result<Option<RuleSetSpec>, PolicyError> {
+pub fn load_spec(config: &Config, config_path: &Path) -> Result<Option<RuleSetSpec>, PolicyError> {
     match &config.policy {
         None => Ok(None),
         Some(PolicySource::Inline(spec)) => Ok(Some(spec.clone())),
@@ -58,18 +58,15 @@ fn load_spec(config: &Config, config_path: &Path) -> Result<Option<RuleSetSpec>,
     }
 }
 
-/// Compiles the policy `config` names (none: `Ok(None)`).
-pub fn compile(
-    config: &Config,
-    config_path: &Path,
+/// Compiles `spec` against the router's interfaces, logging what it built.
+pub fn compile_spec(
+    spec: &RuleSetSpec,
     interfaces: &Interfaces,
-) -> Result<Option<RuleSet>, PolicyError> {
-    let Some(spec) = load_spec(config, config_path)? else {
-        return Ok(None);
-    };
+    limits: &CompileLimits,
+) -> Result<RuleSet, vfn_rules::CompileError> {
     let lookup = |name: &str| interfaces.by_name(name);
     let context = Context { interface: &lookup };
-    let rules = vfn_rules::compile(&spec, &context, &CompileLimits::default())?;
+    let rules = vfn_rules::compile(spec, &context, limits)?;
     tracing::info!(
         version = %rules.version,
         rules = rules.rules.len(),
@@ -78,7 +75,23 @@ pub fn compile(
         memory_bytes = rules.memory_bytes(),
         "rule set compiled"
     );
-    Ok(Some(rules))
+    Ok(rules)
+}
+
+/// Compiles the policy `config` names (none: `Ok(None)`), for replay.
+pub fn compile(
+    config: &Config,
+    config_path: &Path,
+    interfaces: &Interfaces,
+) -> Result<Option<RuleSet>, PolicyError> {
+    let Some(spec) = load_spec(config, config_path)? else {
+        return Ok(None);
+    };
+    Ok(Some(compile_spec(
+        &spec,
+        interfaces,
+        &CompileLimits::default(),
+    )?))
 }
 
 /// Compiles the policy of `config` against the interface names the config declares, for `vfn
@@ -120,14 +133,14 @@ pub fn check(config: &Config, config_path: &Path) -> Result<String, PolicyError>
     ))
 }
 
-/// Re-reads the config file and compiles its policy (SIGHUP). A config without a policy is
-/// refused: a reload never switches filtering off.
-pub fn reload(config_path: &Path, interfaces: &Interfaces) -> Result<RuleSet, PolicyError> {
+/// Re-reads the config file's policy (SIGHUP). A config without a policy is refused: a reload
+/// never switches filtering off.
+pub fn reload(config_path: &Path) -> Result<RuleSetSpec, PolicyError> {
     let config = Config::load(config_path).map_err(|source| PolicyError::Config {
         path: config_path.display().to_string(),
         source,
     })?;
-    compile(&config, config_path, interfaces)?.ok_or(PolicyError::PolicyRemoved)
+    load_spec(&config, config_path)?.ok_or(PolicyError::PolicyRemoved)
 }
 
 /// A policy keeps per-flow state on each worker; both directions of a flow must reach the same

@@ -17,6 +17,8 @@ use vfn_dataplane::router::{Router, RouterError};
 use vfn_dataplane::wire;
 use vfn_xdp::{XdpError, XdpIo};
 
+use crate::controller::{Call, Controller};
+use crate::server::{ApiServer, CALL_QUEUE_CAPACITY};
 use crate::spec::{self, PlanError};
 use crate::stats::{self, Sources};
 
@@ -75,6 +77,10 @@ pub enum RunError {
     Interface { index: usize, source: XdpError },
     #[error("policy: {0}")]
     Policy(#[from] crate::policy::PolicyError),
+    #[error(transparent)]
+    Start(#[from] crate::controller::StartError),
+    #[error(transparent)]
+    Api(#[from] crate::server::ServeError),
     #[error("starting a thread: {0}")]
     Thread(std::io::Error),
 }
@@ -157,11 +163,12 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
     }
 
     let epoch = Instant::now();
-    let mut router = Router::build(plan.router.clone(), epoch, Box::new(log_neighbour_change))?;
+    let router = Router::build(plan.router.clone(), epoch, Box::new(log_neighbour_change))?;
     // The rule set is in force before the first packet is received.
     crate::policy::check_workers(config)?;
-    let rules = crate::policy::compile(config, &options.config_path, &router.interfaces)?;
-    router.policy.publish(rules);
+    let mut controller = Controller::start(router, config, &options.config_path)?;
+    let (calls, call_queue) = crossbeam_channel::bounded(CALL_QUEUE_CAPACITY);
+    let api = ApiServer::bind(&config.api, calls)?;
     // Ports are opened before any thread starts, so a failure leaves nothing running.
     let mut workers = Vec::with_capacity(plan.workers.len());
     for (index, (core, ports)) in plan.workers.iter().enumerate() {
@@ -174,12 +181,13 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
             tracing::info!(worker = index, ?mode, "port attached");
         }
         check_mtus(&plan.router.interfaces, io.frame_capacity())?;
-        workers.push((*core, router.worker(io)?));
+        workers.push((*core, controller.router.worker(io)?));
     }
-    let mut slow_path = router
+    let mut slow_path = controller
+        .router
         .take_slow_path()
         .expect("Router::build makes exactly one slow path");
-    let sources = Sources {
+    controller.sources = Sources {
         port_names: plan.port_names.clone(),
         workers: workers.iter().map(|(_, w)| w.counters()).collect(),
         rules: workers.iter().map(|(_, w)| w.policy_counters()).collect(),
@@ -219,8 +227,27 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
             Box::new(move || slow_path.run(&stop)),
         );
     }
-    let outcome =
-        spawned.and_then(|()| supervise(&stop, &reload, &threads, options, &sources, &mut router));
+    if spawned.is_ok() {
+        let stop = stop.clone();
+        spawned = spawn(
+            "vfn-api".into(),
+            Box::new(move || {
+                if let Err(error) = api.run(stop) {
+                    tracing::error!(%error, "the API server failed");
+                }
+            }),
+        );
+    }
+    let outcome = spawned.and_then(|()| {
+        supervise(
+            &stop,
+            &reload,
+            &threads,
+            options,
+            &mut controller,
+            &call_queue,
+        )
+    });
 
     // Every way out stops and joins every thread, so every port is closed and detached.
     stop.store(true, Ordering::Relaxed);
@@ -233,7 +260,10 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
     if let Some(path) = &options.stats_file
         && let Err(error) = stats::write_atomically(
             path,
-            &stats::render(&sources, router.policy.current().as_deref()),
+            &stats::render(
+                &controller.sources,
+                controller.router.policy.current().as_deref(),
+            ),
         )
     {
         tracing::warn!(path = %path.display(), %error, "writing the final counters");
@@ -271,19 +301,22 @@ fn log_rule_matches(
     }
 }
 
+/// Calls answered per turn of the supervisor loop, so that counters and expiry keep their pace.
+const CALLS_PER_TURN: usize = 16;
+
 fn supervise(
     stop: &AtomicBool,
     reload: &AtomicBool,
     threads: &[(String, JoinHandle<()>)],
     options: &RunOptions,
-    sources: &Sources,
-    router: &mut Router,
+    controller: &mut Controller,
+    calls: &crossbeam_channel::Receiver<Call>,
 ) -> Result<(), RunError> {
     if let Some(path) = &options.ready_file {
         write_file(path, "ready\n")?;
     }
-    tracing::info!(ports = ?sources.port_names, workers = threads.len() - 1, "vfn running");
-    let matches = router.rule_matches();
+    tracing::info!(ports = ?controller.sources.port_names, workers = controller.sources.workers.len(), "vfn running");
+    let matches = controller.router.rule_matches();
     let mut stats_failing = false;
     let mut next_stats = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -291,27 +324,20 @@ fn supervise(
             return Err(RunError::ThreadEnded(name.clone()));
         }
         if reload.swap(false, Ordering::Relaxed) {
-            match crate::policy::reload(&options.config_path, &router.interfaces) {
-                Ok(rules) => {
-                    let generation = router.policy.publish(Some(rules));
-                    tracing::info!(generation, "policy reloaded");
-                }
-                Err(error) => {
-                    tracing::error!(%error, "policy reload refused; the rule set in force stays")
-                }
-            }
+            controller.reload(&options.config_path);
         }
-        router.policy.collect();
-        log_rule_matches(&matches, router.policy.current().as_deref());
-        for entry in router.overlay.expire(router.epoch.elapsed()) {
-            tracing::info!(id = entry.id, host = %entry.host, "dynamic entry expired");
-        }
+        controller.router.policy.collect();
+        log_rule_matches(&matches, controller.router.policy.current().as_deref());
+        controller.expire();
         if Instant::now() >= next_stats {
             next_stats = Instant::now() + options.stats_interval;
             if let Some(path) = &options.stats_file {
                 match stats::write_atomically(
                     path,
-                    &stats::render(sources, router.policy.current().as_deref()),
+                    &stats::render(
+                        &controller.sources,
+                        controller.router.policy.current().as_deref(),
+                    ),
                 ) {
                     Ok(()) => stats_failing = false,
                     Err(error) if !stats_failing => {
@@ -322,7 +348,13 @@ fn supervise(
                 }
             }
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // Waiting for a call is the loop's pause: a call is answered as soon as it arrives.
+        if let Ok(call) = calls.recv_timeout(Duration::from_millis(20)) {
+            call(controller);
+            for call in calls.try_iter().take(CALLS_PER_TURN - 1) {
+                call(controller);
+            }
+        }
     }
     Ok(())
 }

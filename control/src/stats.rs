@@ -211,36 +211,68 @@ fn render_policy(out: &mut String, sources: &Sources, policy: Option<&ActivePoli
         "vfn_policy_generation{{version=\"{}\"}} {}",
         policy.rules.version, policy.generation
     );
-    type RuleField = fn(&RuleCounter) -> u64;
-    let rule_fields: [(&str, &str, RuleField); 2] = [
+    let totals = sources.rule_totals(policy);
+    type TrafficField = fn(&Traffic) -> u64;
+    let rule_fields: [(&str, &str, TrafficField); 2] = [
         (
             "vfn_rule_packets_total",
             "Packets a rule decided (the default action as rule \"default\").",
-            |c| c.packets.get(),
+            |t| t.packets,
         ),
         (
             "vfn_rule_bytes_total",
             "Bytes of the packets a rule decided.",
-            |c| c.bytes.get(),
+            |t| t.bytes,
         ),
     ];
-    let current = || {
-        sources
-            .rules
-            .iter()
-            .filter(|(rules, _)| rules.generation() == policy.generation)
-    };
     for (name, help, field) in rule_fields {
         family(out, name, help);
-        for (index, rule) in policy.rules.rules.iter().enumerate() {
-            let total: u64 = current()
-                .filter_map(|(rules, _)| rules.rules.get(index))
-                .map(field)
-                .sum();
-            let _ = writeln!(out, "{name}{{rule=\"{}\"}} {total}", rule.id);
+        for (rule, traffic) in policy.rules.rules.iter().zip(&totals.rules) {
+            let _ = writeln!(out, "{name}{{rule=\"{}\"}} {}", rule.id, field(traffic));
         }
-        let total: u64 = current().map(|(rules, _)| field(&rules.default)).sum();
-        let _ = writeln!(out, "{name}{{rule=\"default\"}} {total}");
+        let _ = writeln!(out, "{name}{{rule=\"default\"}} {}", field(&totals.default));
+    }
+}
+
+/// Packets and bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// What each rule of a rule set decided, summed over the workers.
+pub struct RuleTotals {
+    /// In the rule set's order.
+    pub rules: Vec<Traffic>,
+    /// Packets no rule matched.
+    pub default: Traffic,
+}
+
+impl Sources {
+    /// Per rule of `policy`, what the workers that count for its generation counted.
+    pub fn rule_totals(&self, policy: &ActivePolicy) -> RuleTotals {
+        let current: Vec<&RuleCounters> = self
+            .rules
+            .iter()
+            .map(|(rules, _)| rules.as_ref())
+            .filter(|rules| rules.generation() == policy.generation)
+            .collect();
+        let sum = |pick: &dyn Fn(&RuleCounters) -> Option<&RuleCounter>| {
+            current.iter().filter_map(|rules| pick(rules)).fold(
+                Traffic::default(),
+                |total, counter| Traffic {
+                    packets: total.packets + counter.packets.get(),
+                    bytes: total.bytes + counter.bytes.get(),
+                },
+            )
+        };
+        RuleTotals {
+            rules: (0..policy.rules.rules.len())
+                .map(|index| sum(&|rules| rules.rules.get(index)))
+                .collect(),
+            default: sum(&|rules| Some(&rules.default)),
+        }
     }
 }
 

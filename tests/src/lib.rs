@@ -71,4 +71,4 @@ pub use traffic::{
     Connect, FloodResult, PingOpts, PingResult, TRAFFIC_DEADLINE_MAX, TransferResult, UdpResult,
     interface_mac, ping, send_raw_frames, tcp_connect, tcp_transfer, udp_exchange, udp_flood,
 };
-pub use vfn::{Counters, RunningVfn, lab_config, vfn_binary};
+pub use vfn::{Counters, RunningVfn, lab_config, vfn_binary, vfnctl_binary};

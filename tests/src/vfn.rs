@@ -3,7 +3,6 @@
 //! counters read back (Prometheus text written by `vfn run --stats-file`).
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -11,7 +10,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use vfn_config::{
-    Config, DataplaneConfig, IcmpConfig, PortConfig, RouteConfig, TableConfig, WorkerConfig,
+    ApiConfig, Config, DataplaneConfig, IcmpConfig, PortConfig, RouteConfig, StateConfig,
+    TableConfig, WorkerConfig,
 };
 
 use crate::error::LabError;
@@ -83,6 +83,9 @@ pub fn lab_config(topology: &Topology) -> Result<Config, LabError> {
         ports,
         routes,
         policy: None,
+        // Both are moved into the router's own directory when it starts (RunningVfn::start).
+        api: ApiConfig::default(),
+        state: StateConfig::default(),
     };
     config
         .validate()
@@ -93,20 +96,29 @@ pub fn lab_config(topology: &Topology) -> Result<Config, LabError> {
 /// The `vfn` binary next to the running test or program: `$VFN_BIN`, else `target/<profile>/vfn`
 /// above the current executable (tests live in `target/<profile>/deps/`).
 pub fn vfn_binary() -> Result<PathBuf, LabError> {
-    if let Some(path) = std::env::var_os("VFN_BIN") {
+    workspace_binary("vfn", "VFN_BIN")
+}
+
+/// The `vfnctl` binary, found like [`vfn_binary`] (`$VFNCTL_BIN` first).
+pub fn vfnctl_binary() -> Result<PathBuf, LabError> {
+    workspace_binary("vfnctl", "VFNCTL_BIN")
+}
+
+fn workspace_binary(name: &str, variable: &str) -> Result<PathBuf, LabError> {
+    if let Some(path) = std::env::var_os(variable) {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe().map_err(LabError::io("finding the current executable"))?;
-    let candidates = exe.ancestors().skip(1).take(3).map(|dir| dir.join("vfn"));
+    let candidates = exe.ancestors().skip(1).take(3).map(|dir| dir.join(name));
     for candidate in candidates {
         if candidate.is_file() {
             return Ok(candidate);
         }
     }
     Err(LabError::invalid_argument(
-        "vfn binary",
+        "binary",
         format!(
-            "not found near {}; build it first (cargo build -p vfn) or set VFN_BIN",
+            "{name} not found near {}; build it first (cargo build -p vfn) or set {variable}",
             exe.display()
         ),
     ))
@@ -160,7 +172,9 @@ pub struct RunningVfn {
 
 impl RunningVfn {
     /// Writes `config` and starts `binary run` in the router namespace; returns once the router
-    /// reports ready (every port attached), or fails with its log after `deadline`.
+    /// reports ready (every port attached), or fails with its log after `deadline`. The API
+    /// socket and the state folder are the router directory's (`api.sock`, `state/`), whatever
+    /// `config` says, so that tests never touch the host's.
     pub fn start(
         lab: &Lab,
         binary: &Path,
@@ -171,13 +185,63 @@ impl RunningVfn {
         // symlink included), named after the lab, which is unique per process and lab.
         let dir = std::env::temp_dir().join(format!("{}-router", lab.topology().name));
         std::fs::create_dir(&dir).map_err(LabError::io(format!("creating {}", dir.display())))?;
-        let config_path = dir.join("vfn.toml");
-        std::fs::write(&config_path, config.to_toml_string())
+        let mut running = RunningVfn { child: None, dir };
+        running.spawn(lab, binary, config, deadline)?;
+        Ok(running)
+    }
+
+    /// Stops the router (SIGTERM) and starts it again on the same directory, so with the state
+    /// it persisted; returns once it is ready again.
+    pub fn restart(
+        &mut self,
+        lab: &Lab,
+        binary: &Path,
+        config: &Config,
+        deadline: Duration,
+    ) -> Result<ExitStatus, LabError> {
+        let status = match self.child.take() {
+            Some(child) => child.stop()?,
+            None => return Err(LabError::invalid_argument("router", "already stopped")),
+        };
+        self.spawn(lab, binary, config, deadline)?;
+        Ok(status)
+    }
+
+    /// The API's Unix socket.
+    pub fn api_socket(&self) -> PathBuf {
+        self.dir.join("api.sock")
+    }
+
+    /// The folder of the persisted state and the audit log.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    /// `config` with the socket and state folder in the router's directory.
+    fn own_config(&self, config: &Config) -> Config {
+        let mut config = config.clone();
+        config.api.socket = self.api_socket();
+        config.state.dir = self.state_dir();
+        config
+    }
+
+    fn spawn(
+        &mut self,
+        lab: &Lab,
+        binary: &Path,
+        config: &Config,
+        deadline: Duration,
+    ) -> Result<(), LabError> {
+        let config_path = self.dir.join("vfn.toml");
+        std::fs::write(&config_path, self.own_config(config).to_toml_string())
             .map_err(LabError::io("writing the router config"))?;
-        let ready = dir.join("ready");
+        let ready = self.dir.join("ready");
         let _ = std::fs::remove_file(&ready);
-        let log =
-            File::create(dir.join("vfn.log")).map_err(LabError::io("creating the router log"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("vfn.log"))
+            .map_err(LabError::io("creating the router log"))?;
         let log_err = log
             .try_clone()
             .map_err(LabError::io("creating the router log"))?;
@@ -187,30 +251,27 @@ impl RunningVfn {
             .args(["run", "--config"])
             .arg(&config_path)
             .arg("--stats-file")
-            .arg(dir.join("stats.prom"))
+            .arg(self.dir.join("stats.prom"))
             .arg("--ready-file")
             .arg(&ready)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
-        let mut running = RunningVfn {
-            child: Some(ChildGuard::spawn(command)?),
-            dir,
-        };
+        self.child = Some(ChildGuard::spawn(command)?);
         let waited = wait_until(deadline, Duration::from_millis(20), || {
             ready.exists()
-                || running
+                || self
                     .child
                     .as_mut()
                     .is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
         });
         if waited.is_err() || !ready.exists() {
             return Err(LabError::Timeout {
-                what: format!("router ready; its log:\n{}", running.log()),
+                what: format!("router ready; its log:\n{}", self.log()),
                 limit: deadline,
             });
         }
-        Ok(running)
+        Ok(())
     }
 
     /// The router's log so far.
@@ -258,7 +319,7 @@ impl RunningVfn {
     pub fn reload(&self, config: &Config) -> Result<(), LabError> {
         // Written whole, then renamed: the router never reads half a file.
         let temporary = self.dir.join("vfn.toml.new");
-        std::fs::write(&temporary, config.to_toml_string())
+        std::fs::write(&temporary, self.own_config(config).to_toml_string())
             .map_err(LabError::io("writing the router config"))?;
         std::fs::rename(&temporary, self.dir.join("vfn.toml"))
             .map_err(LabError::io("replacing the router config"))?;

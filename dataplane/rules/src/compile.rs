@@ -49,6 +49,8 @@ pub struct RuleError {
     pub id: String,
     pub field: String,
     pub reason: String,
+    /// Refused for a limit (rules, segments, prefixes, ranges, entries), not for being wrong.
+    pub over_limit: bool,
 }
 
 impl fmt::Display for RuleError {
@@ -104,7 +106,21 @@ impl Errors {
             id: id.into(),
             field: field.into(),
             reason: reason.into(),
+            over_limit: false,
         });
+    }
+
+    fn push_over_limit(
+        &mut self,
+        place: &str,
+        id: &str,
+        field: impl Into<String>,
+        reason: impl Into<String>,
+    ) {
+        self.push(place, id, field, reason);
+        if let Some(last) = self.list.last_mut() {
+            last.over_limit = true;
+        }
     }
 }
 
@@ -134,7 +150,7 @@ pub fn compile(
     let segments = check_segments(spec, limits, &mut errors);
     let flat = flatten(spec);
     if flat.len() > limits.max_rules {
-        errors.push(
+        errors.push_over_limit(
             "rule set",
             "",
             "rules",
@@ -170,7 +186,7 @@ pub fn compile(
                 &mut entries6,
             );
             if !added {
-                errors.push(
+                errors.push_over_limit(
                     &rule.place,
                     &rule.id,
                     "rule",
@@ -243,6 +259,7 @@ fn build<A: Address>(
             id: String::new(),
             field: what.into(),
             reason: e.to_string(),
+            over_limit: matches!(e, vfn_classify::BuildError::TooManyEntries { .. }),
         }],
     })
 }
@@ -274,7 +291,7 @@ fn check_segments<'a>(
     errors: &mut Errors,
 ) -> HashMap<&'a str, &'a SegmentSpec> {
     if spec.segments.len() > limits.max_segments {
-        errors.push(
+        errors.push_over_limit(
             "rule set",
             "",
             "segments",
@@ -300,7 +317,7 @@ fn check_segments<'a>(
             errors.push(&place, &segment.name, "name", "duplicate segment name");
         }
         if segment.prefixes.len() > limits.max_prefixes_per_segment {
-            errors.push(
+            errors.push_over_limit(
                 &place,
                 &segment.name,
                 "prefixes",
@@ -427,7 +444,7 @@ fn check_rule(
         ("destination_ports", rule.destination_ports),
     ] {
         if ranges.len() > limits.max_port_ranges_per_rule {
-            errors.push(
+            errors.push_over_limit(
                 place,
                 id,
                 field,
@@ -580,7 +597,7 @@ fn resolve_side(
     let (v4, v6) = (family(v4, e4, 32), family(v6, e6, 128));
     let count = v4.as_ref().map_or(0, Vec::len) + v6.as_ref().map_or(0, Vec::len);
     if count > limits.max_prefixes_per_rule {
-        errors.push(
+        errors.push_over_limit(
             &rule.place,
             &rule.id,
             field,

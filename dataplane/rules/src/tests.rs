@@ -383,6 +383,7 @@ fn limits_are_enforced() {
         err.errors[0].to_string(),
         "rule set: rules: 11 rules (with isolate entries) is over the limit of 10"
     );
+    assert!(err.errors[0].over_limit, "told apart from a wrong rule");
 
     let wide = RuleSetSpec {
         rules: vec![RuleSpec {
@@ -404,6 +405,7 @@ fn limits_are_enforced() {
             .contains("limit of 100 classifier entries"),
         "{err}"
     );
+    assert!(err.errors[0].over_limit);
 }
 
 /// A direct reading of the spec, the oracle for the property test: the first matching rule,

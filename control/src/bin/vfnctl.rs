@@ -1,0 +1,483 @@
+//! `vfnctl`: the VFN's control API from the command line. Talks to the router's Unix socket
+//! (`/run/vfn/api.sock`, or `--server`); prints tables for people and, with `-o json`, the
+//! API's messages as JSON for scripts.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Channel, Endpoint, Uri};
+use tonic_types::StatusExt;
+use vfn_control::proto::control_client::ControlClient;
+use vfn_control::proto::{self, dynamic_action};
+use vfn_control::{audit, convert, persist};
+
+#[derive(Parser)]
+#[command(version, about = "Control a running VFN router through its API", long_about = None)]
+struct Cli {
+    /// The router's API socket.
+    #[arg(long, global = true, default_value = "/run/vfn/api.sock")]
+    server: PathBuf,
+    /// Output: tables for people, or the API's messages as JSON.
+    #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The segmentation rule set.
+    #[command(subcommand)]
+    Ruleset(RulesetCommand),
+    /// Per-rule counters of the rule set in force.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// Dynamic entries: quarantines, rate limits and mirrors of a host, with a time to live.
+    #[command(subcommand)]
+    Dynamic(DynamicCommand),
+    /// Packets and bytes per port, drops by reason.
+    Stats,
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum RulesetCommand {
+    /// Apply a policy file (the shape of the config's [policy] section), replacing the rule set
+    /// in force atomically.
+    Apply {
+        file: PathBuf,
+        /// Validate and compile, show the diff, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Refuse unless this is the version in force ("" for none): compare-and-set.
+        #[arg(long)]
+        expect: Option<String>,
+    },
+    /// Show the rule set in force, as a policy file.
+    Get,
+    /// What applying FILE would change (a dry run).
+    Diff { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Packets and bytes per rule.
+    Counters,
+}
+
+#[derive(Subcommand)]
+enum DynamicCommand {
+    /// Add an entry for a host (replacing the host's entry, if any).
+    Add(DynamicAdd),
+    /// List the live entries.
+    List,
+    /// Remove an entry by id.
+    Rm { id: u64 },
+}
+
+#[derive(Args)]
+struct DynamicAdd {
+    /// An address, e.g. 198.18.1.7 or 2001:2::7.
+    host: String,
+    /// Drop every packet from or to the host.
+    #[arg(long, group = "action")]
+    quarantine: bool,
+    /// At most this many packets per second from the host.
+    #[arg(long, group = "action", value_name = "PACKETS_PER_SECOND")]
+    rate_limit: Option<u64>,
+    /// Burst of the rate limit, in packets (default: one second's worth).
+    #[arg(long, requires = "rate_limit")]
+    burst: Option<u64>,
+    /// Copy the host's packets to this mirror session.
+    #[arg(long, group = "action", value_name = "SESSION")]
+    mirror: Option<String>,
+    /// Time to live: `500ms`, `30s`, `10m`, `2h`.
+    #[arg(long, value_parser = parse_duration)]
+    ttl: Duration,
+    /// Why, for the audit log.
+    #[arg(long, default_value = "")]
+    reason: String,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the log's hash chain and that it ends at the head the router persisted: finds an
+    /// edited, removed or truncated entry. Reads the files; the router need not run.
+    Verify {
+        /// The router's state folder (`[state] dir`).
+        #[arg(long, default_value = "/var/lib/vfn")]
+        state_dir: PathBuf,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?}: give a unit (ms, s, m, h)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: not a number"))?;
+    let millis = match unit {
+        "ms" => Some(number),
+        "s" => number.checked_mul(1000),
+        "m" => number.checked_mul(60_000),
+        "h" => number.checked_mul(3_600_000),
+        _ => return Err(format!("{text:?}: the unit is ms, s, m or h")),
+    };
+    millis
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?}: too long"))
+}
+
+async fn connect(socket: &Path) -> Result<ControlClient<Channel>, String> {
+    let socket = socket.to_owned();
+    let shown = socket.display().to_string();
+    // The URI is required by the API but unused: the connector dials the socket.
+    let channel = Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                tokio::net::UnixStream::connect(socket)
+                    .await
+                    .map(TokioIo::new)
+            }
+        }))
+        .await
+        .map_err(|e| format!("connecting to {shown}: {e}"))?;
+    Ok(ControlClient::new(channel).max_decoding_message_size(1 << 30))
+}
+
+/// A refusal in words: the status, then one line per field the server named.
+fn explain(status: &tonic::Status) -> String {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    if let Some(bad_request) = status.get_error_details().bad_request() {
+        for violation in &bad_request.field_violations {
+            text.push_str(&format!(
+                "\n  {}: {}",
+                violation.field, violation.description
+            ));
+        }
+    }
+    text
+}
+
+fn json<T: serde::Serialize>(message: &T) -> String {
+    serde_json::to_string_pretty(message).unwrap_or_default()
+}
+
+fn print_apply(response: &proto::ApplyRuleSetResponse, output: Output) {
+    if output == Output::Json {
+        println!("{}", json(response));
+        return;
+    }
+    let verb = if response.applied {
+        "applied"
+    } else {
+        "valid (dry run, nothing changed)"
+    };
+    println!(
+        "{:?} -> {:?}: {verb}",
+        response.version_before, response.version_after
+    );
+    if let Some(stats) = &response.stats {
+        println!(
+            "  {} rules, {} classifier entries, {} bytes, built in {:.1} ms",
+            stats.rules,
+            stats.entries,
+            stats.memory_bytes,
+            stats.build_micros as f64 / 1e3
+        );
+    }
+    if let Some(diff) = &response.diff {
+        for (sign, ids) in [
+            ("+", &diff.added),
+            ("-", &diff.removed),
+            ("~", &diff.changed),
+        ] {
+            for id in ids {
+                println!("  {sign} {id}");
+            }
+        }
+        println!(
+            "  {} added, {} removed, {} changed, {} moved, {} unchanged",
+            diff.added.len(),
+            diff.removed.len(),
+            diff.changed.len(),
+            diff.moved,
+            diff.unchanged
+        );
+    }
+    if response.applied {
+        println!(
+            "  live {:.1} ms after the request arrived",
+            response.apply_micros as f64 / 1e3
+        );
+    }
+}
+
+fn action_text(action: Option<&proto::DynamicAction>) -> String {
+    match action.and_then(|a| a.kind.as_ref()) {
+        Some(dynamic_action::Kind::Quarantine(_)) => "quarantine".into(),
+        Some(dynamic_action::Kind::RateLimit(limit)) => format!(
+            "rate-limit {}/s burst {}",
+            limit.packets_per_second, limit.burst
+        ),
+        Some(dynamic_action::Kind::MirrorSession(session)) => format!("mirror {session}"),
+        None => "?".into(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let output = cli.output;
+    let mut client = match &cli.command {
+        // Reads files only: works with the router stopped.
+        Command::Audit(AuditCommand::Verify { state_dir }) => {
+            return verify_audit(state_dir, output);
+        }
+        _ => connect(&cli.server).await?,
+    };
+    let status = |s: tonic::Status| explain(&s);
+    match cli.command {
+        Command::Ruleset(RulesetCommand::Apply {
+            file,
+            dry_run,
+            expect,
+        }) => {
+            let response = client
+                .apply_rule_set(apply_request(&file, dry_run, expect)?)
+                .await
+                .map_err(status)?;
+            print_apply(response.get_ref(), output);
+        }
+        Command::Ruleset(RulesetCommand::Diff { file }) => {
+            let response = client
+                .apply_rule_set(apply_request(&file, true, None)?)
+                .await
+                .map_err(status)?;
+            print_apply(response.get_ref(), output);
+        }
+        Command::Ruleset(RulesetCommand::Get) => {
+            let response = client
+                .get_rule_set(proto::GetRuleSetRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            if output == Output::Json {
+                println!("{}", json(&response));
+            } else if let Some(rule_set) = &response.rule_set {
+                let spec = convert::rule_set_from_proto(rule_set).map_err(|violations| {
+                    format!("the router sent a rule set this vfnctl cannot read: {violations:?}")
+                })?;
+                println!(
+                    "# generation {}, applied by {}, sha256 {}",
+                    response.generation, response.applied_by, response.hash
+                );
+                print!("{}", vfn_config::policy_to_toml(&spec));
+            } else {
+                println!("no rule set in force");
+            }
+        }
+        Command::Rules(RulesCommand::Counters) => {
+            let response = client
+                .get_rule_counters(proto::GetRuleCountersRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            if output == Output::Json {
+                println!("{}", json(&response));
+            } else {
+                println!("rule set {:?}", response.version);
+                println!("{:<32} {:>14} {:>16}", "RULE", "PACKETS", "BYTES");
+                for counter in response.rules.iter().chain(&response.default_action) {
+                    println!(
+                        "{:<32} {:>14} {:>16}",
+                        counter.id, counter.packets, counter.bytes
+                    );
+                }
+            }
+        }
+        Command::Dynamic(DynamicCommand::Add(add)) => {
+            let kind = if add.quarantine {
+                dynamic_action::Kind::Quarantine(proto::Empty {})
+            } else if let Some(packets_per_second) = add.rate_limit {
+                dynamic_action::Kind::RateLimit(proto::DynamicRateLimit {
+                    packets_per_second,
+                    burst: add.burst.unwrap_or(0),
+                })
+            } else if let Some(session) = add.mirror {
+                dynamic_action::Kind::MirrorSession(session)
+            } else {
+                return Err("give one action: --quarantine, --rate-limit or --mirror".into());
+            };
+            let response = client
+                .add_dynamic_entry(proto::AddDynamicEntryRequest {
+                    host: add.host,
+                    action: Some(proto::DynamicAction { kind: Some(kind) }),
+                    ttl_millis: u64::try_from(add.ttl.as_millis()).unwrap_or(u64::MAX),
+                    reason: add.reason,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if output == Output::Json {
+                println!("{}", json(&response));
+            } else {
+                println!("added dynamic entry {}", response.id);
+            }
+        }
+        Command::Dynamic(DynamicCommand::List) => {
+            let response = client
+                .list_dynamic_entries(proto::ListDynamicEntriesRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            if output == Output::Json {
+                println!("{}", json(&response));
+            } else {
+                println!(
+                    "{:>6} {:<40} {:<28} {:>10} REASON",
+                    "ID", "HOST", "ACTION", "TTL"
+                );
+                for entry in &response.entries {
+                    println!(
+                        "{:>6} {:<40} {:<28} {:>9.1}s {}",
+                        entry.id,
+                        entry.host,
+                        action_text(entry.action.as_ref()),
+                        entry.remaining_millis as f64 / 1e3,
+                        entry.reason
+                    );
+                }
+            }
+        }
+        Command::Dynamic(DynamicCommand::Rm { id }) => {
+            client
+                .remove_dynamic_entry(proto::RemoveDynamicEntryRequest { id })
+                .await
+                .map_err(status)?;
+            if output == Output::Table {
+                println!("removed dynamic entry {id}");
+            }
+        }
+        Command::Stats => {
+            let response = client
+                .get_stats(proto::GetStatsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            if output == Output::Json {
+                println!("{}", json(&response));
+            } else {
+                println!("rule set generation {}", response.rule_set_generation);
+                println!(
+                    "{:<8} {:>6} {:>12} {:>14} {:>12} {:>14} {:>10} {:>10}",
+                    "PORT",
+                    "WORKER",
+                    "RX PKTS",
+                    "RX BYTES",
+                    "TX PKTS",
+                    "TX BYTES",
+                    "DROPS",
+                    "TO HOST"
+                );
+                for port in &response.ports {
+                    println!(
+                        "{:<8} {:>6} {:>12} {:>14} {:>12} {:>14} {:>10} {:>10}",
+                        port.port,
+                        port.worker,
+                        port.rx_packets,
+                        port.rx_bytes,
+                        port.tx_packets,
+                        port.tx_bytes,
+                        port.drops,
+                        port.to_host
+                    );
+                }
+                println!("{:<28} {:>6} {:>12}", "DROP REASON", "WORKER", "PACKETS");
+                for drop in response.drops.iter().filter(|d| d.packets > 0) {
+                    println!(
+                        "{:<28} {:>6} {:>12}",
+                        drop.reason, drop.worker, drop.packets
+                    );
+                }
+            }
+        }
+        Command::Audit(AuditCommand::Verify { state_dir }) => verify_audit(&state_dir, output)?,
+    }
+    Ok(())
+}
+
+fn apply_request(
+    file: &Path,
+    dry_run: bool,
+    expected_version: Option<String>,
+) -> Result<proto::ApplyRuleSetRequest, String> {
+    let spec =
+        vfn_config::load_policy_file(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(proto::ApplyRuleSetRequest {
+        rule_set: Some(convert::rule_set_to_proto(&spec)),
+        expected_version,
+        dry_run,
+    })
+}
+
+fn verify_audit(state_dir: &Path, output: Output) -> Result<(), String> {
+    let state = persist::load(state_dir).map_err(|e| e.to_string())?;
+    let expected = state.map(|state| audit::AuditHead {
+        hash: state.audit_head,
+        entries: state.audit_entries,
+    });
+    let head = audit::verify(&state_dir.join(persist::AUDIT_FILE), expected.as_ref())
+        .map_err(|e| e.to_string())?;
+    if output == Output::Json {
+        println!(
+            "{}",
+            serde_json::json!({"entries": head.entries, "head": head.hash, "persisted_head": expected.is_some()})
+        );
+    } else {
+        println!(
+            "audit log intact: {} entries, head {}{}",
+            head.entries,
+            head.hash,
+            if expected.is_some() {
+                ", as persisted"
+            } else {
+                " (no persisted head to compare with)"
+            }
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("vfnctl: starting the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("vfnctl: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

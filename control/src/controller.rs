@@ -1,0 +1,600 @@
+//! The control side's single writer: everything that changes the router's state (rule sets,
+//! dynamic entries) runs here, one request at a time, on the supervisor thread. The API hands it
+//! calls through a bounded queue; SIGHUP and the start-up policy go through the same code. Each
+//! change is validated whole, written to the audit log, persisted, and only then published;
+//! a refused request changes nothing and is audited too.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vfn_config::{Config, WithoutPolicy};
+use vfn_control::audit::{self, AuditEvent, AuditHead, AuditLog};
+use vfn_control::convert::{self, FieldViolation};
+use vfn_control::persist::{self, AUDIT_FILE};
+use vfn_control::proto;
+use vfn_dataplane::overlay::DynamicAction;
+use vfn_dataplane::router::Router;
+use vfn_rules::{CompileError, CompileLimits, DefaultAction, RuleSetSpec};
+
+use crate::stats::Sources;
+
+/// A request for the controller, with its reply inside.
+pub type Call = Box<dyn FnOnce(&mut Controller) + Send>;
+
+/// Why a request was refused. Nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("invalid: {}", summary(.0))]
+    Invalid(Vec<FieldViolation>),
+    #[error("over a limit: {}", summary(.0))]
+    OverLimit(Vec<FieldViolation>),
+    /// Compare-and-set lost, or the router cannot take the request in its present shape.
+    #[error("{0}")]
+    Precondition(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// Writing the audit log or the state failed: the request was not applied.
+    #[error("not applied: {0}")]
+    Storage(String),
+}
+
+fn summary(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The rule set in force as it was applied.
+struct Applied {
+    spec: RuleSetSpec,
+    hash: String,
+    applied_by: String,
+}
+
+pub struct Controller {
+    pub router: Router,
+    /// The workers' counters; empty until the workers exist.
+    pub sources: Sources,
+    applied: Option<Applied>,
+    audit: AuditLog,
+    state_dir: PathBuf,
+    limits: CompileLimits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("state: {0}")]
+    Persist(#[from] persist::PersistError),
+    #[error("audit log: {0}")]
+    Audit(#[from] audit::AuditError),
+    #[error("creating the state folder {path}: {source}")]
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the persisted rule set does not convert: {}", summary(.0))]
+    PersistedInvalid(Vec<FieldViolation>),
+    #[error(
+        "the persisted rule set no longer compiles (delete {path} to start from the config): {source}"
+    )]
+    PersistedRefused { path: String, source: CompileError },
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+}
+
+impl Controller {
+    /// Takes over `router`, opens the audit log and publishes the policy to start with: the
+    /// persisted rule set if there is one, else the config's, else what `[state] without_policy`
+    /// says. Runs before any port is attached, so the first packet meets that policy.
+    pub fn start(
+        router: Router,
+        config: &Config,
+        config_path: &Path,
+    ) -> Result<Controller, StartError> {
+        let state_dir = config.state.dir.clone();
+        std::fs::create_dir_all(&state_dir).map_err(|source| StartError::StateDir {
+            path: state_dir.display().to_string(),
+            source,
+        })?;
+        let persisted = persist::load(&state_dir)?;
+        let head = persisted
+            .as_ref()
+            .map(|state| AuditHead {
+                hash: state.audit_head.clone(),
+                entries: state.audit_entries,
+            })
+            .unwrap_or_default();
+        let audit_path = state_dir.join(AUDIT_FILE);
+        if head.entries > 0
+            && let Err(error) = audit::verify(&audit_path, Some(&head))
+        {
+            // The log is evidence, not configuration: the router goes on and keeps saying so.
+            tracing::error!(%error, "the audit log does not verify against the persisted head");
+        }
+        let mut controller = Controller {
+            router,
+            sources: Sources {
+                port_names: Vec::new(),
+                workers: Vec::new(),
+                rules: Vec::new(),
+                slow_path: Arc::default(),
+            },
+            applied: None,
+            audit: AuditLog::open(&audit_path, head)?,
+            state_dir,
+            limits: CompileLimits::default(),
+        };
+        if let Some(spec) = persisted.as_ref().and_then(|state| state.rule_set.as_ref()) {
+            let spec = convert::rule_set_from_proto(spec).map_err(StartError::PersistedInvalid)?;
+            let rules = crate::policy::compile_spec(
+                &spec,
+                &controller.router.interfaces,
+                &controller.limits,
+            )
+            .map_err(|source| StartError::PersistedRefused {
+                path: controller
+                    .state_dir
+                    .join(persist::STATE_FILE)
+                    .display()
+                    .to_string(),
+                source,
+            })?;
+            let applied_by = persisted.map(|state| state.applied_by).unwrap_or_default();
+            tracing::info!(version = %spec.version, %applied_by, "persisted rule set in force");
+            controller.router.policy.publish(Some(rules));
+            controller.applied = Some(Applied {
+                hash: convert::rule_set_hash(&spec),
+                spec,
+                applied_by,
+            });
+            return Ok(controller);
+        }
+        let spec = match crate::policy::load_spec(config, config_path)? {
+            Some(spec) => spec,
+            None if config.state.without_policy == WithoutPolicy::Drop => RuleSetSpec {
+                version: "fail-closed".into(),
+                default_action: DefaultAction::Deny,
+                ..RuleSetSpec::default()
+            },
+            None => return Ok(controller),
+        };
+        controller.apply(spec, "config", "start", None, Instant::now())?;
+        Ok(controller)
+    }
+
+    /// The version in force, "" when none is.
+    fn version(&self) -> &str {
+        self.applied
+            .as_ref()
+            .map_or("", |a| a.spec.version.as_str())
+    }
+
+    fn refuse(&mut self, event: AuditEvent, error: ControlError) -> ControlError {
+        let event = AuditEvent {
+            result: "refused".into(),
+            reason: error.to_string(),
+            ..event
+        };
+        if let Err(storage_error) = self.record(event, None) {
+            tracing::error!(%storage_error, "recording a refusal");
+        }
+        tracing::warn!(%error, "request refused");
+        error
+    }
+
+    /// Appends `event` to the audit log and persists the state with the log's new head and the
+    /// rule set `next` (with who applied it), or else the one in force.
+    fn record(
+        &mut self,
+        event: AuditEvent,
+        next: Option<(&RuleSetSpec, &str)>,
+    ) -> Result<(), ControlError> {
+        let head = self
+            .audit
+            .append(event)
+            .map_err(|e| ControlError::Storage(e.to_string()))?
+            .clone();
+        let (rule_set, applied_by) = match next {
+            Some((spec, principal)) => (Some(spec), principal),
+            None => self
+                .applied
+                .as_ref()
+                .map_or((None, ""), |a| (Some(&a.spec), a.applied_by.as_str())),
+        };
+        let state = proto::PersistedState {
+            rule_set: rule_set.map(convert::rule_set_to_proto),
+            applied_by: applied_by.into(),
+            audit_head: head.hash,
+            audit_entries: head.entries,
+        };
+        persist::save(&self.state_dir, &state).map_err(|e| ControlError::Storage(e.to_string()))
+    }
+
+    /// Validates, compiles and (unless `dry_run`) applies `request` for `principal`.
+    pub fn apply_request(
+        &mut self,
+        principal: &str,
+        request: proto::ApplyRuleSetRequest,
+        received: Instant,
+    ) -> Result<proto::ApplyRuleSetResponse, ControlError> {
+        let event = AuditEvent {
+            principal: principal.into(),
+            action: "ApplyRuleSet".into(),
+            version_before: self.version().into(),
+            ..AuditEvent::default()
+        };
+        let Some(message) = request.rule_set.as_ref() else {
+            let error = ControlError::Invalid(vec![FieldViolation {
+                field: "rule_set".into(),
+                reason: "missing".into(),
+            }]);
+            return Err(self.refuse(event, error));
+        };
+        let spec = match convert::rule_set_from_proto(message) {
+            Ok(spec) => spec,
+            Err(violations) => return Err(self.refuse(event, ControlError::Invalid(violations))),
+        };
+        let event = AuditEvent {
+            version_after: spec.version.clone(),
+            rule_set_hash: convert::rule_set_hash(&spec),
+            ..event
+        };
+        if let Some(expected) = &request.expected_version
+            && expected != self.version()
+        {
+            let error = ControlError::Precondition(format!(
+                "expected version {expected:?} is not the version in force, {:?}",
+                self.version()
+            ));
+            return Err(self.refuse(event, error));
+        }
+        if request.dry_run {
+            let rules = self.compile(&spec).map_err(|error| {
+                tracing::info!(%error, "dry run refused");
+                error
+            })?;
+            return Ok(self.response(&spec, &rules, false, received));
+        }
+        self.apply(spec, principal, "ApplyRuleSet", Some(event), received)
+    }
+
+    fn compile(&self, spec: &RuleSetSpec) -> Result<vfn_rules::RuleSet, ControlError> {
+        if self.sources.workers.len() > 1 {
+            return Err(ControlError::Precondition(
+                "stateful rules need both directions of a flow on one worker, and nothing steers them there yet: run one worker with a policy".into(),
+            ));
+        }
+        crate::policy::compile_spec(spec, &self.router.interfaces, &self.limits).map_err(|e| {
+            let over_limit = e.errors.iter().any(|error| error.over_limit);
+            let violations = e
+                .errors
+                .into_iter()
+                .map(|error| FieldViolation {
+                    field: if error.id.is_empty() {
+                        format!("{}.{}", error.place, error.field)
+                    } else {
+                        format!("{} (id {}).{}", error.place, error.id, error.field)
+                    },
+                    reason: error.reason,
+                })
+                .collect();
+            if over_limit {
+                ControlError::OverLimit(violations)
+            } else {
+                ControlError::Invalid(violations)
+            }
+        })
+    }
+
+    fn response(
+        &self,
+        spec: &RuleSetSpec,
+        rules: &vfn_rules::RuleSet,
+        applied: bool,
+        received: Instant,
+    ) -> proto::ApplyRuleSetResponse {
+        proto::ApplyRuleSetResponse {
+            version_before: self.version().into(),
+            version_after: spec.version.clone(),
+            applied,
+            stats: Some(proto::RuleSetStats {
+                rules: u32::try_from(rules.rules.len()).unwrap_or(u32::MAX),
+                entries: rules.entry_count as u64,
+                memory_bytes: rules.memory_bytes() as u64,
+                build_micros: u64::try_from(rules.build_time.as_micros()).unwrap_or(u64::MAX),
+            }),
+            diff: Some(convert::diff(self.applied.as_ref().map(|a| &a.spec), spec)),
+            hash: convert::rule_set_hash(spec),
+            apply_micros: u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Compiles `spec`, audits, persists and publishes it; audits a refusal.
+    fn apply(
+        &mut self,
+        spec: RuleSetSpec,
+        principal: &str,
+        action: &str,
+        event: Option<AuditEvent>,
+        received: Instant,
+    ) -> Result<proto::ApplyRuleSetResponse, ControlError> {
+        let event = event.unwrap_or_else(|| AuditEvent {
+            principal: principal.into(),
+            action: action.into(),
+            version_before: self.version().into(),
+            version_after: spec.version.clone(),
+            rule_set_hash: convert::rule_set_hash(&spec),
+            ..AuditEvent::default()
+        });
+        let rules = match self.compile(&spec) {
+            Ok(rules) => rules,
+            Err(error) => return Err(self.refuse(event, error)),
+        };
+        let mut response = self.response(&spec, &rules, true, received);
+        let accepted = AuditEvent {
+            result: "ok".into(),
+            ..event
+        };
+        self.record(accepted, Some((&spec, principal)))?;
+        let generation = self.router.policy.publish(Some(rules));
+        tracing::info!(version = %spec.version, generation, principal, "rule set applied");
+        self.applied = Some(Applied {
+            hash: response.hash.clone(),
+            spec,
+            applied_by: principal.into(),
+        });
+        response.apply_micros = u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
+        Ok(response)
+    }
+
+    /// Applies the config file's policy again (SIGHUP), as principal `sighup`.
+    pub fn reload(&mut self, config_path: &Path) {
+        let outcome = crate::policy::reload(config_path)
+            .map_err(|e| {
+                let event = AuditEvent {
+                    principal: "sighup".into(),
+                    action: "reload".into(),
+                    version_before: self.version().into(),
+                    ..AuditEvent::default()
+                };
+                self.refuse(
+                    event,
+                    ControlError::Invalid(vec![FieldViolation {
+                        field: config_path.display().to_string(),
+                        reason: e.to_string(),
+                    }]),
+                )
+            })
+            .and_then(|spec| self.apply(spec, "sighup", "reload", None, Instant::now()));
+        match outcome {
+            Ok(response) => tracing::info!(version = response.version_after, "policy reloaded"),
+            Err(error) => {
+                tracing::error!(%error, "policy reload refused; the rule set in force stays")
+            }
+        }
+    }
+
+    pub fn rule_set(&self) -> proto::GetRuleSetResponse {
+        proto::GetRuleSetResponse {
+            rule_set: self
+                .applied
+                .as_ref()
+                .map(|a| convert::rule_set_to_proto(&a.spec)),
+            hash: self
+                .applied
+                .as_ref()
+                .map_or(String::new(), |a| a.hash.clone()),
+            generation: self.router.policy.generation(),
+            applied_by: self
+                .applied
+                .as_ref()
+                .map_or(String::new(), |a| a.applied_by.clone()),
+        }
+    }
+
+    pub fn rule_counters(&self) -> proto::GetRuleCountersResponse {
+        let Some(policy) = self.router.policy.current() else {
+            return proto::GetRuleCountersResponse::default();
+        };
+        let totals = self.sources.rule_totals(&policy);
+        let counter = |id: &str, traffic: crate::stats::Traffic| proto::RuleCounter {
+            id: id.into(),
+            packets: traffic.packets,
+            bytes: traffic.bytes,
+        };
+        proto::GetRuleCountersResponse {
+            version: policy.rules.version.clone(),
+            rules: policy
+                .rules
+                .rules
+                .iter()
+                .zip(totals.rules)
+                .map(|(rule, traffic)| counter(&rule.id, traffic))
+                .collect(),
+            default_action: Some(counter("default", totals.default)),
+        }
+    }
+
+    pub fn add_dynamic(
+        &mut self,
+        principal: &str,
+        request: proto::AddDynamicEntryRequest,
+    ) -> Result<proto::AddDynamicEntryResponse, ControlError> {
+        let event = AuditEvent {
+            principal: principal.into(),
+            action: "AddDynamicEntry".into(),
+            version_before: self.version().into(),
+            version_after: self.version().into(),
+            ..AuditEvent::default()
+        };
+        let mut violations = Vec::new();
+        let host = request
+            .host
+            .parse::<IpAddr>()
+            .map_err(|_| {
+                violations.push(FieldViolation {
+                    field: "host".into(),
+                    reason: format!("{:?} is not an address", request.host),
+                })
+            })
+            .ok();
+        let action = convert::dynamic_action_from_proto(request.action.as_ref())
+            .map_err(|violation| violations.push(violation))
+            .ok();
+        if request.ttl_millis == 0 {
+            violations.push(FieldViolation {
+                field: "ttl_millis".into(),
+                reason: "a time to live of zero expires at once".into(),
+            });
+        }
+        let (Some(host), Some(action), true) = (host, action, violations.is_empty()) else {
+            return Err(self.refuse(event, ControlError::Invalid(violations)));
+        };
+        let described = describe(host, &action, request.ttl_millis, &request.reason);
+        let now = self.router.epoch.elapsed();
+        let reason = format!("{principal}: {}", request.reason);
+        let ttl = Duration::from_millis(request.ttl_millis);
+        let id = match self.router.overlay.add(host, action, ttl, reason, now) {
+            Ok(id) => id,
+            Err(error) => {
+                let violation = FieldViolation {
+                    field: "host".into(),
+                    reason: error.to_string(),
+                };
+                return Err(self.refuse(event, ControlError::OverLimit(vec![violation])));
+            }
+        };
+        let accepted = AuditEvent {
+            result: "ok".into(),
+            reason: described,
+            ..event
+        };
+        if let Err(error) = self.record(accepted, None) {
+            // An entry the log does not show never stays in force.
+            let _ = self.router.overlay.remove(id, now);
+            return Err(error);
+        }
+        tracing::info!(id, %host, principal, "dynamic entry added");
+        Ok(proto::AddDynamicEntryResponse { id })
+    }
+
+    pub fn list_dynamic(&self) -> proto::ListDynamicEntriesResponse {
+        let now = self.router.epoch.elapsed();
+        proto::ListDynamicEntriesResponse {
+            entries: self
+                .router
+                .overlay
+                .entries()
+                .iter()
+                .filter(|entry| entry.expires_at > now)
+                .map(|entry| proto::DynamicEntry {
+                    id: entry.id,
+                    host: entry.host.to_string(),
+                    action: Some(convert::dynamic_action_to_proto(&entry.action)),
+                    remaining_millis: u64::try_from((entry.expires_at - now).as_millis())
+                        .unwrap_or(u64::MAX),
+                    reason: entry.reason.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn remove_dynamic(&mut self, principal: &str, id: u64) -> Result<(), ControlError> {
+        let event = AuditEvent {
+            principal: principal.into(),
+            action: "RemoveDynamicEntry".into(),
+            version_before: self.version().into(),
+            version_after: self.version().into(),
+            ..AuditEvent::default()
+        };
+        let now = self.router.epoch.elapsed();
+        match self.router.overlay.remove(id, now) {
+            Ok(entry) => {
+                let reason = format!("id {id}, host {}", entry.host);
+                let removed = AuditEvent {
+                    result: "ok".into(),
+                    reason,
+                    ..event
+                };
+                if let Err(error) = self.record(removed, None) {
+                    tracing::error!(%error, "recording a removal");
+                }
+                Ok(())
+            }
+            Err(error) => Err(self.refuse(event, ControlError::NotFound(error.to_string()))),
+        }
+    }
+
+    /// Removes expired dynamic entries, logging and auditing each.
+    pub fn expire(&mut self) {
+        for entry in self.router.overlay.expire(self.router.epoch.elapsed()) {
+            tracing::info!(id = entry.id, host = %entry.host, "dynamic entry expired");
+            let event = AuditEvent {
+                principal: "expiry".into(),
+                action: "DynamicEntryExpired".into(),
+                version_before: self.version().into(),
+                version_after: self.version().into(),
+                result: "ok".into(),
+                reason: format!("id {}, host {}", entry.id, entry.host),
+                ..AuditEvent::default()
+            };
+            if let Err(error) = self.record(event, None) {
+                tracing::error!(%error, "recording an expiry");
+            }
+        }
+    }
+
+    pub fn stats(&self) -> proto::GetStatsResponse {
+        let mut response = proto::GetStatsResponse {
+            rule_set_generation: self.router.policy.generation(),
+            ..proto::GetStatsResponse::default()
+        };
+        for (worker_index, worker) in self.sources.workers.iter().enumerate() {
+            let worker_number = u32::try_from(worker_index).unwrap_or(u32::MAX);
+            for (port, counters) in worker.ports.iter().enumerate() {
+                response.ports.push(proto::PortStats {
+                    port: self
+                        .sources
+                        .port_names
+                        .get(port)
+                        .cloned()
+                        .unwrap_or_default(),
+                    worker: worker_number,
+                    rx_packets: counters.rx_packets.get(),
+                    rx_bytes: counters.rx_bytes.get(),
+                    tx_packets: counters.tx_packets.get(),
+                    tx_bytes: counters.tx_bytes.get(),
+                    drops: counters.drops.get(),
+                    to_host: counters.to_host.get(),
+                });
+            }
+            for &reason in vfn_dataplane::counters::DropReason::ALL {
+                response.drops.push(proto::DropCount {
+                    reason: reason.name().into(),
+                    worker: worker_number,
+                    packets: worker.drops_for(reason),
+                });
+            }
+        }
+        response
+    }
+}
+
+/// A dynamic entry in words, for the audit log.
+fn describe(host: IpAddr, action: &DynamicAction, ttl_millis: u64, reason: &str) -> String {
+    let what = match action {
+        DynamicAction::Quarantine => "quarantine".to_owned(),
+        DynamicAction::RateLimit {
+            packets_per_second,
+            burst,
+        } => format!("rate limit {packets_per_second} packets/s, burst {burst}"),
+        DynamicAction::Mirror { session } => format!("mirror to {session}"),
+    };
+    format!("{what} {host} for {ttl_millis} ms: {reason}")
+}

@@ -1,0 +1,340 @@
+//! The gRPC API (`vfn.v1.Control`, with server reflection and the standard health service) on a
+//! Unix socket, on a thread of its own with a single-threaded tokio runtime. Handlers check the
+//! caller's role (from the peer's uid, SO_PEERCRED) and the request rate, then hand the request
+//! to the controller on the supervisor thread through a bounded queue and await its answer.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Sender, TrySendError};
+use tokio::sync::oneshot;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+use vfn_config::ApiConfig;
+use vfn_control::proto;
+use vfn_control::proto::control_server::{Control, ControlServer};
+use vfn_dataplane::ratelimit::TokenBucket;
+
+use crate::controller::{Call, ControlError, Controller};
+
+/// Calls waiting for the controller; more are refused with UNAVAILABLE.
+pub const CALL_QUEUE_CAPACITY: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Role {
+    Reader,
+    Writer,
+}
+
+/// Who may do what: root and the router's own uid write; the config lists the others.
+#[derive(Clone, Debug)]
+struct Roles {
+    writers: Vec<u32>,
+    readers: Vec<u32>,
+}
+
+impl Roles {
+    fn of(&self, uid: u32) -> Option<Role> {
+        let own = nix::unistd::Uid::current().as_raw();
+        if uid == 0 || uid == own || self.writers.contains(&uid) {
+            Some(Role::Writer)
+        } else if self.readers.contains(&uid) {
+            Some(Role::Reader)
+        } else {
+            None
+        }
+    }
+}
+
+struct Api {
+    calls: Sender<Call>,
+    roles: Roles,
+    /// Requests per second over all clients.
+    rate: Mutex<(TokenBucket, Instant)>,
+}
+
+impl Api {
+    /// The caller's principal (`uid:N`) once its role and the request rate allow `needed`.
+    fn admit<T>(&self, request: &Request<T>, needed: Role) -> Result<String, Status> {
+        let uid = request
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|info| info.peer_cred)
+            .map(|cred| cred.uid())
+            .ok_or_else(|| Status::unauthenticated("no peer credentials on this connection"))?;
+        match self.roles.of(uid) {
+            Some(role) if role >= needed => {}
+            Some(_) => {
+                return Err(Status::permission_denied(format!(
+                    "uid {uid} has the reader role; this call needs writer"
+                )));
+            }
+            None => {
+                return Err(Status::permission_denied(format!(
+                    "uid {uid} has no role (api.readers, api.writers)"
+                )));
+            }
+        }
+        let allowed = {
+            let mut guard = self.rate.lock().unwrap_or_else(|e| e.into_inner());
+            let (bucket, epoch) = &mut *guard;
+            bucket.try_take(epoch.elapsed())
+        };
+        if !allowed {
+            return Err(Status::resource_exhausted(
+                "over api.requests_per_second; retry later",
+            ));
+        }
+        Ok(format!("uid:{uid}"))
+    }
+
+    /// Runs `work` on the controller and returns its answer.
+    async fn call<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Controller) -> Result<T, ControlError> + Send + 'static,
+    ) -> Result<Response<T>, Status> {
+        let (reply, answer) = oneshot::channel();
+        let call: Call = Box::new(move |controller| {
+            let _ = reply.send(work(controller));
+        });
+        self.calls.try_send(call).map_err(|error| match error {
+            TrySendError::Full(_) => Status::unavailable("the controller is busy; retry later"),
+            TrySendError::Disconnected(_) => Status::unavailable("the router is stopping"),
+        })?;
+        let outcome = answer
+            .await
+            .map_err(|_| Status::unavailable("the router is stopping"))?;
+        outcome.map(Response::new).map_err(status)
+    }
+}
+
+/// The gRPC status of a refusal, with a `google.rpc.BadRequest` listing each field's problem.
+fn status(error: ControlError) -> Status {
+    let message = error.to_string();
+    let with_fields = |code, violations: Vec<vfn_control::convert::FieldViolation>| {
+        let fields: Vec<tonic_types::FieldViolation> = violations
+            .into_iter()
+            .map(|v| tonic_types::FieldViolation::new(v.field, v.reason))
+            .collect();
+        Status::with_error_details(code, &message, ErrorDetails::with_bad_request(fields))
+    };
+    match error {
+        ControlError::Invalid(violations) => with_fields(Code::InvalidArgument, violations),
+        ControlError::OverLimit(violations) => with_fields(Code::ResourceExhausted, violations),
+        ControlError::Precondition(_) => Status::failed_precondition(message),
+        ControlError::NotFound(_) => Status::not_found(message),
+        ControlError::Storage(_) => Status::internal(message),
+    }
+}
+
+#[tonic::async_trait]
+impl Control for Api {
+    async fn apply_rule_set(
+        &self,
+        request: Request<proto::ApplyRuleSetRequest>,
+    ) -> Result<Response<proto::ApplyRuleSetResponse>, Status> {
+        let received = Instant::now();
+        let needed = if request.get_ref().dry_run {
+            Role::Reader
+        } else {
+            Role::Writer
+        };
+        let principal = self.admit(&request, needed)?;
+        let message = request.into_inner();
+        self.call(move |c| c.apply_request(&principal, message, received))
+            .await
+    }
+
+    async fn get_rule_set(
+        &self,
+        request: Request<proto::GetRuleSetRequest>,
+    ) -> Result<Response<proto::GetRuleSetResponse>, Status> {
+        self.admit(&request, Role::Reader)?;
+        self.call(|c| Ok(c.rule_set())).await
+    }
+
+    async fn get_rule_counters(
+        &self,
+        request: Request<proto::GetRuleCountersRequest>,
+    ) -> Result<Response<proto::GetRuleCountersResponse>, Status> {
+        self.admit(&request, Role::Reader)?;
+        self.call(|c| Ok(c.rule_counters())).await
+    }
+
+    async fn add_dynamic_entry(
+        &self,
+        request: Request<proto::AddDynamicEntryRequest>,
+    ) -> Result<Response<proto::AddDynamicEntryResponse>, Status> {
+        let principal = self.admit(&request, Role::Writer)?;
+        let message = request.into_inner();
+        self.call(move |c| c.add_dynamic(&principal, message)).await
+    }
+
+    async fn list_dynamic_entries(
+        &self,
+        request: Request<proto::ListDynamicEntriesRequest>,
+    ) -> Result<Response<proto::ListDynamicEntriesResponse>, Status> {
+        self.admit(&request, Role::Reader)?;
+        self.call(|c| Ok(c.list_dynamic())).await
+    }
+
+    async fn remove_dynamic_entry(
+        &self,
+        request: Request<proto::RemoveDynamicEntryRequest>,
+    ) -> Result<Response<proto::RemoveDynamicEntryResponse>, Status> {
+        let principal = self.admit(&request, Role::Writer)?;
+        let id = request.get_ref().id;
+        self.call(move |c| {
+            c.remove_dynamic(&principal, id)
+                .map(|()| proto::RemoveDynamicEntryResponse {})
+        })
+        .await
+    }
+
+    async fn get_stats(
+        &self,
+        request: Request<proto::GetStatsRequest>,
+    ) -> Result<Response<proto::GetStatsResponse>, Status> {
+        self.admit(&request, Role::Reader)?;
+        self.call(|c| Ok(c.stats())).await
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("api.socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("api.socket {0}: something other than a socket is there; refusing to replace it")]
+    NotASocket(PathBuf),
+    #[error("the API runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("server reflection: {0}")]
+    Reflection(String),
+}
+
+/// Binds the socket (replacing a stale one a previous run left), with the configured mode.
+fn bind(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixListener, ServeError> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let socket_error = |source| ServeError::Socket {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(socket_error)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(metadata) if metadata.file_type().is_socket() => {
+            std::fs::remove_file(path).map_err(socket_error)?
+        }
+        Ok(_) => return Err(ServeError::NotASocket(path.to_owned())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(socket_error(error)),
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(socket_error)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(socket_error)?;
+    listener.set_nonblocking(true).map_err(socket_error)?;
+    Ok(listener)
+}
+
+/// The API server, bound and ready to run on its own thread.
+pub struct ApiServer {
+    listener: std::os::unix::net::UnixListener,
+    path: PathBuf,
+    api: Api,
+    max_message_bytes: usize,
+}
+
+impl ApiServer {
+    /// Binds the socket; requests reach the controller through `calls`.
+    pub fn bind(config: &ApiConfig, calls: Sender<Call>) -> Result<ApiServer, ServeError> {
+        let listener = bind(&config.socket, config.socket_mode)?;
+        let rate = u64::from(config.requests_per_second);
+        Ok(ApiServer {
+            listener,
+            path: config.socket.clone(),
+            api: Api {
+                calls,
+                roles: Roles {
+                    writers: config.writers.clone(),
+                    readers: config.readers.clone(),
+                },
+                rate: Mutex::new((TokenBucket::new(rate, rate), Instant::now())),
+            },
+            max_message_bytes: config.max_message_bytes as usize,
+        })
+    }
+
+    /// Serves until `stop` is set, then removes the socket.
+    pub fn run(self, stop: Arc<AtomicBool>) -> Result<(), ServeError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ServeError::Runtime)?;
+        let path = self.path.clone();
+        let outcome = runtime.block_on(self.serve(stop));
+        let _ = std::fs::remove_file(&path);
+        outcome
+    }
+
+    async fn serve(self, stop: Arc<AtomicBool>) -> Result<(), ServeError> {
+        let listener = tokio::net::UnixListener::from_std(self.listener).map_err(|source| {
+            ServeError::Socket {
+                path: self.path.clone(),
+                source,
+            }
+        })?;
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        let descriptors = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_error =
+            |e: tonic_reflection::server::Error| ServeError::Reflection(e.to_string());
+        let reflection_v1 = descriptors().build_v1().map_err(reflection_error)?;
+        let reflection_v1alpha = descriptors().build_v1alpha().map_err(reflection_error)?;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<ControlServer<Api>>().await;
+        let control = ControlServer::new(self.api)
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes);
+        tracing::info!(socket = %self.path.display(), "API listening");
+        let stopped = async move {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(control)
+            .serve_with_incoming_shutdown(incoming, stopped)
+            .await
+            .map_err(|e| ServeError::Runtime(std::io::Error::other(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_writes_listed_uids_get_their_role_others_none() {
+        let roles = Roles {
+            writers: vec![1000],
+            readers: vec![1001],
+        };
+        assert_eq!(roles.of(0), Some(Role::Writer));
+        assert_eq!(roles.of(1000), Some(Role::Writer));
+        assert_eq!(roles.of(1001), Some(Role::Reader));
+        assert_eq!(roles.of(65534), None);
+        assert!(Role::Writer > Role::Reader);
+    }
+}

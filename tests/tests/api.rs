@@ -1,0 +1,456 @@
+//! End to end: the control API of a running `vfn`, driven by `vfnctl` (the real CLI, over the
+//! router's Unix socket), with real traffic between lab namespaces showing what is in force.
+//! Needs root; the tests run one at a time and fail loudly without root.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use vfn_config::{Config, PolicySource};
+use vfn_lab::{Connect, Lab, RunningVfn, TopologySpec};
+use vfn_rules::{Action, AddressMatch, DefaultAction, PortRange, Protocol, RuleSetSpec, RuleSpec};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+const READY: Duration = Duration::from_secs(30);
+const SHORT: Duration = Duration::from_millis(1500);
+
+const C1: &str = "198.18.1.2";
+const SRV: &str = "198.18.3.2";
+
+struct Setup {
+    vfn: RunningVfn,
+    lab: Lab,
+    config: Config,
+    /// Policy files the test writes for `vfnctl ruleset apply`.
+    files: tempfile::TempDir,
+}
+
+fn addr(text: &str) -> IpAddr {
+    text.parse().expect("address")
+}
+
+fn host(text: &str) -> AddressMatch {
+    AddressMatch {
+        prefixes: vec![ipnet::IpNet::from(addr(text))],
+        ..AddressMatch::default()
+    }
+}
+
+fn web_rule(id: &str, action: Action) -> RuleSpec {
+    RuleSpec {
+        source: host(C1),
+        destination: host(SRV),
+        protocol: Some(Protocol::Tcp),
+        destination_ports: vec![PortRange::single(8080)],
+        ..RuleSpec::new(id, action)
+    }
+}
+
+/// Allows c1 to reach the server's port 8080, denies the rest.
+fn allow_web(version: &str) -> RuleSetSpec {
+    RuleSetSpec {
+        version: version.into(),
+        default_action: DefaultAction::Deny,
+        rules: vec![web_rule("web", Action::Allow)],
+        ..RuleSetSpec::default()
+    }
+}
+
+fn deny_all(version: &str) -> RuleSetSpec {
+    RuleSetSpec {
+        version: version.into(),
+        default_action: DefaultAction::Deny,
+        ..RuleSetSpec::default()
+    }
+}
+
+fn setup(prefix: &str, spec: RuleSetSpec, tune: impl FnOnce(&mut Config)) -> Setup {
+    vfn_lab::remove_stale(prefix).expect("remove namespaces of crashed runs");
+    let lab = Lab::create(&TopologySpec::default_lab(prefix)).expect("lab");
+    let mut config = vfn_lab::lab_config(lab.topology()).expect("config");
+    config.policy = Some(PolicySource::Inline(spec));
+    tune(&mut config);
+    let vfn = RunningVfn::start(&lab, &vfn_binary(), &config, READY).expect("router starts");
+    Setup {
+        vfn,
+        lab,
+        config,
+        files: tempfile::tempdir().expect("temp dir"),
+    }
+}
+
+fn vfn_binary() -> PathBuf {
+    vfn_lab::vfn_binary().expect("vfn binary")
+}
+
+impl Setup {
+    fn web(&self) -> Connect {
+        let (client, server) = (
+            self.lab.netns("c1").expect("client"),
+            self.lab.netns("srv").expect("server"),
+        );
+        vfn_lab::tcp_connect(client, server, addr(SRV), 8080, true, SHORT).expect("connect runs")
+    }
+
+    /// Runs `vfnctl --server SOCKET ARGS` as root.
+    fn vfnctl(&self, args: &[&str]) -> Output {
+        self.vfnctl_as(None, args)
+    }
+
+    /// Runs vfnctl as `uid` (and the same gid) when given, through setpriv.
+    fn vfnctl_as(&self, uid: Option<u32>, args: &[&str]) -> Output {
+        let binary = vfn_lab::vfnctl_binary().expect("vfnctl binary");
+        let mut command = match uid {
+            None => Command::new(&binary),
+            Some(uid) => {
+                // A copy others may run: the build folder may be closed to them.
+                let copy = self.files.path().join("vfnctl");
+                if !copy.exists() {
+                    std::fs::copy(&binary, &copy).expect("copy vfnctl");
+                }
+                let mut command = Command::new("setpriv");
+                command
+                    .arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={uid}"))
+                    .arg("--clear-groups")
+                    .arg(copy);
+                command
+            }
+        };
+        command
+            .arg("--server")
+            .arg(self.vfn.api_socket())
+            .args(args)
+            .output()
+            .expect("vfnctl runs")
+    }
+
+    /// Writes `spec` as a policy file for vfnctl.
+    fn policy_file(&self, name: &str, spec: &RuleSetSpec) -> String {
+        let path = self.files.path().join(name);
+        std::fs::write(&path, vfn_config::policy_to_toml(spec)).expect("write policy");
+        path.display().to_string()
+    }
+
+    fn rule_set(&self) -> serde_json::Value {
+        json(&self.vfnctl(&["-o", "json", "ruleset", "get"]))
+    }
+}
+
+fn succeeded(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "vfnctl failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn failed(output: &Output) -> String {
+    assert!(
+        !output.status.success(),
+        "vfnctl should have failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_str(&succeeded(output)).expect("JSON")
+}
+
+#[test]
+fn apply_dry_run_compare_and_set_and_a_refused_set() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = setup("vfnapi1", allow_web("v1"), |_| {});
+    assert_eq!(s.rule_set()["rule_set"]["version"], "v1");
+    assert_eq!(s.rule_set()["applied_by"], "config");
+    assert_eq!(s.web(), Connect::Connected);
+
+    let deny = s.policy_file("deny.toml", &deny_all("v2"));
+    let dry = succeeded(&s.vfnctl(&["ruleset", "apply", &deny, "--dry-run"]));
+    assert!(dry.contains("dry run") && dry.contains("- web"), "{dry}");
+    assert_eq!(
+        s.rule_set()["rule_set"]["version"],
+        "v1",
+        "a dry run changes nothing"
+    );
+    assert_eq!(s.web(), Connect::Connected);
+
+    let stale = failed(&s.vfnctl(&["ruleset", "apply", &deny, "--expect", "v0"]));
+    assert!(stale.contains("FailedPrecondition"), "{stale}");
+    assert_eq!(
+        s.web(),
+        Connect::Connected,
+        "a stale writer changes nothing"
+    );
+
+    // Two problems the compiler finds, each reported with its rule and field.
+    let mut bad = allow_web("v3");
+    bad.rules[0].destination = AddressMatch {
+        segments: vec!["nowhere".into()],
+        ..AddressMatch::default()
+    };
+    bad.rules.push(RuleSpec {
+        protocol: Some(Protocol::Tcp),
+        destination_ports: vec![PortRange {
+            first: 9000,
+            last: 8000,
+        }],
+        ..RuleSpec::new("inverted", Action::Drop)
+    });
+    let refused = failed(&s.vfnctl(&["ruleset", "apply", &s.policy_file("bad.toml", &bad)]));
+    assert!(refused.contains("InvalidArgument"), "{refused}");
+    assert!(
+        refused.contains("rules[0] (id web).destination") && refused.contains("nowhere"),
+        "{refused}"
+    );
+    assert!(refused.contains("rules[1] (id inverted)"), "{refused}");
+    assert_eq!(s.rule_set()["rule_set"]["version"], "v1", "refused whole");
+    assert_eq!(s.web(), Connect::Connected);
+
+    let applied = json(&s.vfnctl(&["-o", "json", "ruleset", "apply", &deny, "--expect", "v1"]));
+    assert_eq!(applied["applied"], true);
+    assert_eq!(applied["version_before"], "v1");
+    assert_eq!(applied["diff"]["removed"][0], "web");
+    assert_eq!(
+        s.web(),
+        Connect::TimedOut,
+        "the new set is live when apply answers"
+    );
+
+    // What `ruleset get` prints is a policy file that reads back to the set applied.
+    let shown = succeeded(&s.vfnctl(&["ruleset", "get"]));
+    let path = s.files.path().join("shown.toml");
+    std::fs::write(&path, &shown).expect("write");
+    assert_eq!(
+        vfn_config::load_policy_file(&path).expect("a policy file"),
+        deny_all("v2")
+    );
+
+    // The counters API sums what the workers counted: the refused SYNs met the default action.
+    let counters = json(&s.vfnctl(&["-o", "json", "rules", "counters"]));
+    assert_eq!(counters["version"], "v2");
+    assert!(
+        counters["default_action"]["packets"].as_u64().unwrap_or(0) >= 1,
+        "{counters}"
+    );
+    let stats = json(&s.vfnctl(&["-o", "json", "stats"]));
+    assert!(
+        stats["ports"]
+            .as_array()
+            .is_some_and(|ports| ports.iter().any(|p| p["rx_packets"].as_u64() > Some(0))),
+        "{stats}"
+    );
+}
+
+#[test]
+fn roles_come_from_the_peer_uid() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const READER: u32 = 65_534;
+    const STRANGER: u32 = 65_533;
+    let s = setup("vfnapi2", allow_web("v1"), |config| {
+        config.api.readers = vec![READER];
+        // Open to every local user, so that the roles alone decide.
+        config.api.socket_mode = 0o666;
+    });
+    let got = json(&s.vfnctl_as(Some(READER), &["-o", "json", "ruleset", "get"]));
+    assert_eq!(got["rule_set"]["version"], "v1", "a reader reads");
+    let deny = s.policy_file("deny.toml", &deny_all("v2"));
+    std::fs::set_permissions(
+        s.files.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let refused = failed(&s.vfnctl_as(Some(READER), &["ruleset", "apply", &deny]));
+    assert!(
+        refused.contains("PermissionDenied") && refused.contains("reader role"),
+        "{refused}"
+    );
+    let refused = failed(&s.vfnctl_as(
+        Some(READER),
+        &["dynamic", "add", C1, "--quarantine", "--ttl", "5s"],
+    ));
+    assert!(refused.contains("PermissionDenied"), "{refused}");
+    let stranger = failed(&s.vfnctl_as(Some(STRANGER), &["ruleset", "get"]));
+    assert!(
+        stranger.contains("PermissionDenied") && stranger.contains("no role"),
+        "{stranger}"
+    );
+    assert_eq!(s.rule_set()["rule_set"]["version"], "v1", "nothing changed");
+    assert_eq!(s.web(), Connect::Connected);
+}
+
+#[test]
+fn the_default_socket_mode_keeps_other_users_out() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = setup("vfnapi3", allow_web("v1"), |config| {
+        config.api.readers = vec![65_534];
+    });
+    std::fs::set_permissions(
+        s.files.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let mode = std::fs::metadata(s.vfn.api_socket())
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .expect("socket");
+    assert_eq!(mode, 0o660);
+    let refused = failed(&s.vfnctl_as(Some(65_534), &["ruleset", "get"]));
+    assert!(refused.contains("connecting to"), "{refused}");
+}
+
+#[test]
+fn a_restart_comes_back_with_the_persisted_policy_and_the_audit_chain_holds() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = setup("vfnapi4", allow_web("v1"), |_| {});
+    let deny = s.policy_file("deny.toml", &deny_all("v2"));
+    succeeded(&s.vfnctl(&["ruleset", "apply", &deny]));
+    let bad = s.policy_file(
+        "bad.toml",
+        &RuleSetSpec {
+            rules: vec![RuleSpec {
+                destination: AddressMatch {
+                    segments: vec!["nowhere".into()],
+                    ..AddressMatch::default()
+                },
+                ..RuleSpec::new("x", Action::Drop)
+            }],
+            ..deny_all("v3")
+        },
+    );
+    failed(&s.vfnctl(&["ruleset", "apply", &bad]));
+    assert_eq!(s.web(), Connect::TimedOut);
+
+    // The config still says v1 (allow); the persisted v2 (deny) wins.
+    let config = s.config.clone();
+    s.vfn
+        .restart(&s.lab, &vfn_binary(), &config, READY)
+        .expect("restart");
+    let got = s.rule_set();
+    assert_eq!(got["rule_set"]["version"], "v2", "{got}");
+    assert_eq!(got["applied_by"], "uid:0");
+    assert_eq!(
+        s.web(),
+        Connect::TimedOut,
+        "forwards by the persisted policy"
+    );
+
+    let state = s.vfn.state_dir();
+    let state_arg = state.display().to_string();
+    let verified = succeeded(&s.vfnctl(&["audit", "verify", "--state-dir", &state_arg]));
+    // config v1 at start, v2 applied, v3 refused.
+    assert!(
+        verified.contains("intact: 3 entries") && verified.contains("as persisted"),
+        "{verified}"
+    );
+    let log_path = state.join("audit.jsonl");
+    let log = std::fs::read_to_string(&log_path).expect("audit log");
+    let entries: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON line"))
+        .collect();
+    assert_eq!(entries[1]["principal"], "uid:0");
+    assert_eq!(entries[1]["action"], "ApplyRuleSet");
+    assert_eq!(entries[1]["version_before"], "v1");
+    assert_eq!(entries[1]["version_after"], "v2");
+    assert_eq!(entries[1]["result"], "ok");
+    assert_eq!(entries[2]["result"], "refused");
+    assert!(
+        entries[2]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("nowhere")),
+        "{log}"
+    );
+
+    let edited = log.replacen("\"uid:0\"", "\"uid:1000\"", 1);
+    std::fs::write(&log_path, &edited).expect("edit");
+    let refused = failed(&s.vfnctl(&["audit", "verify", "--state-dir", &state_arg]));
+    assert!(
+        refused.contains("line 2") && refused.contains("edited"),
+        "{refused}"
+    );
+
+    let truncated: String = log.lines().take(2).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&log_path, truncated).expect("truncate");
+    let refused = failed(&s.vfnctl(&["audit", "verify", "--state-dir", &state_arg]));
+    assert!(refused.contains("ends at entry 2"), "{refused}");
+}
+
+/// Waits until `condition` holds, checking every 100 ms; returns when it first held.
+fn until(deadline: Duration, mut condition: impl FnMut() -> bool) -> Option<Instant> {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if condition() {
+            return Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+#[test]
+fn a_quarantine_holds_for_its_time_to_live_then_expires() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = setup("vfnapi5", allow_web("v1"), |_| {});
+    assert_eq!(s.web(), Connect::Connected);
+    let ttl = Duration::from_secs(4);
+    let added_at = Instant::now();
+    let added = json(&s.vfnctl(&[
+        "-o",
+        "json",
+        "dynamic",
+        "add",
+        C1,
+        "--quarantine",
+        "--ttl",
+        "4s",
+        "--reason",
+        "test",
+    ]));
+    let id = added["id"].as_u64().expect("an id");
+    let listed = json(&s.vfnctl(&["-o", "json", "dynamic", "list"]));
+    assert_eq!(listed["entries"][0]["id"].as_u64(), Some(id), "{listed}");
+    assert_eq!(listed["entries"][0]["host"], C1);
+    assert_eq!(s.web(), Connect::TimedOut, "quarantined");
+    assert!(
+        added_at.elapsed() + Duration::from_millis(500) < ttl,
+        "the check ran early enough"
+    );
+    // Half a second before its expiry the entry is still listed; a second after, it is gone.
+    let before_expiry = ttl - Duration::from_millis(500);
+    std::thread::sleep(before_expiry.saturating_sub(added_at.elapsed()));
+    let listed = json(&s.vfnctl(&["-o", "json", "dynamic", "list"]));
+    assert_eq!(listed["entries"][0]["id"].as_u64(), Some(id), "{listed}");
+    std::thread::sleep((ttl + Duration::from_secs(1)).saturating_sub(added_at.elapsed()));
+    let listed = json(&s.vfnctl(&["-o", "json", "dynamic", "list"]));
+    assert!(
+        listed["entries"].as_array().is_none_or(Vec::is_empty),
+        "{listed}"
+    );
+    assert_eq!(s.web(), Connect::Connected, "the quarantine expired");
+
+    // Removed by hand before its time.
+    let again = json(&s.vfnctl(&[
+        "-o",
+        "json",
+        "dynamic",
+        "add",
+        C1,
+        "--quarantine",
+        "--ttl",
+        "60s",
+    ]));
+    assert_eq!(s.web(), Connect::TimedOut);
+    let id = again["id"].as_u64().expect("an id").to_string();
+    succeeded(&s.vfnctl(&["dynamic", "rm", &id]));
+    assert!(
+        until(Duration::from_secs(3), || s.web() == Connect::Connected).is_some(),
+        "removed entries stop at once"
+    );
+    let missing = failed(&s.vfnctl(&["dynamic", "rm", &id]));
+    assert!(missing.contains("NotFound"), "{missing}");
+}
