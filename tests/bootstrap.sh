@@ -8,9 +8,22 @@ cd "$(dirname "$0")/.."
 # xsk-rs (libxdp, libbpf) builds from C; vfn-perf's BPF programs build with clang and the
 # headers of libbpf-dev and linux-libc-dev; the lab and the tests drive namespaces, veth,
 # ethtool, sysctl, ping and python3 (raw frames through AF_PACKET, standard library only);
-# `vfn-perf lab` loads nftables rule sets into its router namespace.
+# `vfn-perf lab` loads nftables rule sets into its router namespace; the API tests run vfnctl as
+# other users (setpriv, util-linux) and a Python gRPC client from a virtual environment.
 PACKAGES=(clang llvm libelf-dev zlib1g-dev libpcap-dev m4 pkg-config make gcc
-          libbpf-dev linux-libc-dev iproute2 procps ethtool iputils-ping python3 nftables)
+          libbpf-dev linux-libc-dev iproute2 procps ethtool iputils-ping python3 python3-venv
+          nftables util-linux)
+
+# The Python client of the API tests: grpcio and friends, pinned, in target/py-venv.
+python_environment() {
+    local venv=target/py-venv
+    if ! cmp -s tests/python/requirements.txt "$venv/requirements.txt" 2>/dev/null; then
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
+        cp tests/python/requirements.txt "$venv/requirements.txt"
+    fi
+}
 
 install_packages() {
     local missing=()
@@ -36,6 +49,7 @@ lab)
     ;;
 test)
     install_packages
+    python_environment
     cargo fmt --all -- --check
     cargo build --workspace --all-targets
     cargo clippy --workspace --all-targets -- -D warnings

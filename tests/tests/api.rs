@@ -3,7 +3,7 @@
 //! Needs root; the tests run one at a time and fail loudly without root.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -453,4 +453,47 @@ fn a_quarantine_holds_for_its_time_to_live_then_expires() {
     );
     let missing = failed(&s.vfnctl(&["dynamic", "rm", &id]));
     assert!(missing.contains("NotFound"), "{missing}");
+}
+
+/// The Python of the virtual environment `tests/bootstrap.sh` makes with the pinned packages of
+/// `tests/python/requirements.txt` (`$VFN_PYTHON` overrides).
+fn python() -> PathBuf {
+    let python = std::env::var_os("VFN_PYTHON").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py-venv/bin/python3"),
+        PathBuf::from,
+    );
+    assert!(
+        python.exists(),
+        "{} is missing: tests/bootstrap.sh test makes it (or set VFN_PYTHON)",
+        python.display()
+    );
+    python
+}
+
+#[test]
+fn an_independent_python_client_drives_the_api() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = setup("vfnapi6", deny_all("v0"), |_| {});
+    assert_eq!(s.web(), Connect::TimedOut);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let output = Command::new(python())
+        .arg(root.join("tests/python/api_client.py"))
+        .arg(root.join("control/proto"))
+        .arg(s.vfn.api_socket())
+        .args([C1, SRV])
+        .output()
+        .expect("python runs");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{printed}");
+    assert!(
+        printed.contains("ok: BadRequest names the rule"),
+        "{printed}"
+    );
+    // What the Python client applied is in force: the web flow passes now.
+    assert_eq!(s.rule_set()["rule_set"]["version"], "py-1");
+    assert_eq!(s.web(), Connect::Connected);
 }
