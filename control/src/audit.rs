@@ -240,7 +240,7 @@ fn rfc3339_now() -> String {
 
 /// Milliseconds since the Unix epoch as RFC 3339 UTC (the civil-from-days algorithm of Howard
 /// Hinnant's date library).
-fn rfc3339(millis: u128) -> String {
+pub fn rfc3339(millis: u128) -> String {
     let seconds = millis / 1000;
     let days = i64::try_from(seconds / 86_400).unwrap_or(i64::MAX);
     let of_day = seconds % 86_400;

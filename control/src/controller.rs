@@ -18,7 +18,9 @@ use vfn_dataplane::overlay::DynamicAction;
 use vfn_dataplane::router::Router;
 use vfn_rules::{CompileError, CompileLimits, DefaultAction, RuleSetSpec};
 
+use crate::events::Events;
 use crate::stats::Sources;
+use vfn_control::proto::event::Kind;
 
 /// A request for the controller, with its reply inside.
 pub type Call = Box<dyn FnOnce(&mut Controller) + Send>;
@@ -63,6 +65,7 @@ pub struct Controller {
     audit: AuditLog,
     state_dir: PathBuf,
     limits: CompileLimits,
+    pub events: Events,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +99,7 @@ impl Controller {
         router: Router,
         config: &Config,
         config_path: &Path,
+        events: Events,
     ) -> Result<Controller, StartError> {
         let state_dir = config.state.dir.clone();
         std::fs::create_dir_all(&state_dir).map_err(|source| StartError::StateDir {
@@ -129,6 +133,7 @@ impl Controller {
             audit: AuditLog::open(&audit_path, head)?,
             state_dir,
             limits: CompileLimits::default(),
+            events,
         };
         if let Some(spec) = persisted.as_ref().and_then(|state| state.rule_set.as_ref()) {
             let spec = convert::rule_set_from_proto(spec).map_err(StartError::PersistedInvalid)?;
@@ -181,6 +186,14 @@ impl Controller {
             reason: error.to_string(),
             ..event
         };
+        if matches!(event.action.as_str(), "ApplyRuleSet" | "reload" | "start") {
+            self.events
+                .emit(Kind::RuleSetRefused(proto::RuleSetRefused {
+                    principal: event.principal.clone(),
+                    version: event.version_after.clone(),
+                    reason: event.reason.clone(),
+                }));
+        }
         if let Err(storage_error) = self.record(event, None) {
             tracing::error!(%storage_error, "recording a refusal");
         }
@@ -344,6 +357,14 @@ impl Controller {
         self.record(accepted, Some((&spec, principal)))?;
         let generation = self.router.policy.publish(Some(rules));
         tracing::info!(version = %spec.version, generation, principal, "rule set applied");
+        self.events
+            .emit(Kind::RuleSetApplied(proto::RuleSetApplied {
+                principal: principal.into(),
+                version_before: response.version_before.clone(),
+                version_after: spec.version.clone(),
+                hash: response.hash.clone(),
+                generation,
+            }));
         self.applied = Some(Applied {
             hash: response.hash.clone(),
             spec,
@@ -481,6 +502,9 @@ impl Controller {
             return Err(error);
         }
         tracing::info!(id, %host, principal, "dynamic entry added");
+        if let Some(entry) = self.list_dynamic().entries.into_iter().find(|e| e.id == id) {
+            self.events.emit(Kind::DynamicEntryAdded(entry));
+        }
         Ok(proto::AddDynamicEntryResponse { id })
     }
 
@@ -516,6 +540,12 @@ impl Controller {
         let now = self.router.epoch.elapsed();
         match self.router.overlay.remove(id, now) {
             Ok(entry) => {
+                self.events
+                    .emit(Kind::DynamicEntryRemoved(proto::DynamicEntryGone {
+                        id,
+                        host: entry.host.to_string(),
+                        principal: principal.into(),
+                    }));
                 let reason = format!("id {id}, host {}", entry.host);
                 let removed = AuditEvent {
                     result: "ok".into(),
@@ -535,6 +565,12 @@ impl Controller {
     pub fn expire(&mut self) {
         for entry in self.router.overlay.expire(self.router.epoch.elapsed()) {
             tracing::info!(id = entry.id, host = %entry.host, "dynamic entry expired");
+            self.events
+                .emit(Kind::DynamicEntryExpired(proto::DynamicEntryGone {
+                    id: entry.id,
+                    host: entry.host.to_string(),
+                    principal: String::new(),
+                }));
             let event = AuditEvent {
                 principal: "expiry".into(),
                 action: "DynamicEntryExpired".into(),

@@ -1,6 +1,7 @@
 //! `vfn`: the VFN router.
 
 mod controller;
+mod events;
 mod lab;
 mod policy;
 mod replay;

@@ -18,9 +18,11 @@ use vfn_dataplane::wire;
 use vfn_xdp::{XdpError, XdpIo};
 
 use crate::controller::{Call, Controller};
+use crate::events::{DropReports, Events};
 use crate::server::{ApiServer, CALL_QUEUE_CAPACITY};
 use crate::spec::{self, PlanError};
 use crate::stats::{self, Sources};
+use vfn_control::proto::{self, event::Kind};
 
 pub struct RunOptions {
     /// The config file, for the policy file's relative path and for reloading on SIGHUP.
@@ -85,19 +87,29 @@ pub enum RunError {
     Thread(std::io::Error),
 }
 
-fn log_neighbour_change(change: NeighbourChange) {
-    match change {
+/// Logs a neighbour change and tells the API's watchers.
+fn report_neighbour_change(events: &Events, change: NeighbourChange) {
+    let (key, change, mac) = match change {
         NeighbourChange::Resolved { key, mac } => {
             let mac = mac.map(|b| format!("{b:02x}")).join(":");
             tracing::info!(interface = key.iface, address = %key.addr, %mac, "neighbour resolved");
+            (key, "resolved", mac)
         }
         NeighbourChange::Failed { key } => {
-            tracing::warn!(interface = key.iface, address = %key.addr, "neighbour failed")
+            tracing::warn!(interface = key.iface, address = %key.addr, "neighbour failed");
+            (key, "failed", String::new())
         }
         NeighbourChange::Removed { key } => {
-            tracing::debug!(interface = key.iface, address = %key.addr, "neighbour removed")
+            tracing::debug!(interface = key.iface, address = %key.addr, "neighbour removed");
+            (key, "removed", String::new())
         }
-    }
+    };
+    events.emit(Kind::NeighbourChanged(proto::NeighbourChanged {
+        interface: key.iface.into(),
+        address: key.addr.to_string(),
+        change: change.into(),
+        mac,
+    }));
 }
 
 fn write_file(path: &std::path::Path, text: &str) -> Result<(), RunError> {
@@ -163,12 +175,18 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
     }
 
     let epoch = Instant::now();
-    let router = Router::build(plan.router.clone(), epoch, Box::new(log_neighbour_change))?;
+    let events = Events::new();
+    let neighbour_events = events.clone();
+    let router = Router::build(
+        plan.router.clone(),
+        epoch,
+        Box::new(move |change| report_neighbour_change(&neighbour_events, change)),
+    )?;
     // The rule set is in force before the first packet is received.
     crate::policy::check_workers(config)?;
-    let mut controller = Controller::start(router, config, &options.config_path)?;
+    let mut controller = Controller::start(router, config, &options.config_path, events.clone())?;
     let (calls, call_queue) = crossbeam_channel::bounded(CALL_QUEUE_CAPACITY);
-    let api = ApiServer::bind(&config.api, calls)?;
+    let api = ApiServer::bind(&config.api, calls, events)?;
     // Ports are opened before any thread starts, so a failure leaves nothing running.
     let mut workers = Vec::with_capacity(plan.workers.len());
     for (index, (core, ports)) in plan.workers.iter().enumerate() {
@@ -317,6 +335,7 @@ fn supervise(
     }
     tracing::info!(ports = ?controller.sources.port_names, workers = controller.sources.workers.len(), "vfn running");
     let matches = controller.router.rule_matches();
+    let mut drop_reports = DropReports::new();
     let mut stats_failing = false;
     let mut next_stats = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -329,6 +348,7 @@ fn supervise(
         controller.router.policy.collect();
         log_rule_matches(&matches, controller.router.policy.current().as_deref());
         controller.expire();
+        drop_reports.report(&controller.sources, &controller.events);
         if Instant::now() >= next_stats {
             next_stats = Instant::now() + options.stats_interval;
             if let Some(path) = &options.stats_file {

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::oneshot;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Code, Request, Response, Status};
@@ -19,9 +20,16 @@ use vfn_control::proto::control_server::{Control, ControlServer};
 use vfn_dataplane::ratelimit::TokenBucket;
 
 use crate::controller::{Call, ControlError, Controller};
+use crate::events::Events;
 
 /// Calls waiting for the controller; more are refused with UNAVAILABLE.
 pub const CALL_QUEUE_CAPACITY: usize = 64;
+
+/// Events buffered per watcher between the broadcast and its connection.
+const WATCH_BUFFER: usize = 64;
+
+type EventStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::Event, Status>> + Send>>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Role {
@@ -51,6 +59,9 @@ impl Roles {
 
 struct Api {
     calls: Sender<Call>,
+    events: Events,
+    /// Becomes true when the server stops, ending every event stream.
+    stopping: tokio::sync::watch::Receiver<bool>,
     roles: Roles,
     /// Requests per second over all clients.
     rate: Mutex<(TokenBucket, Instant)>,
@@ -194,6 +205,41 @@ impl Control for Api {
         .await
     }
 
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        request: Request<proto::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        self.admit(&request, Role::Reader)?;
+        let mut events = self.events.subscribe();
+        let mut stopping = self.stopping.clone();
+        let (sender, receiver) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+        // Forwards until the watcher leaves or the server stops; a watcher that fell behind is
+        // told how many events it missed.
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    received = events.recv() => match received {
+                        Ok(event) => event,
+                        Err(RecvError::Lagged(count)) => proto::Event {
+                            time_unix_millis: 0,
+                            kind: Some(proto::event::Kind::EventsLost(proto::EventsLost { count })),
+                        },
+                        Err(RecvError::Closed) => break,
+                    },
+                    _ = stopping.changed() => break,
+                };
+                if sender.send(Ok(event)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
+
     async fn get_stats(
         &self,
         request: Request<proto::GetStatsRequest>,
@@ -248,18 +294,27 @@ pub struct ApiServer {
     path: PathBuf,
     api: Api,
     max_message_bytes: usize,
+    stop_watchers: tokio::sync::watch::Sender<bool>,
 }
 
 impl ApiServer {
     /// Binds the socket; requests reach the controller through `calls`.
-    pub fn bind(config: &ApiConfig, calls: Sender<Call>) -> Result<ApiServer, ServeError> {
+    pub fn bind(
+        config: &ApiConfig,
+        calls: Sender<Call>,
+        events: Events,
+    ) -> Result<ApiServer, ServeError> {
         let listener = bind(&config.socket, config.socket_mode)?;
+        let (stop_watchers, stopping) = tokio::sync::watch::channel(false);
         let rate = u64::from(config.requests_per_second);
         Ok(ApiServer {
             listener,
             path: config.socket.clone(),
+            stop_watchers,
             api: Api {
                 calls,
+                events,
+                stopping,
                 roles: Roles {
                     writers: config.writers.clone(),
                     readers: config.readers.clone(),
@@ -305,10 +360,13 @@ impl ApiServer {
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes);
         tracing::info!(socket = %self.path.display(), "API listening");
+        let stop_watchers = self.stop_watchers;
         let stopped = async move {
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            // Event streams never end by themselves; a graceful stop waits for every stream.
+            let _ = stop_watchers.send(true);
         };
         tonic::transport::Server::builder()
             .add_service(health_service)

@@ -497,3 +497,64 @@ fn an_independent_python_client_drives_the_api() {
     assert_eq!(s.rule_set()["rule_set"]["version"], "py-1");
     assert_eq!(s.web(), Connect::Connected);
 }
+
+#[test]
+fn watchers_see_rule_sets_dynamic_entries_and_drops() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = setup("vfnapi7", allow_web("v1"), |_| {});
+    let watched = s.files.path().join("watch.jsonl");
+    let mut watcher = std::process::Command::new(vfn_lab::vfnctl_binary().expect("vfnctl"))
+        .arg("--server")
+        .arg(s.vfn.api_socket())
+        .args(["-o", "json", "watch", "--seconds", "30"])
+        .stdout(std::fs::File::create(&watched).expect("watch file"))
+        .spawn()
+        .expect("watcher runs");
+    let seen = |kind: &str| {
+        std::fs::read_to_string(&watched)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains(&format!("\"{kind}\"")))
+            .count()
+    };
+    // The watcher subscribes once its call arrives: apply until it has seen one.
+    let first = s.policy_file("v2.toml", &allow_web("v2"));
+    let second = s.policy_file("v3.toml", &allow_web("v3"));
+    let subscribed = until(Duration::from_secs(10), || {
+        succeeded(&s.vfnctl(&["ruleset", "apply", &first]));
+        succeeded(&s.vfnctl(&["ruleset", "apply", &second]));
+        std::thread::sleep(Duration::from_millis(200));
+        seen("RuleSetApplied") > 0
+    });
+    assert!(subscribed.is_some(), "the watcher saw an applied rule set");
+
+    let bad = RuleSetSpec {
+        rules: vec![RuleSpec {
+            destination: AddressMatch {
+                segments: vec!["nowhere".into()],
+                ..AddressMatch::default()
+            },
+            ..RuleSpec::new("x", Action::Drop)
+        }],
+        ..deny_all("bad")
+    };
+    failed(&s.vfnctl(&["ruleset", "apply", &s.policy_file("bad.toml", &bad)]));
+    succeeded(&s.vfnctl(&["dynamic", "add", C1, "--quarantine", "--ttl", "3s"]));
+    // Quarantined packets are dropped and reported within a second or two.
+    assert_eq!(s.web(), Connect::TimedOut);
+    let reported = until(Duration::from_secs(8), || {
+        seen("RuleSetRefused") > 0
+            && seen("DynamicEntryAdded") > 0
+            && seen("DynamicEntryExpired") > 0
+            && std::fs::read_to_string(&watched)
+                .unwrap_or_default()
+                .contains("\"reason\":\"quarantined\"")
+    });
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    assert!(
+        reported.is_some(),
+        "{}",
+        std::fs::read_to_string(&watched).unwrap_or_default()
+    );
+}

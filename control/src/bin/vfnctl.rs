@@ -46,6 +46,14 @@ enum Command {
     Dynamic(DynamicCommand),
     /// Packets and bytes per port, drops by reason.
     Stats,
+    /// Print what changes as it happens (rule sets, dynamic entries, drops, neighbours), one
+    /// line per event, until Ctrl-C, COUNT events or SECONDS.
+    Watch {
+        #[arg(long)]
+        count: Option<u64>,
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -239,6 +247,51 @@ fn action_text(action: Option<&proto::DynamicAction>) -> String {
     }
 }
 
+/// An event in one line for people.
+fn event_text(event: &proto::Event) -> String {
+    use proto::event::Kind;
+    let what = match &event.kind {
+        Some(Kind::RuleSetApplied(e)) => format!(
+            "rule set applied: {:?} -> {:?} by {} (generation {})",
+            e.version_before, e.version_after, e.principal, e.generation
+        ),
+        Some(Kind::RuleSetRefused(e)) => format!(
+            "rule set refused: {:?} from {}: {}",
+            e.version, e.principal, e.reason
+        ),
+        Some(Kind::DynamicEntryAdded(e)) => format!(
+            "dynamic entry {} added: {} {} for {:.1}s ({})",
+            e.id,
+            action_text(e.action.as_ref()),
+            e.host,
+            e.remaining_millis as f64 / 1e3,
+            e.reason
+        ),
+        Some(Kind::DynamicEntryRemoved(e)) => {
+            format!(
+                "dynamic entry {} removed ({}) by {}",
+                e.id, e.host, e.principal
+            )
+        }
+        Some(Kind::DynamicEntryExpired(e)) => {
+            format!("dynamic entry {} expired ({})", e.id, e.host)
+        }
+        Some(Kind::Drops(e)) => format!(
+            "dropped {} packets ({}) in {} ms",
+            e.packets, e.reason, e.interval_millis
+        ),
+        Some(Kind::NeighbourChanged(e)) => format!(
+            "neighbour {} on interface {} {} {}",
+            e.address, e.interface, e.change, e.mac
+        ),
+        Some(Kind::EventsLost(e)) => {
+            format!("{} events lost (this watcher read too slowly)", e.count)
+        }
+        None => "?".into(),
+    };
+    format!("{} {what}", audit::rfc3339(event.time_unix_millis.into()))
+}
+
 async fn run(cli: Cli) -> Result<(), String> {
     let output = cli.output;
     let mut client = match &cli.command {
@@ -411,6 +464,35 @@ async fn run(cli: Cli) -> Result<(), String> {
                         "{:<28} {:>6} {:>12}",
                         drop.reason, drop.worker, drop.packets
                     );
+                }
+            }
+        }
+        Command::Watch { count, seconds } => {
+            let mut stream = client
+                .watch_events(proto::WatchEventsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            let deadline = seconds.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+            let mut seen = 0;
+            while count.is_none_or(|count| seen < count) {
+                let next = match deadline {
+                    Some(deadline) => {
+                        match tokio::time::timeout_at(deadline, stream.message()).await {
+                            Ok(next) => next,
+                            Err(_) => break,
+                        }
+                    }
+                    None => stream.message().await,
+                };
+                let Some(event) = next.map_err(status)? else {
+                    break;
+                };
+                seen += 1;
+                if output == Output::Json {
+                    println!("{}", serde_json::to_string(&event).unwrap_or_default());
+                } else {
+                    println!("{}", event_text(&event));
                 }
             }
         }
