@@ -29,6 +29,24 @@ pub struct Config {
     pub policy: Option<crate::policy::PolicySource>,
     pub api: ApiConfig,
     pub state: StateConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// The Prometheus endpoint (`[metrics]`): `GET /metrics` over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    /// Address and port to listen on (in the router's network namespace).
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9469)),
+        }
+    }
 }
 
 /// The gRPC control API (`[api]`), served on a Unix socket.
@@ -49,6 +67,40 @@ pub struct ApiConfig {
     /// Requests per second accepted over all clients, 1..=100000; more are refused with
     /// RESOURCE_EXHAUSTED.
     pub requests_per_second: u32,
+    /// Also listen on TCP here: a loopback address, or any address with `tls`. Every TCP request
+    /// needs a bearer token of `tokens`.
+    pub tcp: Option<std::net::SocketAddr>,
+    /// Bearer tokens for TCP clients; at most 64.
+    pub tokens: Vec<ApiToken>,
+    /// TLS on the TCP listener, with client certificates required (mTLS).
+    pub tls: Option<ApiTls>,
+}
+
+/// A bearer token: its name (the principal in the audit log), its role, and the file that holds
+/// the secret (read at start; at least 16 characters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    pub name: String,
+    pub role: ApiRole,
+    pub file: PathBuf,
+}
+
+/// What a client may do: readers get, list, watch and dry-run; writers also change state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiRole {
+    Reader,
+    Writer,
+}
+
+/// PEM files of the TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTls {
+    /// The server's certificate chain.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Clients must present a certificate signed by one of these.
+    pub client_ca: PathBuf,
 }
 
 impl Default for ApiConfig {
@@ -60,6 +112,9 @@ impl Default for ApiConfig {
             readers: Vec::new(),
             max_message_bytes: 64 * 1024 * 1024,
             requests_per_second: 200,
+            tcp: None,
+            tokens: Vec::new(),
+            tls: None,
         }
     }
 }

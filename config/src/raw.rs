@@ -7,9 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    ApiConfig, Config, DEFAULT_PORT_MTU, DEFAULT_PORT_QUEUES, DataplaneConfig, IcmpConfig,
-    PortConfig, RouteConfig, RpFilter, StateConfig, TableConfig, VlanConfig, WithoutPolicy,
-    XdpMode, ZeroCopy,
+    ApiConfig, ApiRole, Config, DEFAULT_PORT_MTU, DEFAULT_PORT_QUEUES, DataplaneConfig, IcmpConfig,
+    MetricsConfig, PortConfig, RouteConfig, RpFilter, StateConfig, TableConfig, VlanConfig,
+    WithoutPolicy, XdpMode, ZeroCopy,
 };
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -31,6 +31,15 @@ pub(crate) struct RawConfig {
     pub api: RawApi,
     #[serde(default)]
     pub state: RawState,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    pub enabled: bool,
+    pub listen: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -42,6 +51,28 @@ pub(crate) struct RawApi {
     pub readers: Vec<i64>,
     pub max_message_bytes: i64,
     pub requests_per_second: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<RawToken>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawToken {
+    pub name: String,
+    pub role: ApiRole,
+    pub file: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub cert: String,
+    pub key: String,
+    pub client_ca: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -174,6 +205,36 @@ impl From<&ApiConfig> for RawApi {
             readers: api.readers.iter().map(|&uid| uid.into()).collect(),
             max_message_bytes: api.max_message_bytes.into(),
             requests_per_second: api.requests_per_second.into(),
+            tcp: api.tcp.map(|address| address.to_string()),
+            tokens: api
+                .tokens
+                .iter()
+                .map(|token| RawToken {
+                    name: token.name.clone(),
+                    role: token.role,
+                    file: token.file.display().to_string(),
+                })
+                .collect(),
+            tls: api.tls.as_ref().map(|tls| RawTls {
+                cert: tls.cert.display().to_string(),
+                key: tls.key.display().to_string(),
+                client_ca: tls.client_ca.display().to_string(),
+            }),
+        }
+    }
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        Self::from(&MetricsConfig::default())
+    }
+}
+
+impl From<&MetricsConfig> for RawMetrics {
+    fn from(metrics: &MetricsConfig) -> Self {
+        Self {
+            enabled: metrics.enabled,
+            listen: metrics.listen.to_string(),
         }
     }
 }
@@ -206,6 +267,7 @@ impl From<&Config> for RawConfig {
             policy: config.policy.as_ref().map(crate::policy::to_raw),
             api: RawApi::from(&config.api),
             state: RawState::from(&config.state),
+            metrics: RawMetrics::from(&config.metrics),
         }
     }
 }

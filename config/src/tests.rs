@@ -1059,6 +1059,7 @@ fn config() -> impl Strategy<Value = Config> {
                 policy: None,
                 api: ApiConfig::default(),
                 state: StateConfig::default(),
+                metrics: crate::MetricsConfig::default(),
             },
         )
 }
@@ -1224,4 +1225,31 @@ fn api_and_state_sections_take_defaults_and_name_bad_fields() {
         "not an absolute path",
     );
     assert!(parse_error(&with("[state]\nwithout_policy = \"maybe\"")).contains("without_policy"));
+    assert_error_at(
+        &with("[metrics]\nlisten = \"localhost\""),
+        "metrics.listen",
+        "not an address and port",
+    );
+    assert!(!parse(&with("[metrics]\nenabled = false")).metrics.enabled);
+    assert_error_at(
+        &with("[api]\ntcp = \"127.0.0.1:50051\""),
+        "api.tcp",
+        "bearer token",
+    );
+    let token = "[[api.tokens]]\nname = \"dse\"\nrole = \"writer\"\nfile = \"/etc/vfn/dse.token\"";
+    let config = parse(&with(&format!("[api]\ntcp = \"127.0.0.1:50051\"\n{token}")));
+    assert_eq!(config.api.tokens[0].role, crate::ApiRole::Writer);
+    assert_error_at(
+        &with(&format!("[api]\ntcp = \"198.18.0.1:50051\"\n{token}")),
+        "api.tcp",
+        "needs [api.tls]",
+    );
+    parse(&with(&format!(
+        "[api]\ntcp = \"198.18.0.1:50051\"\n{token}\n[api.tls]\ncert = \"/c\"\nkey = \"/k\"\nclient_ca = \"/ca\""
+    )));
+    assert_error_at(
+        &with(&format!("[api]\n{token}\n{token}")),
+        "api.tokens[1].name",
+        "duplicate token name",
+    );
 }

@@ -13,8 +13,8 @@ use ipnet::IpNet;
 
 use crate::error::{ConfigError, FieldError};
 use crate::model::{
-    ApiConfig, Config, DataplaneConfig, IcmpConfig, InterfaceRef, PortConfig, RouteConfig,
-    RpFilter, StateConfig, TableConfig, VlanConfig, WorkerConfig,
+    ApiConfig, ApiTls, ApiToken, Config, DataplaneConfig, IcmpConfig, InterfaceRef, MetricsConfig,
+    PortConfig, RouteConfig, RpFilter, StateConfig, TableConfig, VlanConfig, WorkerConfig,
 };
 use crate::raw::{
     RawApi, RawConfig, RawDataplane, RawIcmp, RawPort, RawRoute, RawState, RawTables, RawVlan,
@@ -44,6 +44,7 @@ const ADDRESS_COUNT_MAX: usize = 8;
 const VLAN_COUNT_MAX: usize = 64;
 const API_MESSAGE_BYTES: RangeInclusive<u32> = 65_536..=1 << 30;
 const API_REQUESTS_PER_SECOND: RangeInclusive<u32> = 1..=100_000;
+const API_TOKEN_COUNT_MAX: usize = 64;
 const VLAN_ID: RangeInclusive<u16> = 1..=4094;
 /// Connected prefixes quoted in an "is not on-link" error, so the message stays readable.
 const LISTED_PREFIX_COUNT_MAX: usize = 8;
@@ -67,6 +68,16 @@ pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         .and_then(|policy| crate::policy::parse(policy, "policy", &mut errors.0));
     let api = api(&mut errors, &raw.api);
     let state = state(&mut errors, &raw.state);
+    let metrics = MetricsConfig {
+        enabled: raw.metrics.enabled,
+        listen: raw.metrics.listen.parse().unwrap_or_else(|_| {
+            errors.push(
+                "metrics.listen",
+                format!("{:?} is not an address and port", raw.metrics.listen),
+            );
+            MetricsConfig::default().listen
+        }),
+    };
     if errors.0.is_empty() {
         Ok(Config {
             dataplane,
@@ -78,6 +89,7 @@ pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             policy,
             api,
             state,
+            metrics,
         })
     } else {
         Err(ConfigError::Invalid(errors.0))
@@ -234,7 +246,69 @@ fn api(errors: &mut Errors, raw: &RawApi) -> ApiConfig {
             raw.requests_per_second,
             API_REQUESTS_PER_SECOND,
         ),
+        tcp: api_tcp(errors, raw),
+        tokens: api_tokens(errors, raw),
+        tls: raw.tls.as_ref().map(|tls| ApiTls {
+            cert: absolute_path(errors, "api.tls.cert", &tls.cert),
+            key: absolute_path(errors, "api.tls.key", &tls.key),
+            client_ca: absolute_path(errors, "api.tls.client_ca", &tls.client_ca),
+        }),
     }
+}
+
+/// TCP needs tokens, and leaves the host only under TLS.
+fn api_tcp(errors: &mut Errors, raw: &RawApi) -> Option<std::net::SocketAddr> {
+    let text = raw.tcp.as_ref()?;
+    let Ok(address) = text.parse::<std::net::SocketAddr>() else {
+        errors.push("api.tcp", format!("{text:?} is not an address and port"));
+        return None;
+    };
+    if raw.tokens.is_empty() {
+        errors.push(
+            "api.tcp",
+            "TCP clients authenticate with a bearer token: give at least one [[api.tokens]]",
+        );
+    }
+    if !address.ip().is_loopback() && raw.tls.is_none() {
+        errors.push(
+            "api.tcp",
+            format!(
+                "{address} is not a loopback address: listening beyond the host needs [api.tls]"
+            ),
+        );
+    }
+    Some(address)
+}
+
+fn api_tokens(errors: &mut Errors, raw: &RawApi) -> Vec<ApiToken> {
+    errors.count_at_most(
+        "api.tokens",
+        "tokens",
+        raw.tokens.len(),
+        API_TOKEN_COUNT_MAX,
+    );
+    let mut seen = HashMap::new();
+    raw.tokens
+        .iter()
+        .enumerate()
+        .map(|(index, token)| {
+            let path = format!("api.tokens[{index}]");
+            if token.name.is_empty() || token.name.len() > 64 {
+                errors.push(format!("{path}.name"), "must be 1 to 64 characters");
+            }
+            if let Some(first) = first_seen(&mut seen, token.name.as_str(), index) {
+                errors.push(
+                    format!("{path}.name"),
+                    format!("duplicate token name (also api.tokens[{first}])"),
+                );
+            }
+            ApiToken {
+                name: token.name.clone(),
+                role: token.role,
+                file: absolute_path(errors, &format!("{path}.file"), &token.file),
+            }
+        })
+        .collect()
 }
 
 fn state(errors: &mut Errors, raw: &RawState) -> StateConfig {

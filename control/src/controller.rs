@@ -18,6 +18,8 @@ use vfn_dataplane::overlay::DynamicAction;
 use vfn_dataplane::router::Router;
 use vfn_rules::{CompileError, CompileLimits, DefaultAction, RuleSetSpec};
 
+use prometheus_client::metrics::histogram::Histogram;
+
 use crate::events::Events;
 use crate::stats::Sources;
 use vfn_control::proto::event::Kind;
@@ -66,6 +68,8 @@ pub struct Controller {
     state_dir: PathBuf,
     limits: CompileLimits,
     pub events: Events,
+    /// Request (or signal) to live, per rule set applied.
+    apply_duration: Histogram,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +104,7 @@ impl Controller {
         config: &Config,
         config_path: &Path,
         events: Events,
+        apply_duration: Histogram,
     ) -> Result<Controller, StartError> {
         let state_dir = config.state.dir.clone();
         std::fs::create_dir_all(&state_dir).map_err(|source| StartError::StateDir {
@@ -134,6 +139,7 @@ impl Controller {
             state_dir,
             limits: CompileLimits::default(),
             events,
+            apply_duration,
         };
         if let Some(spec) = persisted.as_ref().and_then(|state| state.rule_set.as_ref()) {
             let spec = convert::rule_set_from_proto(spec).map_err(StartError::PersistedInvalid)?;
@@ -371,6 +377,8 @@ impl Controller {
             applied_by: principal.into(),
         });
         response.apply_micros = u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.apply_duration
+            .observe(received.elapsed().as_secs_f64());
         Ok(response)
     }
 

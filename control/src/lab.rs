@@ -117,12 +117,15 @@ fn print_counters(counters: &vfn_lab::Counters, port_names: &[String]) {
     );
     for name in port_names {
         let get = |metric: &str| counters.total(metric, &[("port", name)]);
+        let traffic = |metric: &str, direction: &str| {
+            counters.total(metric, &[("port", name), ("direction", direction)])
+        };
         println!(
             "  {:<6} {:>10} {:>10} {:>10} {:>8} {:>8}",
             name,
-            get("vfn_port_rx_packets_total"),
-            get("vfn_port_tx_packets_total"),
-            get("vfn_port_rx_bytes_total"),
+            traffic("vfn_port_packets_total", "rx"),
+            traffic("vfn_port_packets_total", "tx"),
+            traffic("vfn_port_bytes_total", "rx"),
             get("vfn_port_drops_total"),
             get("vfn_port_to_host_total"),
         );

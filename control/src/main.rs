@@ -1,6 +1,7 @@
 //! `vfn`: the VFN router.
 
 mod controller;
+mod endpoint;
 mod events;
 mod lab;
 mod policy;
@@ -21,8 +22,18 @@ use vfn_config::Config;
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
+    /// Log lines for people (default) or one JSON object per line for log collectors. The
+    /// level comes from RUST_LOG (default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -79,14 +90,18 @@ fn load(path: &PathBuf) -> Result<Config, String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let result = match Cli::parse().command {
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Human => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    let result = match cli.command {
         Command::Run {
             config,
             stats_file,

@@ -18,10 +18,11 @@ use vfn_dataplane::wire;
 use vfn_xdp::{XdpError, XdpIo};
 
 use crate::controller::{Call, Controller};
+use crate::endpoint::MetricsEndpoint;
 use crate::events::{DropReports, Events};
 use crate::server::{ApiServer, CALL_QUEUE_CAPACITY};
 use crate::spec::{self, PlanError};
-use crate::stats::{self, Sources};
+use crate::stats::{self, Metrics, Sources};
 use vfn_control::proto::{self, event::Kind};
 
 pub struct RunOptions {
@@ -83,6 +84,8 @@ pub enum RunError {
     Start(#[from] crate::controller::StartError),
     #[error(transparent)]
     Api(#[from] crate::server::ServeError),
+    #[error(transparent)]
+    Metrics(#[from] crate::endpoint::EndpointError),
     #[error("starting a thread: {0}")]
     Thread(std::io::Error),
 }
@@ -184,9 +187,17 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
     )?;
     // The rule set is in force before the first packet is received.
     crate::policy::check_workers(config)?;
-    let mut controller = Controller::start(router, config, &options.config_path, events.clone())?;
+    let apply_duration = stats::apply_duration_histogram();
+    let mut controller = Controller::start(
+        router,
+        config,
+        &options.config_path,
+        events.clone(),
+        apply_duration.clone(),
+    )?;
     let (calls, call_queue) = crossbeam_channel::bounded(CALL_QUEUE_CAPACITY);
     let api = ApiServer::bind(&config.api, calls, events)?;
+    let endpoint = MetricsEndpoint::bind(&config.metrics)?;
     // Ports are opened before any thread starts, so a failure leaves nothing running.
     let mut workers = Vec::with_capacity(plan.workers.len());
     for (index, (core, ports)) in plan.workers.iter().enumerate() {
@@ -211,6 +222,11 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
         rules: workers.iter().map(|(_, w)| w.policy_counters()).collect(),
         slow_path: slow_path.counters(),
     };
+    let metrics = Arc::new(Metrics::new(
+        controller.sources.clone(),
+        controller.router.policy.shared(),
+        apply_duration,
+    ));
 
     let mut threads: Vec<(String, JoinHandle<()>)> = Vec::new();
     let mut spawn = |name: String, body: Box<dyn FnOnce() + Send>| {
@@ -247,10 +263,11 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
     }
     if spawned.is_ok() {
         let stop = stop.clone();
+        let metrics = endpoint.map(|endpoint| (endpoint, metrics.clone()));
         spawned = spawn(
             "vfn-api".into(),
             Box::new(move || {
-                if let Err(error) = api.run(stop) {
+                if let Err(error) = api.run(stop, metrics) {
                     tracing::error!(%error, "the API server failed");
                 }
             }),
@@ -264,6 +281,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
             options,
             &mut controller,
             &call_queue,
+            &metrics,
         )
     });
 
@@ -276,13 +294,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
         }
     }
     if let Some(path) = &options.stats_file
-        && let Err(error) = stats::write_atomically(
-            path,
-            &stats::render(
-                &controller.sources,
-                controller.router.policy.current().as_deref(),
-            ),
-        )
+        && let Err(error) = stats::write_atomically(path, &metrics.render())
     {
         tracing::warn!(path = %path.display(), %error, "writing the final counters");
     }
@@ -329,6 +341,7 @@ fn supervise(
     options: &RunOptions,
     controller: &mut Controller,
     calls: &crossbeam_channel::Receiver<Call>,
+    metrics: &Metrics,
 ) -> Result<(), RunError> {
     if let Some(path) = &options.ready_file {
         write_file(path, "ready\n")?;
@@ -352,13 +365,7 @@ fn supervise(
         if Instant::now() >= next_stats {
             next_stats = Instant::now() + options.stats_interval;
             if let Some(path) = &options.stats_file {
-                match stats::write_atomically(
-                    path,
-                    &stats::render(
-                        &controller.sources,
-                        controller.router.policy.current().as_deref(),
-                    ),
-                ) {
+                match stats::write_atomically(path, &metrics.render()) {
                     Ok(()) => stats_failing = false,
                     Err(error) if !stats_failing => {
                         stats_failing = true;

@@ -14,13 +14,15 @@ use tokio::sync::oneshot;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
-use vfn_config::ApiConfig;
+use vfn_config::{ApiConfig, ApiRole};
 use vfn_control::proto;
 use vfn_control::proto::control_server::{Control, ControlServer};
 use vfn_dataplane::ratelimit::TokenBucket;
 
 use crate::controller::{Call, ControlError, Controller};
+use crate::endpoint::MetricsEndpoint;
 use crate::events::Events;
+use crate::stats::Metrics;
 
 /// Calls waiting for the controller; more are refused with UNAVAILABLE.
 pub const CALL_QUEUE_CAPACITY: usize = 64;
@@ -31,13 +33,8 @@ const WATCH_BUFFER: usize = 64;
 type EventStream =
     std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::Event, Status>> + Send>>;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Role {
-    Reader,
-    Writer,
-}
-
-/// Who may do what: root and the router's own uid write; the config lists the others.
+/// Who may do what over the Unix socket: root and the router's own uid write; the config lists
+/// the others.
 #[derive(Clone, Debug)]
 struct Roles {
     writers: Vec<u32>,
@@ -45,20 +42,36 @@ struct Roles {
 }
 
 impl Roles {
-    fn of(&self, uid: u32) -> Option<Role> {
+    fn of(&self, uid: u32) -> Option<ApiRole> {
         let own = nix::unistd::Uid::current().as_raw();
         if uid == 0 || uid == own || self.writers.contains(&uid) {
-            Some(Role::Writer)
+            Some(ApiRole::Writer)
         } else if self.readers.contains(&uid) {
-            Some(Role::Reader)
+            Some(ApiRole::Reader)
         } else {
             None
         }
     }
 }
 
+/// A bearer token of a TCP client, read from its file at start.
+struct Token {
+    name: String,
+    role: ApiRole,
+    secret: Vec<u8>,
+}
+
+/// Shortest secret accepted: guessing must be hopeless.
+const TOKEN_SECRET_LEN_MIN: usize = 16;
+
+/// Compares without stopping at the first difference, so timing tells nothing of the secret.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
 struct Api {
     calls: Sender<Call>,
+    tokens: Vec<Token>,
     events: Events,
     /// Becomes true when the server stops, ending every event stream.
     stopping: tokio::sync::watch::Receiver<bool>,
@@ -68,26 +81,41 @@ struct Api {
 }
 
 impl Api {
-    /// The caller's principal (`uid:N`) once its role and the request rate allow `needed`.
-    fn admit<T>(&self, request: &Request<T>, needed: Role) -> Result<String, Status> {
-        let uid = request
-            .extensions()
-            .get::<UdsConnectInfo>()
-            .and_then(|info| info.peer_cred)
-            .map(|cred| cred.uid())
-            .ok_or_else(|| Status::unauthenticated("no peer credentials on this connection"))?;
-        match self.roles.of(uid) {
-            Some(role) if role >= needed => {}
-            Some(_) => {
-                return Err(Status::permission_denied(format!(
-                    "uid {uid} has the reader role; this call needs writer"
-                )));
-            }
-            None => {
-                return Err(Status::permission_denied(format!(
+    /// The caller's principal and role: from the peer's uid on the Unix socket, from its bearer
+    /// token on TCP.
+    fn identify<T>(&self, request: &Request<T>) -> Result<(String, ApiRole), Status> {
+        if let Some(info) = request.extensions().get::<UdsConnectInfo>() {
+            let uid = info
+                .peer_cred
+                .map(|cred| cred.uid())
+                .ok_or_else(|| Status::unauthenticated("no peer credentials on this connection"))?;
+            let role = self.roles.of(uid).ok_or_else(|| {
+                Status::permission_denied(format!(
                     "uid {uid} has no role (api.readers, api.writers)"
-                )));
-            }
+                ))
+            })?;
+            return Ok((format!("uid:{uid}"), role));
+        }
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("TCP clients need a bearer token"))?;
+        self.tokens
+            .iter()
+            .find(|token| same_secret(&token.secret, presented.as_bytes()))
+            .map(|token| (format!("token:{}", token.name), token.role))
+            .ok_or_else(|| Status::unauthenticated("unknown bearer token"))
+    }
+
+    /// The caller's principal once its role and the request rate allow `needed`.
+    fn admit<T>(&self, request: &Request<T>, needed: ApiRole) -> Result<String, Status> {
+        let (principal, role) = self.identify(request)?;
+        if role < needed {
+            return Err(Status::permission_denied(format!(
+                "{principal} has the reader role; this call needs writer"
+            )));
         }
         let allowed = {
             let mut guard = self.rate.lock().unwrap_or_else(|e| e.into_inner());
@@ -99,7 +127,7 @@ impl Api {
                 "over api.requests_per_second; retry later",
             ));
         }
-        Ok(format!("uid:{uid}"))
+        Ok(principal)
     }
 
     /// Runs `work` on the controller and returns its answer.
@@ -149,9 +177,9 @@ impl Control for Api {
     ) -> Result<Response<proto::ApplyRuleSetResponse>, Status> {
         let received = Instant::now();
         let needed = if request.get_ref().dry_run {
-            Role::Reader
+            ApiRole::Reader
         } else {
-            Role::Writer
+            ApiRole::Writer
         };
         let principal = self.admit(&request, needed)?;
         let message = request.into_inner();
@@ -163,7 +191,7 @@ impl Control for Api {
         &self,
         request: Request<proto::GetRuleSetRequest>,
     ) -> Result<Response<proto::GetRuleSetResponse>, Status> {
-        self.admit(&request, Role::Reader)?;
+        self.admit(&request, ApiRole::Reader)?;
         self.call(|c| Ok(c.rule_set())).await
     }
 
@@ -171,7 +199,7 @@ impl Control for Api {
         &self,
         request: Request<proto::GetRuleCountersRequest>,
     ) -> Result<Response<proto::GetRuleCountersResponse>, Status> {
-        self.admit(&request, Role::Reader)?;
+        self.admit(&request, ApiRole::Reader)?;
         self.call(|c| Ok(c.rule_counters())).await
     }
 
@@ -179,7 +207,7 @@ impl Control for Api {
         &self,
         request: Request<proto::AddDynamicEntryRequest>,
     ) -> Result<Response<proto::AddDynamicEntryResponse>, Status> {
-        let principal = self.admit(&request, Role::Writer)?;
+        let principal = self.admit(&request, ApiRole::Writer)?;
         let message = request.into_inner();
         self.call(move |c| c.add_dynamic(&principal, message)).await
     }
@@ -188,7 +216,7 @@ impl Control for Api {
         &self,
         request: Request<proto::ListDynamicEntriesRequest>,
     ) -> Result<Response<proto::ListDynamicEntriesResponse>, Status> {
-        self.admit(&request, Role::Reader)?;
+        self.admit(&request, ApiRole::Reader)?;
         self.call(|c| Ok(c.list_dynamic())).await
     }
 
@@ -196,7 +224,7 @@ impl Control for Api {
         &self,
         request: Request<proto::RemoveDynamicEntryRequest>,
     ) -> Result<Response<proto::RemoveDynamicEntryResponse>, Status> {
-        let principal = self.admit(&request, Role::Writer)?;
+        let principal = self.admit(&request, ApiRole::Writer)?;
         let id = request.get_ref().id;
         self.call(move |c| {
             c.remove_dynamic(&principal, id)
@@ -211,7 +239,7 @@ impl Control for Api {
         &self,
         request: Request<proto::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        self.admit(&request, Role::Reader)?;
+        self.admit(&request, ApiRole::Reader)?;
         let mut events = self.events.subscribe();
         let mut stopping = self.stopping.clone();
         let (sender, receiver) = tokio::sync::mpsc::channel(WATCH_BUFFER);
@@ -244,7 +272,7 @@ impl Control for Api {
         &self,
         request: Request<proto::GetStatsRequest>,
     ) -> Result<Response<proto::GetStatsResponse>, Status> {
-        self.admit(&request, Role::Reader)?;
+        self.admit(&request, ApiRole::Reader)?;
         self.call(|c| Ok(c.stats())).await
     }
 }
@@ -262,6 +290,23 @@ pub enum ServeError {
     Runtime(std::io::Error),
     #[error("server reflection: {0}")]
     Reflection(String),
+    #[error("api.tcp: {0}")]
+    Tcp(std::io::Error),
+    #[error("api.tls: {0}")]
+    Tls(tonic::transport::Error),
+    #[error("api.tokens[{index}].file {path}: {reason}")]
+    Token {
+        index: usize,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("api.tls {path}: {source}")]
+    TlsFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the API server: {0}")]
+    Transport(tonic::transport::Error),
 }
 
 /// Binds the socket (replacing a stale one a previous run left), with the configured mode.
@@ -295,6 +340,52 @@ pub struct ApiServer {
     api: Api,
     max_message_bytes: usize,
     stop_watchers: tokio::sync::watch::Sender<bool>,
+    tcp: Option<std::net::TcpListener>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+}
+
+/// Reads every token's secret (trimmed of surrounding white space).
+fn read_tokens(config: &ApiConfig) -> Result<Vec<Token>, ServeError> {
+    config
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(index, token)| {
+            let error = |reason: String| ServeError::Token {
+                index,
+                path: token.file.clone(),
+                reason,
+            };
+            let text = std::fs::read_to_string(&token.file).map_err(|e| error(e.to_string()))?;
+            let secret = text.trim();
+            if secret.len() < TOKEN_SECRET_LEN_MIN {
+                return Err(error(format!(
+                    "a secret needs at least {TOKEN_SECRET_LEN_MIN} characters"
+                )));
+            }
+            Ok(Token {
+                name: token.name.clone(),
+                role: token.role,
+                secret: secret.as_bytes().to_vec(),
+            })
+        })
+        .collect()
+}
+
+/// The TLS listener's identity and the client CA it requires certificates from.
+fn tls_config(tls: &vfn_config::ApiTls) -> Result<tonic::transport::ServerTlsConfig, ServeError> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|source| ServeError::TlsFile {
+            path: path.clone(),
+            source,
+        })
+    };
+    let identity = tonic::transport::Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+    Ok(tonic::transport::ServerTlsConfig::new()
+        .identity(identity)
+        .client_ca_root(tonic::transport::Certificate::from_pem(read(
+            &tls.client_ca,
+        )?)))
 }
 
 impl ApiServer {
@@ -305,14 +396,28 @@ impl ApiServer {
         events: Events,
     ) -> Result<ApiServer, ServeError> {
         let listener = bind(&config.socket, config.socket_mode)?;
+        let tokens = read_tokens(config)?;
+        let tls = config.tls.as_ref().map(tls_config).transpose()?;
+        let tcp = config
+            .tcp
+            .map(|address| {
+                let listener = std::net::TcpListener::bind(address)?;
+                listener.set_nonblocking(true)?;
+                Ok(listener)
+            })
+            .transpose()
+            .map_err(ServeError::Tcp)?;
         let (stop_watchers, stopping) = tokio::sync::watch::channel(false);
         let rate = u64::from(config.requests_per_second);
         Ok(ApiServer {
             listener,
             path: config.socket.clone(),
             stop_watchers,
+            tcp,
+            tls,
             api: Api {
                 calls,
+                tokens,
                 events,
                 stopping,
                 roles: Roles {
@@ -325,14 +430,24 @@ impl ApiServer {
         })
     }
 
-    /// Serves until `stop` is set, then removes the socket.
-    pub fn run(self, stop: Arc<AtomicBool>) -> Result<(), ServeError> {
+    /// Serves until `stop` is set, then removes the socket; serves the metrics endpoint too
+    /// when given one.
+    pub fn run(
+        self,
+        stop: Arc<AtomicBool>,
+        metrics: Option<(MetricsEndpoint, Arc<Metrics>)>,
+    ) -> Result<(), ServeError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(ServeError::Runtime)?;
         let path = self.path.clone();
-        let outcome = runtime.block_on(self.serve(stop));
+        let outcome = runtime.block_on(async {
+            if let Some((endpoint, metrics)) = metrics {
+                tokio::spawn(endpoint.serve(metrics, self.stop_watchers.subscribe()));
+            }
+            self.serve(stop).await
+        });
         let _ = std::fs::remove_file(&path);
         outcome
     }
@@ -344,7 +459,6 @@ impl ApiServer {
                 source,
             }
         })?;
-        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
         let descriptors = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -356,26 +470,54 @@ impl ApiServer {
         let reflection_v1alpha = descriptors().build_v1alpha().map_err(reflection_error)?;
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<ControlServer<Api>>().await;
-        let control = ControlServer::new(self.api)
+        let control = ControlServer::from_arc(Arc::new(self.api))
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes);
-        tracing::info!(socket = %self.path.display(), "API listening");
+        let routes = tonic::service::Routes::new(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(control);
         let stop_watchers = self.stop_watchers;
-        let stopped = async move {
+        let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopping.wait_for(|stopped| *stopped).await;
+        };
+        let unix = tonic::transport::Server::builder()
+            .add_routes(routes.clone())
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::UnixListenerStream::new(listener),
+                stopped(stop_watchers.subscribe()),
+            );
+        tracing::info!(socket = %self.path.display(), "API listening");
+        let tcp = async {
+            let Some(tcp) = self.tcp else {
+                return Ok(());
+            };
+            let address = tcp.local_addr().ok();
+            let listener = tokio::net::TcpListener::from_std(tcp).map_err(ServeError::Tcp)?;
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(tls) = self.tls {
+                builder = builder.tls_config(tls).map_err(ServeError::Tls)?;
+            }
+            tracing::info!(?address, "API listening on TCP");
+            builder
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    stopped(stop_watchers.subscribe()),
+                )
+                .await
+                .map_err(ServeError::Transport)
+        };
+        let signal = async {
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             // Event streams never end by themselves; a graceful stop waits for every stream.
             let _ = stop_watchers.send(true);
         };
-        tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(control)
-            .serve_with_incoming_shutdown(incoming, stopped)
-            .await
-            .map_err(|e| ServeError::Runtime(std::io::Error::other(e)))
+        let (unix, tcp, ()) = tokio::join!(unix, tcp, signal);
+        unix.map_err(ServeError::Transport)?;
+        tcp
     }
 }
 
@@ -389,10 +531,10 @@ mod tests {
             writers: vec![1000],
             readers: vec![1001],
         };
-        assert_eq!(roles.of(0), Some(Role::Writer));
-        assert_eq!(roles.of(1000), Some(Role::Writer));
-        assert_eq!(roles.of(1001), Some(Role::Reader));
+        assert_eq!(roles.of(0), Some(ApiRole::Writer));
+        assert_eq!(roles.of(1000), Some(ApiRole::Writer));
+        assert_eq!(roles.of(1001), Some(ApiRole::Reader));
         assert_eq!(roles.of(65534), None);
-        assert!(Role::Writer > Role::Reader);
+        assert!(ApiRole::Writer > ApiRole::Reader);
     }
 }

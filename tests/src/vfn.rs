@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use vfn_config::{
-    ApiConfig, Config, DataplaneConfig, IcmpConfig, PortConfig, RouteConfig, StateConfig,
-    TableConfig, WorkerConfig,
+    ApiConfig, Config, DataplaneConfig, IcmpConfig, MetricsConfig, PortConfig, RouteConfig,
+    StateConfig, TableConfig, WorkerConfig,
 };
 
 use crate::error::LabError;
@@ -86,6 +86,7 @@ pub fn lab_config(topology: &Topology) -> Result<Config, LabError> {
         // Both are moved into the router's own directory when it starts (RunningVfn::start).
         api: ApiConfig::default(),
         state: StateConfig::default(),
+        metrics: MetricsConfig::default(),
     };
     config
         .validate()

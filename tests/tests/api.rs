@@ -66,18 +66,21 @@ fn deny_all(version: &str) -> RuleSetSpec {
     }
 }
 
-fn setup(prefix: &str, spec: RuleSetSpec, tune: impl FnOnce(&mut Config)) -> Setup {
+/// A lab and a router with `spec` in force; `tune` adjusts the config, and may write files the
+/// config names in the folder it is given.
+fn setup(prefix: &str, spec: RuleSetSpec, tune: impl FnOnce(&mut Config, &Path)) -> Setup {
     vfn_lab::remove_stale(prefix).expect("remove namespaces of crashed runs");
+    let files = tempfile::tempdir().expect("temp dir");
     let lab = Lab::create(&TopologySpec::default_lab(prefix)).expect("lab");
     let mut config = vfn_lab::lab_config(lab.topology()).expect("config");
     config.policy = Some(PolicySource::Inline(spec));
-    tune(&mut config);
+    tune(&mut config, files.path());
     let vfn = RunningVfn::start(&lab, &vfn_binary(), &config, READY).expect("router starts");
     Setup {
         vfn,
         lab,
         config,
-        files: tempfile::tempdir().expect("temp dir"),
+        files,
     }
 }
 
@@ -165,7 +168,7 @@ fn json(output: &Output) -> serde_json::Value {
 #[test]
 fn apply_dry_run_compare_and_set_and_a_refused_set() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let s = setup("vfnapi1", allow_web("v1"), |_| {});
+    let s = setup("vfnapi1", allow_web("v1"), |_, _| {});
     assert_eq!(s.rule_set()["rule_set"]["version"], "v1");
     assert_eq!(s.rule_set()["applied_by"], "config");
     assert_eq!(s.web(), Connect::Connected);
@@ -238,6 +241,29 @@ fn apply_dry_run_compare_and_set_and_a_refused_set() {
         counters["default_action"]["packets"].as_u64().unwrap_or(0) >= 1,
         "{counters}"
     );
+    // The Prometheus endpoint, in the router's namespace, says the same.
+    let scrape = s
+        .lab
+        .exec(vfn_lab::ROUTER_ROLE, &[])
+        .expect("router namespace")
+        .args([
+            "python3",
+            "-c",
+            "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9469/metrics', timeout=5).read().decode())",
+        ])
+        .output()
+        .expect("scrape");
+    let scraped = vfn_lab::Counters::parse(&String::from_utf8_lossy(&scrape.stdout));
+    assert!(
+        scraped.total("vfn_rule_packets_total", &[("rule", "default")]) >= 1,
+        "{}",
+        String::from_utf8_lossy(&scrape.stdout)
+    );
+    assert_eq!(
+        scraped.total("vfn_rule_set_apply_duration_seconds_count", &[]),
+        2,
+        "two sets applied: v1 at start, v2"
+    );
     let stats = json(&s.vfnctl(&["-o", "json", "stats"]));
     assert!(
         stats["ports"]
@@ -252,7 +278,7 @@ fn roles_come_from_the_peer_uid() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     const READER: u32 = 65_534;
     const STRANGER: u32 = 65_533;
-    let s = setup("vfnapi2", allow_web("v1"), |config| {
+    let s = setup("vfnapi2", allow_web("v1"), |config, _| {
         config.api.readers = vec![READER];
         // Open to every local user, so that the roles alone decide.
         config.api.socket_mode = 0o666;
@@ -287,7 +313,7 @@ fn roles_come_from_the_peer_uid() {
 #[test]
 fn the_default_socket_mode_keeps_other_users_out() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let s = setup("vfnapi3", allow_web("v1"), |config| {
+    let s = setup("vfnapi3", allow_web("v1"), |config, _| {
         config.api.readers = vec![65_534];
     });
     std::fs::set_permissions(
@@ -306,7 +332,7 @@ fn the_default_socket_mode_keeps_other_users_out() {
 #[test]
 fn a_restart_comes_back_with_the_persisted_policy_and_the_audit_chain_holds() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut s = setup("vfnapi4", allow_web("v1"), |_| {});
+    let mut s = setup("vfnapi4", allow_web("v1"), |_, _| {});
     let deny = s.policy_file("deny.toml", &deny_all("v2"));
     succeeded(&s.vfnctl(&["ruleset", "apply", &deny]));
     let bad = s.policy_file(
@@ -395,7 +421,7 @@ fn until(deadline: Duration, mut condition: impl FnMut() -> bool) -> Option<Inst
 #[test]
 fn a_quarantine_holds_for_its_time_to_live_then_expires() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let s = setup("vfnapi5", allow_web("v1"), |_| {});
+    let s = setup("vfnapi5", allow_web("v1"), |_, _| {});
     assert_eq!(s.web(), Connect::Connected);
     let ttl = Duration::from_secs(4);
     let added_at = Instant::now();
@@ -473,7 +499,7 @@ fn python() -> PathBuf {
 #[test]
 fn an_independent_python_client_drives_the_api() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let s = setup("vfnapi6", deny_all("v0"), |_| {});
+    let s = setup("vfnapi6", deny_all("v0"), |_, _| {});
     assert_eq!(s.web(), Connect::TimedOut);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let output = Command::new(python())
@@ -501,7 +527,7 @@ fn an_independent_python_client_drives_the_api() {
 #[test]
 fn watchers_see_rule_sets_dynamic_entries_and_drops() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let s = setup("vfnapi7", allow_web("v1"), |_| {});
+    let s = setup("vfnapi7", allow_web("v1"), |_, _| {});
     let watched = s.files.path().join("watch.jsonl");
     let mut watcher = std::process::Command::new(vfn_lab::vfnctl_binary().expect("vfnctl"))
         .arg("--server")
@@ -557,4 +583,249 @@ fn watchers_see_rule_sets_dynamic_entries_and_drops() {
         "{}",
         std::fs::read_to_string(&watched).unwrap_or_default()
     );
+}
+
+const WRITER_TOKEN: &str = "writer-secret-0123456789abcdef";
+const READER_TOKEN: &str = "reader-secret-0123456789abcdef";
+const API_TCP: &str = "127.0.0.1:50051";
+
+/// Listens on loopback TCP too, with a writer and a reader token.
+fn with_tcp(config: &mut Config, files: &Path) {
+    let mut tokens = Vec::new();
+    for (name, role, secret) in [
+        ("dse", vfn_config::ApiRole::Writer, WRITER_TOKEN),
+        ("grafana", vfn_config::ApiRole::Reader, READER_TOKEN),
+    ] {
+        let file = files.join(format!("{name}.token"));
+        std::fs::write(&file, format!("{secret}\n")).expect("token file");
+        tokens.push(vfn_config::ApiToken {
+            name: name.into(),
+            role,
+            file,
+        });
+    }
+    config.api.tcp = Some(API_TCP.parse().expect("address"));
+    config.api.tokens = tokens;
+}
+
+/// Makes a CA, a server certificate for localhost and a client certificate, with openssl.
+fn certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    let key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &key,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=vfn test CA",
+            ],
+        ]
+        .concat(),
+    );
+    // A client that signed its own certificate: no CA of the router's vouches for it.
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &key,
+            &[
+                "-keyout",
+                "stranger.key",
+                "-out",
+                "stranger.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=stranger",
+                "-addext",
+                "basicConstraints=critical,CA:FALSE",
+                "-addext",
+                "extendedKeyUsage=clientAuth",
+            ],
+        ]
+        .concat(),
+    );
+    for (name, extensions) in [
+        (
+            "server",
+            "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        (
+            "client",
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        ),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), extensions).expect("extensions");
+        let (keyout, csr, pem, ext, subject) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+            format!("/CN={name}"),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &key,
+                &["-keyout", &keyout, "-out", &csr, "-subj", &subject],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+    }
+}
+
+impl Setup {
+    /// Runs vfnctl in the router's namespace (where its loopback TCP listener is).
+    fn vfnctl_in_router(&self, args: &[&str]) -> Output {
+        self.lab
+            .exec(vfn_lab::ROUTER_ROLE, &[])
+            .expect("router namespace")
+            .arg(vfn_lab::vfnctl_binary().expect("vfnctl"))
+            .args(args)
+            .output()
+            .expect("vfnctl runs")
+    }
+
+    fn token_file(&self, secret: &str) -> String {
+        let path = self
+            .files
+            .path()
+            .join(format!("client-{}.token", &secret[..6]));
+        std::fs::write(&path, secret).expect("token");
+        path.display().to_string()
+    }
+}
+
+#[test]
+fn tcp_needs_a_bearer_token_and_tls_a_client_certificate() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = setup("vfnapi8", allow_web("v1"), with_tcp);
+    let http = format!("http://{API_TCP}");
+    let writer = s.token_file(WRITER_TOKEN);
+    let reader = s.token_file(READER_TOKEN);
+    let wrong = s.token_file("wrong-secret-0123456789abcdef");
+
+    let refused = failed(&s.vfnctl_in_router(&["--server", &http, "ruleset", "get"]));
+    assert!(refused.contains("Unauthenticated"), "{refused}");
+    let refused =
+        failed(&s.vfnctl_in_router(&["--server", &http, "--token-file", &wrong, "ruleset", "get"]));
+    assert!(refused.contains("Unauthenticated"), "{refused}");
+    let got = succeeded(&s.vfnctl_in_router(&[
+        "--server",
+        &http,
+        "--token-file",
+        &reader,
+        "-o",
+        "json",
+        "ruleset",
+        "get",
+    ]));
+    assert!(got.contains("\"v1\""), "{got}");
+    let deny = s.policy_file("deny.toml", &deny_all("v2"));
+    let refused = failed(&s.vfnctl_in_router(&[
+        "--server",
+        &http,
+        "--token-file",
+        &reader,
+        "ruleset",
+        "apply",
+        &deny,
+    ]));
+    assert!(refused.contains("PermissionDenied"), "{refused}");
+    succeeded(&s.vfnctl_in_router(&[
+        "--server",
+        &http,
+        "--token-file",
+        &writer,
+        "ruleset",
+        "apply",
+        &deny,
+    ]));
+    assert_eq!(s.rule_set()["applied_by"], "token:dse");
+    assert_eq!(s.web(), Connect::TimedOut);
+
+    // The same listener under TLS: a client certificate from the configured CA is required.
+    let dir = s.files.path().to_owned();
+    certificates(&dir);
+    let mut config = s.config.clone();
+    config.api.tls = Some(vfn_config::ApiTls {
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+        client_ca: dir.join("ca.pem"),
+    });
+    s.vfn
+        .restart(&s.lab, &vfn_binary(), &config, READY)
+        .expect("restart with TLS");
+    let https = format!("https://localhost:{}", &API_TCP[API_TCP.len() - 5..]);
+    let file = |name: &str| dir.join(name).display().to_string();
+    let tls = [
+        "--server",
+        &https,
+        "--token-file",
+        &writer,
+        "--tls-ca",
+        &file("ca.pem"),
+        "--tls-cert",
+        &file("client.pem"),
+        "--tls-key",
+        &file("client.key"),
+    ];
+    let got =
+        succeeded(&s.vfnctl_in_router(&[&tls[..], &["-o", "json", "ruleset", "get"]].concat()));
+    assert!(
+        got.contains("\"v2\""),
+        "the persisted set, over mTLS: {got}"
+    );
+    let foreign = [
+        "--server",
+        &https,
+        "--token-file",
+        &writer,
+        "--tls-ca",
+        &file("ca.pem"),
+        "--tls-cert",
+        &file("stranger.pem"),
+        "--tls-key",
+        &file("stranger.key"),
+    ];
+    failed(&s.vfnctl_in_router(&[&foreign[..], &["ruleset", "get"]].concat()));
+    // Plain HTTP to the TLS listener gets nowhere.
+    failed(&s.vfnctl_in_router(&["--server", &http, "--token-file", &writer, "ruleset", "get"]));
 }

@@ -113,7 +113,10 @@ fn ping_and_tcp_through_the_router_v4_and_v6() {
     // 8 MiB in segments of at most 1448 bytes left through the server's port.
     let segments = (8 << 20) / 1448;
     let counters = s.vfn.wait_for_counters(Duration::from_secs(3), |c| {
-        c.total("vfn_port_tx_packets_total", &[("port", "p2")]) >= segments
+        c.total(
+            "vfn_port_packets_total",
+            &[("port", "p2"), ("direction", "tx")],
+        ) >= segments
     });
     assert!(counters.is_ok(), "TCP segments counted on p2: {counters:?}");
 }
@@ -368,7 +371,10 @@ fn two_workers_on_two_queues_forward_together() {
     // Both workers poll and report (which queue a flow lands on is the kernel's choice).
     let second_worker_alive = |c: &Counters| {
         c.total("vfn_worker_idle_waits_total", &[("worker", "1")]) > 0
-            || c.total("vfn_port_rx_packets_total", &[("worker", "1")]) > 0
+            || c.total(
+                "vfn_port_packets_total",
+                &[("worker", "1"), ("direction", "rx")],
+            ) > 0
     };
     assert!(
         s.vfn

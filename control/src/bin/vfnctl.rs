@@ -17,9 +17,24 @@ use vfn_control::{audit, convert, persist};
 #[derive(Parser)]
 #[command(version, about = "Control a running VFN router through its API", long_about = None)]
 struct Cli {
-    /// The router's API socket.
+    /// The router's API: its Unix socket, or `http://HOST:PORT` / `https://HOST:PORT` for TCP
+    /// (which needs --token-file).
     #[arg(long, global = true, default_value = "/run/vfn/api.sock")]
-    server: PathBuf,
+    server: String,
+    /// A file holding the bearer token for TCP.
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+    /// For https: the CA that signed the router's certificate (PEM).
+    #[arg(long, global = true, requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
+    /// For https: this client's certificate (PEM) and key.
+    #[arg(long, global = true, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, global = true)]
+    tls_key: Option<PathBuf>,
+    /// For https: the name the router's certificate must carry (default: the host of --server).
+    #[arg(long, global = true)]
+    tls_domain: Option<String>,
     /// Output: tables for people, or the API's messages as JSON.
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -149,22 +164,82 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?}: too long"))
 }
 
-async fn connect(socket: &Path) -> Result<ControlClient<Channel>, String> {
-    let socket = socket.to_owned();
-    let shown = socket.display().to_string();
-    // The URI is required by the API but unused: the connector dials the socket.
-    let channel = Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move {
-                tokio::net::UnixStream::connect(socket)
-                    .await
-                    .map(TokioIo::new)
+/// Adds the bearer token, if any, to every request.
+#[derive(Clone)]
+struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Client = ControlClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
+
+async fn connect(cli: &Cli) -> Result<Client, String> {
+    let server = cli.server.clone();
+    let channel = if server.starts_with("http://") || server.starts_with("https://") {
+        let mut endpoint =
+            Endpoint::from_shared(server.clone()).map_err(|e| format!("--server: {e}"))?;
+        if server.starts_with("https://") {
+            let read = |path: &Option<PathBuf>, what: &str| -> Result<Vec<u8>, String> {
+                let path = path.as_ref().ok_or_else(|| format!("https needs {what}"))?;
+                std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+            };
+            let mut tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(read(
+                    &cli.tls_ca,
+                    "--tls-ca",
+                )?))
+                .identity(tonic::transport::Identity::from_pem(
+                    read(&cli.tls_cert, "--tls-cert")?,
+                    read(&cli.tls_key, "--tls-key")?,
+                ));
+            if let Some(domain) = &cli.tls_domain {
+                tls = tls.domain_name(domain.clone());
             }
-        }))
-        .await
-        .map_err(|e| format!("connecting to {shown}: {e}"))?;
-    Ok(ControlClient::new(channel).max_decoding_message_size(1 << 30))
+            endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS: {e}"))?;
+        }
+        endpoint
+            .connect()
+            .await
+            .map_err(|e| format!("connecting to {server}: {e:?}"))?
+    } else {
+        let socket = PathBuf::from(&server);
+        // The URI is required by the API but unused: the connector dials the socket.
+        Endpoint::from_static("http://localhost")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let socket = socket.clone();
+                async move {
+                    tokio::net::UnixStream::connect(socket)
+                        .await
+                        .map(TokioIo::new)
+                }
+            }))
+            .await
+            .map_err(|e| format!("connecting to {server}: {e}"))?
+    };
+    let token = match &cli.token_file {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Some(
+                format!("Bearer {}", text.trim())
+                    .parse()
+                    .map_err(|_| format!("{}: not a usable token", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    Ok(ControlClient::with_interceptor(channel, Bearer(token)).max_decoding_message_size(1 << 30))
 }
 
 /// A refusal in words: the status, then one line per field the server named.
@@ -299,7 +374,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Audit(AuditCommand::Verify { state_dir }) => {
             return verify_audit(state_dir, output);
         }
-        _ => connect(&cli.server).await?,
+        _ => connect(&cli).await?,
     };
     let status = |s: tonic::Status| explain(&s);
     match cli.command {
