@@ -66,6 +66,20 @@ fn deny_all(version: &str) -> RuleSetSpec {
     }
 }
 
+/// A set the compiler refuses: its rule names a segment that does not exist.
+fn unknown_segment(version: &str) -> RuleSetSpec {
+    RuleSetSpec {
+        rules: vec![RuleSpec {
+            destination: AddressMatch {
+                segments: vec!["nowhere".into()],
+                ..AddressMatch::default()
+            },
+            ..RuleSpec::new("x", Action::Drop)
+        }],
+        ..deny_all(version)
+    }
+}
+
 /// A lab and a router with `spec` in force; `tune` adjusts the config, and may write files the
 /// config names in the folder it is given.
 fn setup(prefix: &str, spec: RuleSetSpec, tune: impl FnOnce(&mut Config, &Path)) -> Setup {
@@ -335,19 +349,7 @@ fn a_restart_comes_back_with_the_persisted_policy_and_the_audit_chain_holds() {
     let mut s = setup("vfnapi4", allow_web("v1"), |_, _| {});
     let deny = s.policy_file("deny.toml", &deny_all("v2"));
     succeeded(&s.vfnctl(&["ruleset", "apply", &deny]));
-    let bad = s.policy_file(
-        "bad.toml",
-        &RuleSetSpec {
-            rules: vec![RuleSpec {
-                destination: AddressMatch {
-                    segments: vec!["nowhere".into()],
-                    ..AddressMatch::default()
-                },
-                ..RuleSpec::new("x", Action::Drop)
-            }],
-            ..deny_all("v3")
-        },
-    );
+    let bad = s.policy_file("bad.toml", &unknown_segment("v3"));
     failed(&s.vfnctl(&["ruleset", "apply", &bad]));
     assert_eq!(s.web(), Connect::TimedOut);
 
@@ -554,17 +556,8 @@ fn watchers_see_rule_sets_dynamic_entries_and_drops() {
     });
     assert!(subscribed.is_some(), "the watcher saw an applied rule set");
 
-    let bad = RuleSetSpec {
-        rules: vec![RuleSpec {
-            destination: AddressMatch {
-                segments: vec!["nowhere".into()],
-                ..AddressMatch::default()
-            },
-            ..RuleSpec::new("x", Action::Drop)
-        }],
-        ..deny_all("bad")
-    };
-    failed(&s.vfnctl(&["ruleset", "apply", &s.policy_file("bad.toml", &bad)]));
+    let bad = s.policy_file("bad.toml", &unknown_segment("bad"));
+    failed(&s.vfnctl(&["ruleset", "apply", &bad]));
     succeeded(&s.vfnctl(&["dynamic", "add", C1, "--quarantine", "--ttl", "3s"]));
     // Quarantined packets are dropped and reported within a second or two.
     assert_eq!(s.web(), Connect::TimedOut);

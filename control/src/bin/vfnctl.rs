@@ -260,11 +260,15 @@ fn json<T: serde::Serialize>(message: &T) -> String {
     serde_json::to_string_pretty(message).unwrap_or_default()
 }
 
-fn print_apply(response: &proto::ApplyRuleSetResponse, output: Output) {
-    if output == Output::Json {
-        println!("{}", json(response));
-        return;
+/// Prints `response` as JSON, or as `table` prints it.
+fn show<T: serde::Serialize>(response: &T, output: Output, table: impl FnOnce(&T)) {
+    match output {
+        Output::Json => println!("{}", json(response)),
+        Output::Table => table(response),
     }
+}
+
+fn print_apply(response: &proto::ApplyRuleSetResponse) {
     let verb = if response.applied {
         "applied"
     } else {
@@ -387,14 +391,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .apply_rule_set(apply_request(&file, dry_run, expect)?)
                 .await
                 .map_err(status)?;
-            print_apply(response.get_ref(), output);
+            show(response.get_ref(), output, print_apply);
         }
         Command::Ruleset(RulesetCommand::Diff { file }) => {
             let response = client
                 .apply_rule_set(apply_request(&file, true, None)?)
                 .await
                 .map_err(status)?;
-            print_apply(response.get_ref(), output);
+            show(response.get_ref(), output, print_apply);
         }
         Command::Ruleset(RulesetCommand::Get) => {
             let response = client
@@ -423,9 +427,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            if output == Output::Json {
-                println!("{}", json(&response));
-            } else {
+            show(&response, output, |response| {
                 println!("rule set {:?}", response.version);
                 println!("{:<32} {:>14} {:>16}", "RULE", "PACKETS", "BYTES");
                 for counter in response.rules.iter().chain(&response.default_action) {
@@ -434,7 +436,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                         counter.id, counter.packets, counter.bytes
                     );
                 }
-            }
+            });
         }
         Command::Dynamic(DynamicCommand::Add(add)) => {
             let kind = if add.quarantine {
@@ -459,11 +461,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            if output == Output::Json {
-                println!("{}", json(&response));
-            } else {
+            show(&response, output, |response| {
                 println!("added dynamic entry {}", response.id);
-            }
+            });
         }
         Command::Dynamic(DynamicCommand::List) => {
             let response = client
@@ -471,9 +471,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            if output == Output::Json {
-                println!("{}", json(&response));
-            } else {
+            show(&response, output, |response| {
                 println!(
                     "{:>6} {:<40} {:<28} {:>10} REASON",
                     "ID", "HOST", "ACTION", "TTL"
@@ -488,7 +486,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                         entry.reason
                     );
                 }
-            }
+            });
         }
         Command::Dynamic(DynamicCommand::Rm { id }) => {
             client
@@ -505,9 +503,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            if output == Output::Json {
-                println!("{}", json(&response));
-            } else {
+            show(&response, output, |response| {
                 println!("rule set generation {}", response.rule_set_generation);
                 println!(
                     "{:<8} {:>6} {:>12} {:>14} {:>12} {:>14} {:>10} {:>10}",
@@ -540,7 +536,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                         drop.reason, drop.worker, drop.packets
                     );
                 }
-            }
+            });
         }
         Command::Watch { count, seconds } => {
             let mut stream = client
