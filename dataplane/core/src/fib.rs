@@ -3,18 +3,23 @@
 //! the router's own addresses and static routes; published whole with `arc-swap`, so a burst sees
 //! one FIB. Next hops through a gateway carry the gateway's neighbour slot, which neighbour
 //! resolution updates in place.
+//!
+//! While the router runs, the static routes are replaced whole by the [`FibPublisher`], run by
+//! the slow path because gateways need neighbour slots and the slow path is the neighbour table's
+//! single writer.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use hashbrown::HashMap;
+use arc_swap::{ArcSwap, Guard};
+use hashbrown::{HashMap, HashSet};
 use ipnet::IpNet;
 use vfn_lpm::{Ipv4Lpm, Ipv6Lpm, LpmError, LpmLimits, NextHopIndex};
 
 use crate::iface::{IfIndex, Interfaces};
 use crate::neigh::{NeighbourKey, NeighbourManager, NeighbourSlot, TableFull};
+use crate::retire::Retired;
 
 /// Where a matching packet goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -73,6 +78,8 @@ pub enum FibError {
     Lpm { family: u8, message: String },
     #[error("more than {max} distinct next hops")]
     TooManyNextHops { max: u32 },
+    #[error("routes replaced more than {max} times within a second; try again shortly")]
+    ReplacedTooOften { max: usize },
 }
 
 /// Limits of the FIB.
@@ -97,14 +104,20 @@ pub struct Fib {
     v4: Ipv4Lpm,
     v6: Ipv6Lpm,
     next_hops: Vec<NextHop>,
+    /// The interfaces' routes first, then the static routes in the order given.
     routes: Vec<(IpNet, NextHop)>,
+    interface_route_count: usize,
 }
+
+/// The slot of a gateway not pinned yet: a placeholder while [`Fib::build`] checks the routes.
+const SLOT_UNASSIGNED: NeighbourSlot = NeighbourSlot::MAX;
 
 /// The FIB as workers see it: swapped whole, loaded once per burst.
 pub type SharedFib = Arc<ArcSwap<Fib>>;
 
 impl Fib {
-    /// Builds a FIB. Gateways get pinned neighbour entries (created if needed) from `neighbours`.
+    /// Builds a FIB. Gateways get pinned neighbour entries (created if needed) from `neighbours`,
+    /// last: a refused route list changes nothing.
     pub fn build(
         ifaces: &Interfaces,
         static_routes: &[StaticRoute],
@@ -112,96 +125,54 @@ impl Fib {
         limits: FibLimits,
         now: Duration,
     ) -> Result<Fib, FibError> {
-        let mut routes: Vec<(IpNet, NextHop)> = Vec::new();
-        for (index, iface) in ifaces.iter() {
-            for net in &iface.ipv4 {
-                routes.push((IpNet::V4(net.trunc()), NextHop::Connected { iface: index }));
-                routes.push((
-                    IpNet::from(IpAddr::V4(net.addr())),
-                    NextHop::Local { iface: index },
-                ));
-                // /31 and /32 have no network or broadcast address (RFC 3021).
-                if net.prefix_len() <= 30 {
-                    for edge in [net.network(), net.broadcast()] {
-                        routes.push((
-                            IpNet::from(IpAddr::V4(edge)),
-                            NextHop::Broadcast { iface: index },
-                        ));
-                    }
-                }
-            }
-            for net in &iface.ipv6 {
-                routes.push((IpNet::V6(net.trunc()), NextHop::Connected { iface: index }));
-                routes.push((
-                    IpNet::from(IpAddr::V6(net.addr())),
-                    NextHop::Local { iface: index },
-                ));
-            }
-        }
+        let mut routes = interface_routes(ifaces);
+        let interface_route_count = routes.len();
+        let mut gateways = Vec::with_capacity(static_routes.len());
         for route in static_routes {
-            let next_hop = static_next_hop(ifaces, route, neighbours, now)?;
-            routes.push((route.prefix, next_hop));
+            let gateway = static_gateway(ifaces, route)?;
+            gateways.push(gateway);
+            routes.push((
+                route.prefix,
+                NextHop::Gateway {
+                    iface: gateway.iface,
+                    gateway: gateway.addr,
+                    slot: SLOT_UNASSIGNED,
+                },
+            ));
         }
+        refuse_duplicates(ifaces, &routes)?;
+        let (v4, v6, mut next_hops) = build_tables(&routes, limits)?;
 
-        let mut seen: HashMap<IpNet, NextHop> = HashMap::with_capacity(routes.len());
-        for &(prefix, next_hop) in &routes {
-            if let Some(existing) = seen.insert(prefix, next_hop) {
-                return Err(FibError::Duplicate {
-                    prefix,
-                    existing: describe(ifaces, &existing),
-                });
+        let slots = neighbours
+            .pin_all(&gateways, now)
+            .map_err(|refused| FibError::Neighbours {
+                prefix: static_routes[refused.index].prefix,
+                source: refused.full,
+            })?;
+        let slot_of: HashMap<NeighbourKey, NeighbourSlot> =
+            gateways.iter().copied().zip(slots).collect();
+        let assign = |next_hop: &mut NextHop| {
+            if let NextHop::Gateway {
+                iface,
+                gateway,
+                slot,
+            } = next_hop
+            {
+                let key = NeighbourKey {
+                    iface: *iface,
+                    addr: *gateway,
+                };
+                *slot = slot_of.get(&key).copied().unwrap_or(SLOT_UNASSIGNED);
             }
-        }
-
-        let mut next_hops: Vec<NextHop> = Vec::new();
-        let mut next_hop_index: HashMap<NextHop, NextHopIndex> = HashMap::new();
-        let mut v4 = Vec::new();
-        let mut v6 = Vec::new();
-        for &(prefix, next_hop) in &routes {
-            let index = match next_hop_index.get(&next_hop) {
-                Some(&index) => index,
-                None => {
-                    let index = NextHopIndex::try_from(next_hops.len())
-                        .ok()
-                        .filter(|&i| i <= vfn_lpm::NEXT_HOP_INDEX_MAX)
-                        .ok_or(FibError::TooManyNextHops {
-                            max: vfn_lpm::NEXT_HOP_INDEX_MAX,
-                        })?;
-                    next_hops.push(next_hop);
-                    next_hop_index.insert(next_hop, index);
-                    index
-                }
-            };
-            match prefix {
-                IpNet::V4(net) => v4.push((net.network(), net.prefix_len(), index)),
-                IpNet::V6(net) => v6.push((net.network(), net.prefix_len(), index)),
-            }
-        }
-        let v4 = Ipv4Lpm::build(
-            &v4,
-            LpmLimits {
-                max_routes: limits.max_routes_v4,
-            },
-        )
-        .map_err(|e: LpmError| FibError::Lpm {
-            family: 4,
-            message: e.to_string(),
-        })?;
-        let v6 = Ipv6Lpm::build(
-            &v6,
-            LpmLimits {
-                max_routes: limits.max_routes_v6,
-            },
-        )
-        .map_err(|e: LpmError| FibError::Lpm {
-            family: 6,
-            message: e.to_string(),
-        })?;
+        };
+        next_hops.iter_mut().for_each(assign);
+        routes.iter_mut().for_each(|(_, next_hop)| assign(next_hop));
         Ok(Fib {
             v4,
             v6,
             next_hops,
             routes,
+            interface_route_count,
         })
     }
 
@@ -224,22 +195,244 @@ impl Fib {
         }
     }
 
-    /// Every route with its next hop, in build order.
+    /// Every route with its next hop: [`Fib::interface_routes`], then [`Fib::static_routes`].
     pub fn routes(&self) -> &[(IpNet, NextHop)] {
         &self.routes
+    }
+
+    /// The routes the interfaces make: connected prefixes, the router's own addresses, the
+    /// network and broadcast addresses of connected subnets.
+    pub fn interface_routes(&self) -> &[(IpNet, NextHop)] {
+        &self.routes[..self.interface_route_count]
+    }
+
+    /// The static routes, in the order given, each with the interface it was found on.
+    pub fn static_routes(&self) -> impl Iterator<Item = StaticRoute> + '_ {
+        self.routes[self.interface_route_count..]
+            .iter()
+            .filter_map(|&(prefix, next_hop)| match next_hop {
+                NextHop::Gateway { iface, gateway, .. } => Some(StaticRoute {
+                    prefix,
+                    via: gateway,
+                    iface: Some(iface),
+                }),
+                NextHop::Local { .. } | NextHop::Connected { .. } | NextHop::Broadcast { .. } => {
+                    None
+                }
+            })
+    }
+
+    /// The neighbours the static routes go through.
+    fn gateways(&self) -> impl Iterator<Item = NeighbourKey> + '_ {
+        self.static_routes().filter_map(|route| {
+            Some(NeighbourKey {
+                iface: route.iface?,
+                addr: route.via,
+            })
+        })
     }
 
     pub fn memory_bytes(&self) -> usize {
         self.v4.memory_bytes() + self.v6.memory_bytes()
     }
+
+    /// The static routes per family and the memory of the lookup tables.
+    pub fn summary(&self) -> RoutesApplied {
+        let routes_v4 = self
+            .static_routes()
+            .filter(|route| route.prefix.addr().is_ipv4())
+            .count();
+        RoutesApplied {
+            routes_v4,
+            routes_v6: self.static_routes().count() - routes_v4,
+            memory_bytes: self.memory_bytes(),
+        }
+    }
 }
 
-fn static_next_hop(
-    ifaces: &Interfaces,
-    route: &StaticRoute,
-    neighbours: &mut NeighbourManager,
-    now: Duration,
-) -> Result<NextHop, FibError> {
+/// What a replacement of the static routes put in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoutesApplied {
+    /// Static routes per family (the interfaces' own routes not counted).
+    pub routes_v4: usize,
+    pub routes_v6: usize,
+    /// The lookup tables of the whole FIB.
+    pub memory_bytes: usize,
+}
+
+/// FIBs replaced within [`RETIRE_AFTER`](crate::retire::RETIRE_AFTER) that the publisher holds
+/// at most: each may be large (about 100 MiB with a million routes), so replacements beyond this
+/// are refused until the oldest is freed.
+pub const RETIRED_FIBS_MAX: usize = 8;
+
+/// The single writer of the FIB once the router runs (the slow path's, which also writes the
+/// neighbour table). Builds the new FIB whole, publishes it with one swap (every burst that
+/// starts afterwards sees only the new FIB), and keeps the replaced one for
+/// [`RETIRE_AFTER`](crate::retire::RETIRE_AFTER), so that a worker still reading it in mid-burst
+/// never frees it.
+#[derive(Debug)]
+pub struct FibPublisher {
+    shared: SharedFib,
+    limits: FibLimits,
+    retired: Retired<Fib>,
+}
+
+impl FibPublisher {
+    pub fn new(fib: Fib, limits: FibLimits) -> FibPublisher {
+        FibPublisher {
+            shared: Arc::new(ArcSwap::from_pointee(fib)),
+            limits,
+            retired: Retired::default(),
+        }
+    }
+
+    /// The FIB as workers load it.
+    pub fn shared(&self) -> SharedFib {
+        self.shared.clone()
+    }
+
+    /// The FIB in force.
+    pub fn load(&self) -> Guard<Arc<Fib>> {
+        self.shared.load()
+    }
+
+    /// Replaces the static routes with `routes`, or refuses them and changes nothing. Gateways
+    /// that no route uses any more are unpinned: their entries age like any other.
+    pub fn replace(
+        &mut self,
+        ifaces: &Interfaces,
+        routes: &[StaticRoute],
+        neighbours: &mut NeighbourManager,
+        now: Duration,
+    ) -> Result<RoutesApplied, FibError> {
+        self.retired.release_due(now);
+        if self.retired.len() >= RETIRED_FIBS_MAX {
+            return Err(FibError::ReplacedTooOften {
+                max: RETIRED_FIBS_MAX,
+            });
+        }
+        let fib = Fib::build(ifaces, routes, neighbours, self.limits, now)?;
+        let applied = fib.summary();
+        let in_use: HashSet<NeighbourKey> = fib.gateways().collect();
+        let replaced = self.shared.swap(Arc::new(fib));
+        for gateway in replaced.gateways().filter(|key| !in_use.contains(key)) {
+            neighbours.unpin(&gateway);
+        }
+        self.retired.hold(replaced, now);
+        Ok(applied)
+    }
+
+    /// Frees replaced FIBs retired long enough ago.
+    pub fn release_retired(&mut self, now: Duration) {
+        self.retired.release_due(now);
+    }
+
+    /// Replaced FIBs still held.
+    pub fn retired_count(&self) -> usize {
+        self.retired.len()
+    }
+}
+
+/// Connected prefixes, the router's own addresses and the network and broadcast addresses of
+/// connected subnets.
+fn interface_routes(ifaces: &Interfaces) -> Vec<(IpNet, NextHop)> {
+    let mut routes = Vec::new();
+    for (index, iface) in ifaces.iter() {
+        for net in &iface.ipv4 {
+            routes.push((IpNet::V4(net.trunc()), NextHop::Connected { iface: index }));
+            routes.push((
+                IpNet::from(IpAddr::V4(net.addr())),
+                NextHop::Local { iface: index },
+            ));
+            // /31 and /32 have no network or broadcast address (RFC 3021).
+            if net.prefix_len() <= 30 {
+                for edge in [net.network(), net.broadcast()] {
+                    routes.push((
+                        IpNet::from(IpAddr::V4(edge)),
+                        NextHop::Broadcast { iface: index },
+                    ));
+                }
+            }
+        }
+        for net in &iface.ipv6 {
+            routes.push((IpNet::V6(net.trunc()), NextHop::Connected { iface: index }));
+            routes.push((
+                IpNet::from(IpAddr::V6(net.addr())),
+                NextHop::Local { iface: index },
+            ));
+        }
+    }
+    routes
+}
+
+fn refuse_duplicates(ifaces: &Interfaces, routes: &[(IpNet, NextHop)]) -> Result<(), FibError> {
+    let mut seen: HashMap<IpNet, NextHop> = HashMap::with_capacity(routes.len());
+    for &(prefix, next_hop) in routes {
+        if let Some(existing) = seen.insert(prefix, next_hop) {
+            return Err(FibError::Duplicate {
+                prefix,
+                existing: describe(ifaces, &existing),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The lookup tables of `routes` and the distinct next hops they index.
+fn build_tables(
+    routes: &[(IpNet, NextHop)],
+    limits: FibLimits,
+) -> Result<(Ipv4Lpm, Ipv6Lpm, Vec<NextHop>), FibError> {
+    let mut next_hops: Vec<NextHop> = Vec::new();
+    let mut next_hop_index: HashMap<NextHop, NextHopIndex> = HashMap::new();
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for &(prefix, next_hop) in routes {
+        let index = match next_hop_index.get(&next_hop) {
+            Some(&index) => index,
+            None => {
+                let index = NextHopIndex::try_from(next_hops.len())
+                    .ok()
+                    .filter(|&i| i <= vfn_lpm::NEXT_HOP_INDEX_MAX)
+                    .ok_or(FibError::TooManyNextHops {
+                        max: vfn_lpm::NEXT_HOP_INDEX_MAX,
+                    })?;
+                next_hops.push(next_hop);
+                next_hop_index.insert(next_hop, index);
+                index
+            }
+        };
+        match prefix {
+            IpNet::V4(net) => v4.push((net.network(), net.prefix_len(), index)),
+            IpNet::V6(net) => v6.push((net.network(), net.prefix_len(), index)),
+        }
+    }
+    let v4 = Ipv4Lpm::build(
+        &v4,
+        LpmLimits {
+            max_routes: limits.max_routes_v4,
+        },
+    )
+    .map_err(|e: LpmError| FibError::Lpm {
+        family: 4,
+        message: e.to_string(),
+    })?;
+    let v6 = Ipv6Lpm::build(
+        &v6,
+        LpmLimits {
+            max_routes: limits.max_routes_v6,
+        },
+    )
+    .map_err(|e: LpmError| FibError::Lpm {
+        family: 6,
+        message: e.to_string(),
+    })?;
+    Ok((v4, v6, next_hops))
+}
+
+/// The neighbour a static route goes through: its gateway on the interface named, or on the
+/// first interface where the gateway is on-link.
+fn static_gateway(ifaces: &Interfaces, route: &StaticRoute) -> Result<NeighbourKey, FibError> {
     let prefix = route.prefix;
     if matches!(prefix, IpNet::V4(_)) != route.via.is_ipv4() {
         return Err(FibError::FamilyMismatch {
@@ -271,19 +464,9 @@ fn static_next_hop(
                 where_: "any interface".into(),
             })?,
     };
-    let slot = neighbours
-        .pin(
-            NeighbourKey {
-                iface,
-                addr: route.via,
-            },
-            now,
-        )
-        .map_err(|source| FibError::Neighbours { prefix, source })?;
-    Ok(NextHop::Gateway {
+    Ok(NeighbourKey {
         iface,
-        gateway: route.via,
-        slot,
+        addr: route.via,
     })
 }
 
@@ -390,6 +573,243 @@ mod tests {
         )
         .expect_err("mismatch");
         assert!(matches!(err, FibError::FamilyMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn static_routes_are_listed_apart_from_the_interfaces_routes() {
+        let (ifaces, mut neighbours) = setup();
+        let routes = [
+            route("198.19.0.0/16", "198.18.2.2"),
+            route("2001:2:0:ff00::/56", "2001:2:0:2::2"),
+        ];
+        let fib = Fib::build(
+            &ifaces,
+            &routes,
+            &mut neighbours,
+            FibLimits::default(),
+            Duration::ZERO,
+        )
+        .expect("valid");
+        let listed: Vec<StaticRoute> = fib.static_routes().collect();
+        assert_eq!(
+            listed,
+            routes
+                .iter()
+                .map(|r| StaticRoute {
+                    iface: Some(1),
+                    ..r.clone()
+                })
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            fib.interface_routes()
+                .iter()
+                .all(|(_, hop)| !matches!(hop, NextHop::Gateway { .. }))
+        );
+        assert_eq!(
+            fib.interface_routes().len() + listed.len(),
+            fib.routes().len()
+        );
+        let summary = fib.summary();
+        assert_eq!((summary.routes_v4, summary.routes_v6), (1, 1));
+        assert_eq!(summary.memory_bytes, fib.memory_bytes());
+    }
+
+    #[test]
+    fn a_refused_route_list_pins_no_gateway() {
+        let (ifaces, mut neighbours) = setup();
+        let err = Fib::build(
+            &ifaces,
+            &[
+                route("198.19.0.0/16", "198.18.2.2"),
+                route("198.18.1.0/24", "198.18.2.3"),
+            ],
+            &mut neighbours,
+            FibLimits::default(),
+            Duration::ZERO,
+        )
+        .expect_err("duplicate");
+        assert!(matches!(err, FibError::Duplicate { .. }), "{err}");
+        let err = Fib::build(
+            &ifaces,
+            &[
+                route("198.19.0.0/16", "198.18.2.2"),
+                route("198.20.0.0/16", "198.18.2.3"),
+            ],
+            &mut neighbours,
+            FibLimits {
+                max_routes_v4: 3,
+                ..FibLimits::default()
+            },
+            Duration::ZERO,
+        )
+        .expect_err("too many routes");
+        assert!(matches!(err, FibError::Lpm { family: 4, .. }), "{err}");
+        assert!(neighbours.is_empty(), "no gateway pinned");
+    }
+
+    #[test]
+    fn no_room_for_a_gateway_names_its_route_and_pins_none() {
+        let ifaces = setup().0;
+        let mut neighbours =
+            NeighbourManager::new(NeighbourTable::new(1), NeighbourTimers::default());
+        let err = Fib::build(
+            &ifaces,
+            &[
+                route("198.19.0.0/16", "198.18.2.2"),
+                route("198.20.0.0/16", "198.18.2.2"),
+                route("198.21.0.0/16", "198.18.2.3"),
+            ],
+            &mut neighbours,
+            FibLimits::default(),
+            Duration::ZERO,
+        )
+        .expect_err("one slot, two gateways");
+        assert_eq!(
+            err,
+            FibError::Neighbours {
+                prefix: "198.21.0.0/16".parse().expect("prefix"),
+                source: TableFull { capacity: 1 },
+            }
+        );
+        assert!(neighbours.is_empty());
+    }
+
+    fn publisher(ifaces: &Interfaces, neighbours: &mut NeighbourManager) -> FibPublisher {
+        let fib = Fib::build(
+            ifaces,
+            &[route("198.19.0.0/16", "198.18.2.2")],
+            neighbours,
+            FibLimits::default(),
+            Duration::ZERO,
+        )
+        .expect("valid");
+        FibPublisher::new(fib, FibLimits::default())
+    }
+
+    #[test]
+    fn a_replacement_is_published_whole_and_the_old_fib_retired_by_the_publisher() {
+        let (ifaces, mut neighbours) = setup();
+        let mut publisher = publisher(&ifaces, &mut neighbours);
+        let shared = publisher.shared();
+        let old = Arc::downgrade(&shared.load_full());
+        let now = Duration::from_secs(5);
+        let applied = publisher
+            .replace(
+                &ifaces,
+                &[
+                    route("198.20.0.0/16", "198.18.2.2"),
+                    route("2001:2:0:ff00::/56", "2001:2:0:2::2"),
+                ],
+                &mut neighbours,
+                now,
+            )
+            .expect("valid");
+        assert_eq!((applied.routes_v4, applied.routes_v6), (1, 1));
+        let fib = shared.load();
+        let addr = |a: &str| a.parse::<IpAddr>().expect("addr");
+        assert_eq!(fib.lookup(addr("198.19.0.1")), None);
+        assert!(matches!(
+            fib.lookup(addr("198.20.0.1")),
+            Some(NextHop::Gateway { iface: 1, .. })
+        ));
+        assert!(old.upgrade().is_some(), "held by the publisher");
+        publisher.release_retired(now + Duration::from_millis(999));
+        assert_eq!(publisher.retired_count(), 1);
+        publisher.release_retired(now + Duration::from_secs(1));
+        assert_eq!(publisher.retired_count(), 0);
+        assert!(old.upgrade().is_none(), "freed by the publisher");
+    }
+
+    #[test]
+    fn a_refused_replacement_changes_nothing() {
+        let (ifaces, mut neighbours) = setup();
+        let mut publisher = publisher(&ifaces, &mut neighbours);
+        let before = publisher.shared().load_full();
+        let err = publisher
+            .replace(
+                &ifaces,
+                &[
+                    route("198.19.0.0/16", "198.18.2.2"),
+                    route("198.20.0.0/16", "198.18.9.9"),
+                ],
+                &mut neighbours,
+                Duration::from_secs(5),
+            )
+            .expect_err("off-link");
+        assert!(matches!(err, FibError::GatewayNotOnLink { .. }), "{err}");
+        assert!(Arc::ptr_eq(&before, &publisher.shared().load_full()));
+        assert_eq!(publisher.retired_count(), 0);
+        assert_eq!(neighbours.len(), 1);
+    }
+
+    #[test]
+    fn a_gateway_kept_keeps_its_slot_and_one_dropped_is_unpinned() {
+        let (ifaces, mut neighbours) = setup();
+        let mut publisher = publisher(&ifaces, &mut neighbours);
+        let slot_of = |fib: &Fib, a: &str| match fib.lookup(a.parse().expect("addr")) {
+            Some(&NextHop::Gateway { slot, .. }) => slot,
+            other => panic!("{other:?}"),
+        };
+        let kept = slot_of(&publisher.load(), "198.19.0.1");
+        publisher
+            .replace(
+                &ifaces,
+                &[
+                    route("198.19.0.0/16", "198.18.2.2"),
+                    route("198.20.0.0/16", "198.18.2.3"),
+                ],
+                &mut neighbours,
+                Duration::ZERO,
+            )
+            .expect("valid");
+        assert_eq!(slot_of(&publisher.load(), "198.19.0.1"), kept);
+        publisher
+            .replace(
+                &ifaces,
+                &[route("198.19.0.0/16", "198.18.2.2")],
+                &mut neighbours,
+                Duration::ZERO,
+            )
+            .expect("valid");
+        let (mut solicit, mut changes) = (Vec::new(), Vec::new());
+        for s in 0..=7 {
+            neighbours.poll(Duration::from_secs(s), &mut solicit, &mut changes);
+        }
+        assert_eq!(neighbours.len(), 1, "the dropped gateway failed and went");
+        assert!(changes.contains(&crate::neigh::NeighbourChange::Removed {
+            key: NeighbourKey {
+                iface: 1,
+                addr: "198.18.2.3".parse().expect("addr")
+            }
+        }));
+    }
+
+    #[test]
+    fn replacements_are_bounded_by_the_fibs_held_for_retirement() {
+        let (ifaces, mut neighbours) = setup();
+        let mut publisher = publisher(&ifaces, &mut neighbours);
+        let routes = [route("198.19.0.0/16", "198.18.2.2")];
+        let now = Duration::from_secs(5);
+        for _ in 0..RETIRED_FIBS_MAX {
+            publisher
+                .replace(&ifaces, &routes, &mut neighbours, now)
+                .expect("room");
+        }
+        assert_eq!(
+            publisher.replace(&ifaces, &routes, &mut neighbours, now),
+            Err(FibError::ReplacedTooOften {
+                max: RETIRED_FIBS_MAX
+            })
+        );
+        publisher
+            .replace(
+                &ifaces,
+                &routes,
+                &mut neighbours,
+                now + Duration::from_secs(1),
+            )
+            .expect("the retired ones are freed");
     }
 
     #[test]

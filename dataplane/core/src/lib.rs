@@ -5,8 +5,10 @@
 //! [`pipeline::Pipeline`], which returns a closed [`pipeline::Verdict`], and acts on it: transmit,
 //! drop with a counted reason, hand to the slow path ([`slowpath`], which answers for the router's
 //! own addresses with smoltcp and resolves neighbours), or park until a neighbour is resolved.
-//! Routes ([`fib`]) and neighbours ([`neigh`]) are shared between workers without locks.
+//! Routes ([`fib`]) and neighbours ([`neigh`]) are shared between workers without locks, and
+//! changed while the router runs through the slow path ([`change`]).
 
+pub mod change;
 pub mod checksum;
 pub mod counters;
 pub mod fib;
@@ -20,6 +22,7 @@ pub mod pcap;
 pub mod pipeline;
 pub mod policy;
 pub mod ratelimit;
+pub mod retire;
 pub mod router;
 pub mod slowpath;
 pub mod wire;

@@ -7,6 +7,9 @@
 //! load it once per burst. A freed slot is only reused after a quarantine (1 s) far longer than a
 //! burst (microseconds), so a worker reads another neighbour's address through an older snapshot
 //! only if it stalls mid-burst for longer than that.
+//!
+//! Besides what ARP and NDP teach, the control side adds static neighbours (never solicited, aged
+//! or overridden) and deletes neighbours, through the slow path.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -15,9 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 
-use crate::iface::IfIndex;
+use crate::iface::{IfIndex, Interfaces};
 use crate::wire::LearnPolicy;
 
 /// A neighbour is an address on an interface.
@@ -50,6 +53,10 @@ const MAC_MASK: u64 = (1 << STATE_SHIFT) - 1;
 /// Set by a worker the first time it uses a reachable entry after the manager cleared it: the
 /// manager re-confirms used entries and lets unused ones go stale (RFC 4861 section 7.3).
 const USED: u64 = 1 << 63;
+/// Set on a reachable entry that was configured, not learned; workers ignore it (they read it as
+/// reachable), listings show it.
+const STATIC: u64 = 1 << 62;
+const _: () = assert!(STATIC & (USED | (STATE_MASK << STATE_SHIFT) | MAC_MASK) == 0);
 
 fn encode(resolution: Resolution) -> u64 {
     match resolution {
@@ -60,6 +67,16 @@ fn encode(resolution: Resolution) -> u64 {
             word[2..].copy_from_slice(&mac);
             (STATE_REACHABLE << STATE_SHIFT) | u64::from_be_bytes(word)
         }
+    }
+}
+
+/// What a listing shows of an entry's word.
+fn listed(word: u64) -> (NeighbourState, Option<[u8; 6]>) {
+    match decode(word) {
+        Resolution::Reachable(mac) if word & STATIC != 0 => (NeighbourState::Static, Some(mac)),
+        Resolution::Reachable(mac) => (NeighbourState::Reachable, Some(mac)),
+        Resolution::Incomplete => (NeighbourState::Incomplete, None),
+        Resolution::Failed => (NeighbourState::Failed, None),
     }
 }
 
@@ -85,6 +102,28 @@ impl NeighbourIndex {
     pub fn slot(&self, key: &NeighbourKey) -> Option<NeighbourSlot> {
         self.map.get(key).copied()
     }
+}
+
+/// The state of a neighbour as listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NeighbourState {
+    /// Being resolved (or a route's gateway not resolved yet).
+    Incomplete,
+    /// Resolved by ARP or NDP (possibly stale and being re-confirmed).
+    Reachable,
+    /// Did not answer; packets to it are refused for a while.
+    Failed,
+    /// Configured: never solicited, aged or overridden.
+    Static,
+}
+
+/// A neighbour as listed for the control side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NeighbourEntry {
+    pub key: NeighbourKey,
+    pub state: NeighbourState,
+    /// Known for reachable and static neighbours.
+    pub mac: Option<[u8; 6]>,
 }
 
 /// The shared part: slots and the published index.
@@ -128,6 +167,29 @@ impl NeighbourTable {
         decode(word)
     }
 
+    /// The word of `slot`, read without marking the entry used.
+    fn peek(&self, slot: NeighbourSlot) -> Option<u64> {
+        self.slots
+            .get(slot as usize)
+            .map(|cell| cell.load(Ordering::Acquire))
+    }
+
+    /// Every published entry, by interface and address. Reading marks nothing used, so listing
+    /// keeps no entry alive.
+    pub fn entries(&self) -> Vec<NeighbourEntry> {
+        let index = self.index();
+        let mut entries: Vec<NeighbourEntry> = index
+            .map
+            .iter()
+            .filter_map(|(&key, &slot)| {
+                let (state, mac) = listed(self.peek(slot)?);
+                Some(NeighbourEntry { key, state, mac })
+            })
+            .collect();
+        entries.sort_unstable_by_key(|entry| (entry.key.iface, entry.key.addr));
+        entries
+    }
+
     /// Whether the entry in `slot` was used since the last call (which clears the mark).
     fn take_used(&self, slot: NeighbourSlot) -> bool {
         self.slots
@@ -142,8 +204,16 @@ impl NeighbourTable {
     }
 
     fn set(&self, slot: NeighbourSlot, resolution: Resolution) {
-        if let Some(word) = self.slots.get(slot as usize) {
-            word.store(encode(resolution), Ordering::Release);
+        self.store(slot, encode(resolution));
+    }
+
+    fn set_static(&self, slot: NeighbourSlot, mac: [u8; 6]) {
+        self.store(slot, encode(Resolution::Reachable(mac)) | STATIC);
+    }
+
+    fn store(&self, slot: NeighbourSlot, word: u64) {
+        if let Some(cell) = self.slots.get(slot as usize) {
+            cell.store(word, Ordering::Release);
         }
     }
 }
@@ -233,6 +303,19 @@ enum EntryState {
     },
     /// Unreachable until `until`.
     Failed { until: Duration },
+    /// Configured at `mac`: never solicited, aged or overridden by ARP or NDP.
+    Static { mac: [u8; 6] },
+}
+
+/// The MAC address an entry in `state` sends to, if any.
+fn known_mac(state: EntryState) -> Option<[u8; 6]> {
+    match state {
+        EntryState::Reachable { mac, .. }
+        | EntryState::Stale { mac, .. }
+        | EntryState::Probing { mac, .. }
+        | EntryState::Static { mac } => Some(mac),
+        EntryState::Incomplete { .. } | EntryState::Failed { .. } => None,
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -248,6 +331,61 @@ struct Entry {
 #[error("neighbour table full ({capacity} entries)")]
 pub struct TableFull {
     pub capacity: usize,
+}
+
+/// [`NeighbourManager::pin_all`] found no room for `keys[index]` (nor for the keys after it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoRoomFor {
+    pub index: usize,
+    pub full: TableFull,
+}
+
+/// Why a change of a neighbour asked by the control side was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NeighbourError {
+    #[error("interface index {0} does not exist")]
+    NoSuchInterface(IfIndex),
+    #[error("{addr} is not on-link on {iface}")]
+    NotOnLink { addr: IpAddr, iface: String },
+    #[error("{addr} is the router's own address on {iface}")]
+    OwnAddress { addr: IpAddr, iface: String },
+    #[error("a static neighbour needs a unicast MAC address (not zero, multicast or broadcast)")]
+    NotUnicastMac,
+    #[error("no neighbour {} on interface index {}", .0.addr, .0.iface)]
+    NoSuchNeighbour(NeighbourKey),
+    #[error(transparent)]
+    TableFull(#[from] TableFull),
+}
+
+/// Checks a static neighbour: on-link on its interface (or IPv6 link-local, as learning
+/// requires), not one of the router's addresses, at a unicast MAC address.
+pub fn check_static(
+    ifaces: &Interfaces,
+    key: &NeighbourKey,
+    mac: [u8; 6],
+) -> Result<(), NeighbourError> {
+    let iface = ifaces
+        .get(key.iface)
+        .ok_or(NeighbourError::NoSuchInterface(key.iface))?;
+    let on_link = iface.is_on_link(key.addr)
+        || matches!(key.addr, IpAddr::V6(a) if a.is_unicast_link_local());
+    if !on_link {
+        return Err(NeighbourError::NotOnLink {
+            addr: key.addr,
+            iface: iface.name.clone(),
+        });
+    }
+    if iface.owns(key.addr) {
+        return Err(NeighbourError::OwnAddress {
+            addr: key.addr,
+            iface: iface.name.clone(),
+        });
+    }
+    let multicast = mac[0] & 1 != 0;
+    if multicast || mac == [0; 6] {
+        return Err(NeighbourError::NotUnicastMac);
+    }
+    Ok(())
 }
 
 /// The single writer of the neighbour table, run by the slow-path thread. Times are durations
@@ -329,6 +467,94 @@ impl NeighbourManager {
         self.insert(key, true, now)
     }
 
+    /// Pins every key of `keys` (the gateways of a route list, in order), all or none: when the
+    /// table has no room for all of them, nothing changes.
+    pub fn pin_all(
+        &mut self,
+        keys: &[NeighbourKey],
+        now: Duration,
+    ) -> Result<Vec<NeighbourSlot>, NoRoomFor> {
+        self.release_quarantined(now);
+        let mut new_keys = HashSet::new();
+        for (index, key) in keys.iter().enumerate() {
+            if !self.map.contains_key(key)
+                && new_keys.insert(*key)
+                && new_keys.len() > self.free.len()
+            {
+                return Err(NoRoomFor {
+                    index,
+                    full: TableFull {
+                        capacity: self.table.capacity(),
+                    },
+                });
+            }
+        }
+        keys.iter()
+            .enumerate()
+            .map(|(index, &key)| self.pin(key, now).map_err(|full| NoRoomFor { index, full }))
+            .collect()
+    }
+
+    /// No route uses `key` as its gateway any more: its entry ages like any other.
+    pub fn unpin(&mut self, key: &NeighbourKey) {
+        if let Some(entry) = self
+            .map
+            .get(key)
+            .and_then(|&slot| self.entries[slot as usize].as_mut())
+        {
+            entry.pinned = false;
+        }
+    }
+
+    /// Makes `key` a static neighbour at `mac` (Linux: `nud permanent`): used at once, never
+    /// solicited, aged or overridden by ARP or NDP, until [`NeighbourManager::forget`].
+    pub fn add_static(
+        &mut self,
+        key: NeighbourKey,
+        mac: [u8; 6],
+        now: Duration,
+    ) -> Result<Option<NeighbourChange>, TableFull> {
+        let slot = match self.map.get(&key) {
+            Some(&slot) => slot,
+            None => self.insert(key, false, now)?,
+        };
+        let Some(entry) = self.entries[slot as usize].as_mut() else {
+            return Ok(None);
+        };
+        let known = known_mac(entry.state);
+        entry.state = EntryState::Static { mac };
+        self.table.set_static(slot, mac);
+        Ok((known != Some(mac)).then_some(NeighbourChange::Resolved { key, mac }))
+    }
+
+    /// Forgets what is known of `key`, static or learned. A route's gateway keeps its entry and
+    /// is solicited again at once; any other entry is removed, and resolved again when a packet
+    /// needs it.
+    pub fn forget(
+        &mut self,
+        key: &NeighbourKey,
+        now: Duration,
+        changes: &mut Vec<NeighbourChange>,
+    ) -> Result<(), NeighbourError> {
+        let slot = *self
+            .map
+            .get(key)
+            .ok_or(NeighbourError::NoSuchNeighbour(*key))?;
+        let Some(entry) = self.entries[slot as usize].as_mut() else {
+            return Err(NeighbourError::NoSuchNeighbour(*key));
+        };
+        if entry.pinned {
+            entry.state = EntryState::Incomplete {
+                probes: 0,
+                next_at: now,
+            };
+            self.table.set(slot, Resolution::Incomplete);
+        } else {
+            self.remove(slot as usize, *key, now, changes);
+        }
+        Ok(())
+    }
+
     fn insert(
         &mut self,
         key: NeighbourKey,
@@ -368,6 +594,10 @@ impl NeighbourManager {
         };
         let entry = self.entries[slot as usize].as_mut()?;
         let was = entry.state;
+        if matches!(was, EntryState::Static { .. }) {
+            // Configured by the operator: what the network says does not change it.
+            return None;
+        }
         if policy == LearnPolicy::FillIncomplete
             && !matches!(
                 was,
@@ -381,16 +611,7 @@ impl NeighbourManager {
             confirmed_at: now,
         };
         self.table.set(slot, Resolution::Reachable(mac));
-        match was {
-            EntryState::Reachable { mac: old, .. }
-            | EntryState::Stale { mac: old, .. }
-            | EntryState::Probing { mac: old, .. }
-                if old == mac =>
-            {
-                None
-            }
-            _ => Some(NeighbourChange::Resolved { key, mac }),
-        }
+        (known_mac(was) != Some(mac)).then_some(NeighbourChange::Resolved { key, mac })
     }
 
     /// Advances timers: solicitations due go to `solicit`, state changes to `changes`. Bounded by
@@ -519,10 +740,11 @@ impl NeighbourManager {
         }
     }
 
-    /// Every entry with its resolution, for listing.
+    /// Every entry with its resolution, for listing (marks nothing used).
     pub fn entries(&self) -> impl Iterator<Item = (NeighbourKey, Resolution)> + '_ {
         self.entries.iter().enumerate().filter_map(|(slot, entry)| {
-            entry.map(|e| (e.key, self.table.resolution(slot as NeighbourSlot)))
+            let word = self.table.peek(slot as NeighbourSlot)?;
+            entry.map(|e| (e.key, decode(word)))
         })
     }
 }
@@ -745,6 +967,172 @@ mod tests {
                 .is_some()
         );
         assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn a_static_neighbour_is_never_solicited_aged_or_overridden() {
+        let mut m = manager(4);
+        let other = [2, 0, 0, 0, 0, 0x77];
+        assert_eq!(
+            m.add_static(key(5), MAC, secs(0)),
+            Ok(Some(NeighbourChange::Resolved {
+                key: key(5),
+                mac: MAC
+            }))
+        );
+        m.publish();
+        let slot = slot_of(&m, key(5));
+        assert_eq!(m.table().resolution(slot), Resolution::Reachable(MAC));
+        let (mut solicit, mut changes) = (Vec::new(), Vec::new());
+        for s in (0..=600).step_by(5) {
+            m.poll(secs(s), &mut solicit, &mut changes);
+        }
+        assert!(solicit.is_empty(), "never re-confirmed");
+        assert!(changes.is_empty(), "never stale, failed or removed");
+        assert_eq!(
+            m.learned(key(5), other, LearnPolicy::Create, secs(600)),
+            None,
+            "ARP and NDP do not override it"
+        );
+        assert_eq!(m.table().resolution(slot), Resolution::Reachable(MAC));
+        assert_eq!(
+            m.table().entries(),
+            vec![NeighbourEntry {
+                key: key(5),
+                state: NeighbourState::Static,
+                mac: Some(MAC)
+            }]
+        );
+    }
+
+    #[test]
+    fn a_learned_neighbour_made_static_keeps_its_slot_and_reports_only_a_new_mac() {
+        let mut m = manager(4);
+        m.learned(key(5), MAC, LearnPolicy::Create, secs(0));
+        m.publish();
+        let slot = slot_of(&m, key(5));
+        assert_eq!(m.add_static(key(5), MAC, secs(1)), Ok(None), "same MAC");
+        let other = [2, 0, 0, 0, 0, 0x77];
+        assert!(
+            m.add_static(key(5), other, secs(1))
+                .expect("room")
+                .is_some()
+        );
+        m.publish();
+        assert_eq!(slot_of(&m, key(5)), slot);
+        assert_eq!(m.table().resolution(slot), Resolution::Reachable(other));
+    }
+
+    #[test]
+    fn forgetting_removes_an_entry_but_resolves_a_gateway_again() {
+        let mut m = manager(4);
+        let mut changes = Vec::new();
+        m.add_static(key(5), MAC, secs(0)).expect("room");
+        m.forget(&key(5), secs(1), &mut changes).expect("known");
+        assert_eq!(changes, vec![NeighbourChange::Removed { key: key(5) }]);
+        assert!(m.is_empty());
+        assert_eq!(
+            m.forget(&key(5), secs(1), &mut changes),
+            Err(NeighbourError::NoSuchNeighbour(key(5)))
+        );
+
+        let gateway = m.pin(key(1), secs(0)).expect("room");
+        m.learned(key(1), MAC, LearnPolicy::Update, secs(0));
+        m.forget(&key(1), secs(2), &mut changes).expect("known");
+        assert_eq!(m.len(), 1, "a gateway keeps its entry");
+        assert_eq!(m.table().resolution(gateway), Resolution::Incomplete);
+        let mut solicit = Vec::new();
+        m.poll(secs(2), &mut solicit, &mut changes);
+        assert_eq!(
+            solicit,
+            vec![Solicitation {
+                key: key(1),
+                known_mac: None
+            }],
+            "solicited again at once"
+        );
+    }
+
+    #[test]
+    fn pinning_a_route_list_is_all_or_nothing() {
+        let mut m = manager(3);
+        m.pin(key(1), secs(0)).expect("room");
+        let refused = m
+            .pin_all(&[key(1), key(2), key(2), key(3), key(4)], secs(0))
+            .expect_err("no room for the fourth neighbour");
+        assert_eq!(refused.index, 4);
+        assert_eq!(m.len(), 1, "nothing pinned");
+        let slots = m
+            .pin_all(&[key(2), key(1), key(2), key(3)], secs(0))
+            .expect("room");
+        assert_eq!(slots[0], slots[2]);
+        assert_eq!(m.len(), 3);
+    }
+
+    #[test]
+    fn an_unpinned_gateway_ages_like_any_neighbour() {
+        let mut m = manager(2);
+        m.pin(key(1), secs(0)).expect("room");
+        m.unpin(&key(1));
+        let (mut solicit, mut changes) = (Vec::new(), Vec::new());
+        for s in 0..=7 {
+            m.poll(secs(s), &mut solicit, &mut changes);
+        }
+        assert!(m.is_empty(), "failed, then removed");
+    }
+
+    #[test]
+    fn listing_marks_nothing_used() {
+        let mut m = manager(2);
+        m.resolve(key(2), secs(0)).expect("room");
+        m.learned(key(2), MAC, LearnPolicy::Update, secs(0));
+        m.publish();
+        for _ in 0..3 {
+            assert_eq!(m.table().entries()[0].state, NeighbourState::Reachable);
+            assert_eq!(m.entries().count(), 1);
+        }
+        let (mut solicit, mut changes) = (Vec::new(), Vec::new());
+        m.poll(secs(31), &mut solicit, &mut changes);
+        assert!(solicit.is_empty(), "unused: goes stale without a probe");
+    }
+
+    #[test]
+    fn a_static_neighbour_must_be_on_link_not_ours_and_unicast() {
+        let ifaces = Interfaces::new(
+            1,
+            vec![crate::iface::tests::iface(
+                "p0",
+                0,
+                None,
+                "198.18.1.1/24",
+                "2001:2:0:1::1/64",
+            )],
+        )
+        .expect("valid");
+        let at = |iface: IfIndex, addr: &str| NeighbourKey {
+            iface,
+            addr: addr.parse().expect("addr"),
+        };
+        assert_eq!(check_static(&ifaces, &at(0, "198.18.1.9"), MAC), Ok(()));
+        assert_eq!(check_static(&ifaces, &at(0, "fe80::9"), MAC), Ok(()));
+        assert_eq!(
+            check_static(&ifaces, &at(3, "198.18.1.9"), MAC),
+            Err(NeighbourError::NoSuchInterface(3))
+        );
+        assert!(matches!(
+            check_static(&ifaces, &at(0, "198.18.2.9"), MAC),
+            Err(NeighbourError::NotOnLink { .. })
+        ));
+        assert!(matches!(
+            check_static(&ifaces, &at(0, "198.18.1.1"), MAC),
+            Err(NeighbourError::OwnAddress { .. })
+        ));
+        for mac in [[0; 6], [0xff; 6], [0x01, 0, 0x5e, 0, 0, 1]] {
+            assert_eq!(
+                check_static(&ifaces, &at(0, "198.18.1.9"), mac),
+                Err(NeighbourError::NotUnicastMac)
+            );
+        }
     }
 
     #[test]

@@ -4,13 +4,14 @@
 //! whole with `arc-swap` like the rule set; a worker treats an entry past its expiry as absent
 //! even before the control side prunes it.
 
-use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hashbrown::HashMap;
+
+use crate::retire::Retired;
 
 /// What an entry does to the packets of its host.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,19 +69,16 @@ pub enum OverlayError {
 }
 
 /// The single writer of the overlay (the control side). A replaced overlay is kept for
-/// [`RETIRE_AFTER`] (far longer than a burst), so that the last reference, and the freeing, is
-/// the control side's and never a worker's.
+/// [`crate::retire::RETIRE_AFTER`] (far longer than a burst), so that the last reference, and
+/// the freeing, is the control side's and never a worker's.
 #[derive(Debug)]
 pub struct OverlayManager {
     shared: SharedOverlay,
     entries: Vec<DynamicEntry>,
     max_entries: usize,
     next_id: u64,
-    retired: VecDeque<(Arc<Overlay>, Duration)>,
+    retired: Retired<Overlay>,
 }
-
-/// How long a replaced overlay is kept.
-pub const RETIRE_AFTER: Duration = Duration::from_secs(1);
 
 impl OverlayManager {
     pub fn new(max_entries: usize) -> OverlayManager {
@@ -89,7 +87,7 @@ impl OverlayManager {
             entries: Vec::new(),
             max_entries,
             next_id: 1,
-            retired: VecDeque::new(),
+            retired: Retired::default(),
         }
     }
 
@@ -148,13 +146,7 @@ impl OverlayManager {
         if !expired.is_empty() {
             self.publish(now);
         }
-        while self
-            .retired
-            .front()
-            .is_some_and(|(_, since)| now >= *since + RETIRE_AFTER)
-        {
-            self.retired.pop_front();
-        }
+        self.retired.release_due(now);
         expired
     }
 
@@ -165,7 +157,7 @@ impl OverlayManager {
     fn publish(&mut self, now: Duration) {
         let by_host = self.entries.iter().map(|e| (e.host, e.clone())).collect();
         let replaced = self.shared.swap(Arc::new(Overlay { by_host }));
-        self.retired.push_back((replaced, now));
+        self.retired.hold(replaced, now);
     }
 }
 

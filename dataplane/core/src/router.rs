@@ -1,25 +1,36 @@
 //! Assembly: from interfaces and routes to a FIB, a neighbour table, a slow path and workers,
 //! wired together with bounded channels. The same assembly serves the AF_XDP router, replay and
 //! the in-memory tests and benchmarks.
+//!
+//! Routes and neighbours change while the router runs through the slow path, their single
+//! writer ([`crate::change`]): `request_*` sends a change and returns at once, `wait` on the
+//! result awaits the answer; `replace_routes` and the like do both.
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
-use crate::fib::{Fib, FibError, FibLimits, SharedFib, StaticRoute};
-use crate::iface::{Interface, InterfaceError, Interfaces};
+use crate::change::{self, ChangeError, PendingChange, Reply};
+use crate::fib::{Fib, FibError, FibLimits, FibPublisher, RoutesApplied, SharedFib, StaticRoute};
+use crate::iface::{IfIndex, Interface, InterfaceError, Interfaces};
 use crate::io::PacketIo;
-use crate::neigh::{NeighbourChange, NeighbourManager, NeighbourTable, NeighbourTimers};
+use crate::neigh::{
+    NeighbourChange, NeighbourError, NeighbourKey, NeighbourManager, NeighbourState,
+    NeighbourTable, NeighbourTimers,
+};
 use crate::overlay::OverlayManager;
 use crate::pipeline::Pipeline;
 use crate::policy::{PolicyLimits, PolicyPublisher, PolicyState, RuleMatch};
+use crate::slowpath::{
+    CONTROL_CAPACITY, ControlRequest, OUTBOUND_CAPACITY, Outbound, SlowPath, TO_SLOW_PATH_CAPACITY,
+    ToSlowPath,
+};
+use crate::worker::{SlowPathLink, Worker, WorkerConfig, WorkerPolicy};
 
 /// Rule-match events waiting for the control side at most.
 const RULE_MATCHES_CAPACITY: usize = 4_096;
-use crate::slowpath::{OUTBOUND_CAPACITY, Outbound, SlowPath, TO_SLOW_PATH_CAPACITY, ToSlowPath};
-use crate::worker::{SlowPathLink, Worker, WorkerConfig, WorkerPolicy};
 
 /// Everything the router is made of, validated by the caller's config layer.
 #[derive(Clone, Debug)]
@@ -47,6 +58,22 @@ pub enum RouterError {
     Flows(#[from] vfn_flow::NewTableError),
 }
 
+/// Why a replacement of the routes was not made.
+pub type RouteChangeError = ChangeError<FibError>;
+/// Why a change of a neighbour was not made.
+pub type NeighbourChangeError = ChangeError<NeighbourError>;
+
+/// A neighbour as listed for the control side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NeighbourListing {
+    pub iface: IfIndex,
+    pub iface_name: String,
+    pub addr: IpAddr,
+    /// Known for reachable and static neighbours.
+    pub mac: Option<[u8; 6]>,
+    pub state: NeighbourState,
+}
+
 /// The shared parts of a running router and the factory of its workers.
 pub struct Router {
     pub interfaces: Arc<Interfaces>,
@@ -61,6 +88,8 @@ pub struct Router {
     /// The clock origin of workers, slow path and control side.
     pub epoch: Instant,
     to_slow_path: Sender<ToSlowPath>,
+    /// Changes of routes and neighbours for the slow path.
+    control: Sender<ControlRequest>,
     outbound: Receiver<Outbound>,
     rule_matches: (Sender<RuleMatch>, Receiver<RuleMatch>),
     slow_path: Option<SlowPath>,
@@ -85,13 +114,16 @@ impl Router {
         )?;
         manager.publish();
         let (to_slow_path, inbox) = bounded(TO_SLOW_PATH_CAPACITY);
+        let (control, control_inbox) = bounded(CONTROL_CAPACITY);
         let (outbox, outbound) = bounded(OUTBOUND_CAPACITY);
-        let fib: SharedFib = Arc::new(ArcSwap::from_pointee(fib));
+        let publisher = FibPublisher::new(fib, spec.fib_limits);
+        let fib = publisher.shared();
         let slow_path = SlowPath::new(
             interfaces.clone(),
             manager,
-            fib.clone(),
+            publisher,
             inbox,
+            control_inbox,
             outbox,
             epoch,
             on_change,
@@ -106,6 +138,7 @@ impl Router {
             overlay: OverlayManager::new(spec.dynamic_entries),
             epoch,
             to_slow_path,
+            control,
             outbound,
             rule_matches: bounded(RULE_MATCHES_CAPACITY),
             slow_path: Some(slow_path),
@@ -143,5 +176,98 @@ impl Router {
     /// The slow path, to run on its own thread (or step by hand); there is one.
     pub fn take_slow_path(&mut self) -> Option<SlowPath> {
         self.slow_path.take()
+    }
+
+    /// Replaces every static route with `routes` and waits up to `timeout` for the slow path to
+    /// take the change. Atomic: a refused list changes nothing, an accepted one is in force for
+    /// every burst that starts after the answer.
+    pub fn replace_routes(
+        &self,
+        routes: Vec<StaticRoute>,
+        timeout: Duration,
+    ) -> Result<RoutesApplied, RouteChangeError> {
+        self.request_routes(routes)?.wait(timeout)
+    }
+
+    /// Sends a replacement of the static routes to the slow path without waiting.
+    pub fn request_routes(
+        &self,
+        routes: Vec<StaticRoute>,
+    ) -> Result<PendingChange<RoutesApplied, FibError>, RouteChangeError> {
+        self.request(|reply| ControlRequest::ReplaceRoutes { routes, reply })
+    }
+
+    /// The static routes in force, in the order given, each with the interface it leaves by.
+    /// (The interfaces' own routes are in `fib.load().interface_routes()`.)
+    pub fn routes(&self) -> Vec<StaticRoute> {
+        self.fib.load().static_routes().collect()
+    }
+
+    /// Every neighbour the workers see, by interface and address.
+    pub fn neighbours(&self) -> Vec<NeighbourListing> {
+        self.neighbours
+            .entries()
+            .into_iter()
+            .map(|entry| NeighbourListing {
+                iface: entry.key.iface,
+                iface_name: self
+                    .interfaces
+                    .get(entry.key.iface)
+                    .map_or_else(String::new, |iface| iface.name.clone()),
+                addr: entry.key.addr,
+                mac: entry.mac,
+                state: entry.state,
+            })
+            .collect()
+    }
+
+    /// Makes `key` a static neighbour at `mac` (never solicited, aged or overridden) and waits
+    /// up to `timeout` for the slow path to take the change.
+    pub fn add_static_neighbour(
+        &self,
+        key: NeighbourKey,
+        mac: [u8; 6],
+        timeout: Duration,
+    ) -> Result<(), NeighbourChangeError> {
+        self.request_static_neighbour(key, mac)?.wait(timeout)
+    }
+
+    /// Sends a static neighbour to the slow path without waiting.
+    pub fn request_static_neighbour(
+        &self,
+        key: NeighbourKey,
+        mac: [u8; 6],
+    ) -> Result<PendingChange<(), NeighbourError>, NeighbourChangeError> {
+        self.request(|reply| ControlRequest::AddStaticNeighbour { key, mac, reply })
+    }
+
+    /// Forgets the neighbour `key`, static or learned, so that it is resolved again, and waits
+    /// up to `timeout` for the slow path to take the change.
+    pub fn delete_neighbour(
+        &self,
+        key: NeighbourKey,
+        timeout: Duration,
+    ) -> Result<(), NeighbourChangeError> {
+        self.request_delete_neighbour(key)?.wait(timeout)
+    }
+
+    /// Sends the deletion of a neighbour to the slow path without waiting.
+    pub fn request_delete_neighbour(
+        &self,
+        key: NeighbourKey,
+    ) -> Result<PendingChange<(), NeighbourError>, NeighbourChangeError> {
+        self.request(|reply| ControlRequest::DeleteNeighbour { key, reply })
+    }
+
+    fn request<T, E>(
+        &self,
+        make: impl FnOnce(Reply<T, E>) -> ControlRequest,
+    ) -> Result<PendingChange<T, E>, ChangeError<E>> {
+        let (reply, pending) = change::request();
+        match self.control.try_send(make(reply)) {
+            Ok(()) => Ok(pending),
+            Err(TrySendError::Full(_)) => Err(ChangeError::QueueFull),
+            Err(TrySendError::Disconnected(_)) => Err(ChangeError::SlowPathGone),
+        }
     }
 }

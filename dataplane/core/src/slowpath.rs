@@ -7,6 +7,10 @@
 //! (replies, ARP requests, neighbour solicitations) back to a worker, which owns the ports.
 //! Nothing here is on the per-packet fast path; queues on both sides are bounded and a full queue
 //! drops and counts.
+//!
+//! Being the single writer of the neighbour table, it is also the one that changes routes (their
+//! gateways need neighbour entries) and neighbours for the control side: requests come through a
+//! queue of their own, so that a flood of frames for the router cannot crowd them out.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -18,12 +22,15 @@ use smoltcp::iface::{Config as StackConfig, Interface as Stack, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
 
+use crate::change::Reply;
 use crate::counters::Counter;
-use crate::fib::{NextHop, SharedFib};
+use crate::fib::{FibError, FibPublisher, NextHop, RoutesApplied, StaticRoute};
 use crate::icmp;
 use crate::iface::{IfIndex, Interface, Interfaces};
 use crate::io::PortIndex;
-use crate::neigh::{NeighbourChange, NeighbourKey, NeighbourManager, Resolution, Solicitation};
+use crate::neigh::{
+    self, NeighbourChange, NeighbourError, NeighbourKey, NeighbourManager, Resolution, Solicitation,
+};
 use crate::wire::{self, ETHERNET_HEADER_LEN, VLAN_TAG_LEN};
 
 /// Largest frame exchanged with the slow path. Larger frames for the router are dropped (a ping
@@ -73,6 +80,27 @@ pub enum ToSlowPath {
     Resolve(NeighbourKey),
 }
 
+/// A change the control side asks of the slow path, answered through its reply.
+#[derive(Debug)]
+pub enum ControlRequest {
+    /// Replace every static route with `routes`, or refuse them and change nothing.
+    ReplaceRoutes {
+        routes: Vec<StaticRoute>,
+        reply: Reply<RoutesApplied, FibError>,
+    },
+    /// Make `key` a static neighbour at `mac`.
+    AddStaticNeighbour {
+        key: NeighbourKey,
+        mac: [u8; 6],
+        reply: Reply<(), NeighbourError>,
+    },
+    /// Forget `key` (static or learned): it is resolved again.
+    DeleteNeighbour {
+        key: NeighbourKey,
+        reply: Reply<(), NeighbourError>,
+    },
+}
+
 /// A frame the slow path wants sent on `port` (already tagged for its VLAN).
 #[derive(Debug)]
 pub struct Outbound {
@@ -97,6 +125,8 @@ pub struct SlowPathCounters {
 /// Bounds of the channels between workers and the slow path.
 pub const TO_SLOW_PATH_CAPACITY: usize = 1024;
 pub const OUTBOUND_CAPACITY: usize = 1024;
+/// Changes from the control side waiting for the slow path (the control side waits for each).
+pub const CONTROL_CAPACITY: usize = 16;
 /// Frames one smoltcp poll may emit (a reply, maybe an ARP request of its own).
 const STACK_TX_MAX: usize = 8;
 
@@ -193,8 +223,9 @@ pub struct SlowPath {
     neighbours: NeighbourManager,
     stacks: Vec<HostStack>,
     sockets: SocketSet<'static>,
-    fib: SharedFib,
+    fib: FibPublisher,
     inbox: Receiver<ToSlowPath>,
+    control: Receiver<ControlRequest>,
     outbox: Sender<Outbound>,
     counters: Arc<SlowPathCounters>,
     epoch: Instant,
@@ -205,12 +236,18 @@ pub struct SlowPath {
 
 impl SlowPath {
     /// `outbox` is shared by all workers: whichever takes a frame sends it, since every worker
-    /// serves every port. `on_change` hears of neighbour changes (logging, events).
+    /// serves every port. `control` brings the control side's changes. `on_change` hears of
+    /// neighbour changes (logging, events).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "built in one place, by Router::build"
+    )]
     pub fn new(
         ifaces: Arc<Interfaces>,
         neighbours: NeighbourManager,
-        fib: SharedFib,
+        fib: FibPublisher,
         inbox: Receiver<ToSlowPath>,
+        control: Receiver<ControlRequest>,
         outbox: Sender<Outbound>,
         epoch: Instant,
         on_change: Box<dyn FnMut(NeighbourChange) + Send>,
@@ -227,6 +264,7 @@ impl SlowPath {
             sockets: SocketSet::new(Vec::new()),
             fib,
             inbox,
+            control,
             outbox,
             counters: Arc::default(),
             epoch,
@@ -248,7 +286,8 @@ impl SlowPath {
         &mut self.neighbours
     }
 
-    /// Runs until `stop`: handles messages as they come and timers at least every 10 ms.
+    /// Runs until `stop`: handles messages as they come, and changes and timers at least every
+    /// 10 ms.
     pub fn run(&mut self, stop: &AtomicBool) {
         const TICK: Duration = Duration::from_millis(10);
         let mut next_tick = Duration::ZERO;
@@ -262,6 +301,7 @@ impl SlowPath {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             let now = self.epoch.elapsed();
+            self.handle_changes(now);
             if now >= next_tick {
                 self.tick(now);
                 next_tick = now + TICK;
@@ -269,12 +309,38 @@ impl SlowPath {
         }
     }
 
-    /// Handles every message waiting, then the timers, without blocking (for tests and replay).
+    /// Handles every message and change waiting, then the timers, without blocking (for tests
+    /// and replay).
     pub fn step(&mut self, now: Duration) {
         while let Ok(message) = self.inbox.try_recv() {
             self.handle(message, now);
         }
+        self.handle_changes(now);
         self.tick(now);
+    }
+
+    /// Makes the changes the control side asked for (at most a queue's worth), each answered.
+    fn handle_changes(&mut self, now: Duration) {
+        for request in self.control.try_iter().take(CONTROL_CAPACITY) {
+            match request {
+                ControlRequest::ReplaceRoutes { routes, reply } => reply.answer_with(|| {
+                    self.fib
+                        .replace(&self.ifaces, &routes, &mut self.neighbours, now)
+                }),
+                ControlRequest::AddStaticNeighbour { key, mac, reply } => reply.answer_with(|| {
+                    neigh::check_static(&self.ifaces, &key, mac)?;
+                    if let Some(change) = self.neighbours.add_static(key, mac, now)? {
+                        self.changes.push(change);
+                    }
+                    Ok(())
+                }),
+                ControlRequest::DeleteNeighbour { key, reply } => {
+                    reply.answer_with(|| self.neighbours.forget(&key, now, &mut self.changes))
+                }
+            }
+            // Workers find new and removed entries (parked packets, connected hosts) at once.
+            self.neighbours.publish();
+        }
     }
 
     /// Handles one message from a worker.
@@ -293,11 +359,13 @@ impl SlowPath {
         }
     }
 
-    /// Timers: neighbour solicitations and expiry, then publication of the neighbour index.
+    /// Timers: neighbour solicitations and expiry, then publication of the neighbour index;
+    /// replaced FIBs retired long enough ago are freed.
     pub fn tick(&mut self, now: Duration) {
         self.neighbours
             .poll(now, &mut self.solicitations, &mut self.changes);
         self.neighbours.publish();
+        self.fib.release_retired(now);
         let solicitations = std::mem::take(&mut self.solicitations);
         for solicitation in &solicitations {
             self.solicit(*solicitation);

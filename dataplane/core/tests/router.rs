@@ -4,14 +4,12 @@
 mod common;
 
 use std::net::Ipv6Addr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use etherparse::{Icmpv4Type, Icmpv6Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use vfn_dataplane::checksum;
 use vfn_dataplane::counters::DropReason;
-use vfn_dataplane::fib::{Fib, FibLimits, StaticRoute};
 use vfn_dataplane::pcap;
 use vfn_dataplane::wire;
 use vfn_dataplane::worker::WorkerConfig;
@@ -233,52 +231,6 @@ fn oversized_ipv4_without_df_is_fragmented_and_reassembles() {
         &original_ip[20..],
         "fragments reassemble to the original"
     );
-    bench.assert_balanced();
-}
-
-fn udp_to(dst: [u8; 4], ttl: u8) -> Vec<u8> {
-    let mut frame = Vec::new();
-    PacketBuilder::ethernet2(CLIENT_MAC, P0_MAC)
-        .ipv4([198, 18, 1, 2], dst, ttl)
-        .udp(1000, 2000)
-        .write(&mut frame, &[9; 20])
-        .expect("build");
-    frame
-}
-
-#[test]
-fn a_new_fib_takes_effect_at_the_next_burst() {
-    let mut bench = Bench::new();
-    let frame = udp_to([198, 20, 0, 1], 64);
-    let [out0, out1] = bench.exchange(0, &frame);
-    assert!(out1.is_empty());
-    assert_eq!(out0.len(), 1, "net unreachable");
-    assert_eq!(bench.worker.counters().drops_for(DropReason::NoRoute), 1);
-
-    let routes = [
-        StaticRoute {
-            prefix: "198.19.0.0/16".parse().expect("p"),
-            via: "198.18.2.2".parse().expect("a"),
-            iface: None,
-        },
-        StaticRoute {
-            prefix: "198.20.0.0/16".parse().expect("p"),
-            via: "198.18.2.2".parse().expect("a"),
-            iface: None,
-        },
-    ];
-    let fib = Fib::build(
-        &bench.router.interfaces,
-        &routes,
-        bench.slow.neighbours_mut(),
-        FibLimits::default(),
-        bench.now,
-    )
-    .expect("valid");
-    bench.router.fib.store(Arc::new(fib));
-    let [_, out1] = bench.exchange(0, &frame);
-    assert_eq!(out1.len(), 1, "forwarded with the new route");
-    assert_eq!(&out1[0][0..6], &SERVER_MAC);
     bench.assert_balanced();
 }
 

@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use etherparse::PacketBuilder;
+use vfn_dataplane::change::{ChangeError, PendingChange};
 use vfn_dataplane::fib::{FibLimits, StaticRoute};
 use vfn_dataplane::iface::{Interface, RpFilter};
 use vfn_dataplane::io::PacketIo;
@@ -135,6 +137,15 @@ impl Bench {
         ]
     }
 
+    /// Lets the slow path make a change the control side sent; returns the answer.
+    pub fn settle_change<T, E>(
+        &mut self,
+        pending: PendingChange<T, E>,
+    ) -> Result<T, ChangeError<E>> {
+        self.slow.step(self.now);
+        pending.wait(Duration::from_secs(1))
+    }
+
     pub fn assert_balanced(&self) {
         let accounting = self.worker.io().accounting();
         assert!(accounting.is_balanced(), "{accounting:?}");
@@ -160,6 +171,17 @@ pub fn arp(
     f[32..38].copy_from_slice(&target_mac);
     f[38..42].copy_from_slice(&target);
     f
+}
+
+/// A UDP packet from the client (on p0) to `dst`.
+pub fn udp_to(dst: [u8; 4], ttl: u8) -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, P0_MAC)
+        .ipv4([198, 18, 1, 2], dst, ttl)
+        .udp(1000, 2000)
+        .write(&mut frame, &[9; 20])
+        .expect("build");
+    frame
 }
 
 /// The client's ARP request for the router: the router learns the client and answers.
