@@ -14,6 +14,10 @@ use vfn_control::audit::{self, AuditEvent, AuditHead, AuditLog};
 use vfn_control::convert::{self, FieldViolation};
 use vfn_control::persist::{self, AUDIT_FILE};
 use vfn_control::proto;
+use vfn_dataplane::change::ChangeError;
+use vfn_dataplane::fib::{FibError, StaticRoute};
+use vfn_dataplane::iface::IfIndex;
+use vfn_dataplane::neigh::{NeighbourError, NeighbourKey};
 use vfn_dataplane::overlay::DynamicAction;
 use vfn_dataplane::router::Router;
 use vfn_rules::{CompileError, CompileLimits, DefaultAction, RuleSetSpec};
@@ -39,6 +43,10 @@ pub enum ControlError {
     Precondition(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Busy(String),
+    #[error("{0}")]
+    TimedOut(String),
     /// Writing the audit log or the state failed: the request was not applied.
     #[error("not applied: {0}")]
     Storage(String),
@@ -70,6 +78,39 @@ pub struct Controller {
     pub events: Events,
     /// Request (or signal) to live, per rule set applied.
     apply_duration: Histogram,
+    /// Whether the API changed the routes: they are persisted then, and win at the next start.
+    routes_changed: bool,
+}
+
+/// How long a route or neighbour change may wait for the slow path.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The state folder, created if missing, and what was persisted there.
+pub fn load_state(config: &Config) -> Result<Option<proto::PersistedState>, StartError> {
+    let dir = &config.state.dir;
+    std::fs::create_dir_all(dir).map_err(|source| StartError::StateDir {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    Ok(persist::load(dir)?)
+}
+
+/// The routes the API persisted, to build the router with instead of the config's; `None` when
+/// the API never changed them.
+pub fn persisted_routes(
+    persisted: Option<&proto::PersistedState>,
+    index_of: impl Fn(&str) -> Option<IfIndex>,
+) -> Result<Option<Vec<StaticRoute>>, StartError> {
+    let Some(state) = persisted.filter(|state| state.routes_changed) else {
+        return Ok(None);
+    };
+    state
+        .routes
+        .iter()
+        .map(|route| crate::routes::route_from_proto(route, &index_of))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+        .map_err(StartError::PersistedRoutes)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +130,8 @@ pub enum StartError {
         "the persisted rule set no longer compiles (delete {path} to start from the config): {source}"
     )]
     PersistedRefused { path: String, source: CompileError },
+    #[error("a persisted route does not fit this router's interfaces: {}", summary(.0))]
+    PersistedRoutes(Vec<FieldViolation>),
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
     #[error(transparent)]
@@ -103,15 +146,11 @@ impl Controller {
         router: Router,
         config: &Config,
         config_path: &Path,
+        persisted: Option<proto::PersistedState>,
         events: Events,
         apply_duration: Histogram,
     ) -> Result<Controller, StartError> {
         let state_dir = config.state.dir.clone();
-        std::fs::create_dir_all(&state_dir).map_err(|source| StartError::StateDir {
-            path: state_dir.display().to_string(),
-            source,
-        })?;
-        let persisted = persist::load(&state_dir)?;
         let head = persisted
             .as_ref()
             .map(|state| AuditHead {
@@ -140,6 +179,7 @@ impl Controller {
             limits: CompileLimits::default(),
             events,
             apply_duration,
+            routes_changed: persisted.as_ref().is_some_and(|state| state.routes_changed),
         };
         if let Some(spec) = persisted.as_ref().and_then(|state| state.rule_set.as_ref()) {
             let spec = convert::rule_set_from_proto(spec).map_err(StartError::PersistedInvalid)?;
@@ -231,6 +271,12 @@ impl Controller {
             applied_by: applied_by.into(),
             audit_head: head.hash,
             audit_entries: head.entries,
+            routes: if self.routes_changed {
+                self.static_routes()
+            } else {
+                Vec::new()
+            },
+            routes_changed: self.routes_changed,
         };
         persist::save(&self.state_dir, &state).map_err(|e| ControlError::Storage(e.to_string()))
     }
@@ -594,6 +640,231 @@ impl Controller {
         }
     }
 
+    fn interface_name(&self, index: IfIndex) -> Option<&str> {
+        self.router
+            .interfaces
+            .get(index)
+            .map(|iface| iface.name.as_str())
+    }
+
+    fn static_routes(&self) -> Vec<proto::Route> {
+        self.router
+            .routes()
+            .iter()
+            .map(|route| crate::routes::route_to_proto(route, |i| self.interface_name(i)))
+            .collect()
+    }
+
+    pub fn list_routes(&self) -> proto::ListRoutesResponse {
+        let fib = self.router.fib.load();
+        let connected = fib
+            .interface_routes()
+            .iter()
+            .filter_map(|(prefix, next_hop)| {
+                crate::routes::connected_to_proto(*prefix, next_hop, |i| self.interface_name(i))
+            });
+        proto::ListRoutesResponse {
+            routes: connected.chain(self.static_routes()).collect(),
+        }
+    }
+
+    /// Replaces the static routes with `routes` (all or nothing), audits and persists.
+    fn change_routes(
+        &mut self,
+        event: AuditEvent,
+        routes: Vec<StaticRoute>,
+    ) -> Result<proto::RouteChangeResponse, ControlError> {
+        let applied = match self.router.replace_routes(routes, CHANGE_TIMEOUT) {
+            Ok(applied) => applied,
+            Err(error) => {
+                let error = change_error(error, "route");
+                return Err(self.refuse(event, error));
+            }
+        };
+        self.routes_changed = true;
+        self.record(
+            AuditEvent {
+                result: "ok".into(),
+                ..event
+            },
+            None,
+        )?;
+        Ok(proto::RouteChangeResponse {
+            routes_v4: u32::try_from(applied.routes_v4).unwrap_or(u32::MAX),
+            routes_v6: u32::try_from(applied.routes_v6).unwrap_or(u32::MAX),
+            fib_memory_bytes: applied.memory_bytes as u64,
+        })
+    }
+
+    fn event(&self, principal: &str, action: &str, reason: String) -> AuditEvent {
+        AuditEvent {
+            principal: principal.into(),
+            action: action.into(),
+            version_before: self.version().into(),
+            version_after: self.version().into(),
+            reason,
+            ..AuditEvent::default()
+        }
+    }
+
+    pub fn add_route(
+        &mut self,
+        principal: &str,
+        request: proto::AddRouteRequest,
+    ) -> Result<proto::RouteChangeResponse, ControlError> {
+        let message = request.route.unwrap_or_default();
+        let event = self.event(
+            principal,
+            "AddRoute",
+            format!(
+                "{} via {} {}",
+                message.prefix, message.via, message.interface
+            ),
+        );
+        let route = match crate::routes::route_from_proto(&message, |name| {
+            self.router.interfaces.by_name(name)
+        }) {
+            Ok(route) => route,
+            Err(violations) => return Err(self.refuse(event, ControlError::Invalid(violations))),
+        };
+        let mut routes = self.router.routes();
+        routes.retain(|existing| existing.prefix != route.prefix);
+        routes.push(route);
+        self.change_routes(event, routes)
+    }
+
+    pub fn delete_route(
+        &mut self,
+        principal: &str,
+        prefix: &str,
+    ) -> Result<proto::RouteChangeResponse, ControlError> {
+        let event = self.event(principal, "DeleteRoute", prefix.into());
+        let mut routes = self.router.routes();
+        let before = routes.len();
+        routes.retain(|route| route.prefix.to_string() != prefix);
+        if routes.len() == before {
+            let error = ControlError::NotFound(format!("no static route {prefix}"));
+            return Err(self.refuse(event, error));
+        }
+        self.change_routes(event, routes)
+    }
+
+    pub fn list_neighbours(&self) -> proto::ListNeighboursResponse {
+        proto::ListNeighboursResponse {
+            neighbours: self
+                .router
+                .neighbours()
+                .into_iter()
+                .map(|entry| proto::Neighbour {
+                    interface: entry.iface_name,
+                    address: entry.addr.to_string(),
+                    mac: entry.mac.map(crate::routes::mac_text).unwrap_or_default(),
+                    state: crate::routes::state_name(entry.state).into(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The neighbour key of an interface name and address, or the problems with them.
+    fn neighbour_key(
+        &self,
+        interface: &str,
+        address: &str,
+    ) -> Result<NeighbourKey, Vec<FieldViolation>> {
+        let iface = self.router.interfaces.by_name(interface);
+        let addr = address.parse::<IpAddr>().ok();
+        match (iface, addr) {
+            (Some(iface), Some(addr)) => Ok(NeighbourKey { iface, addr }),
+            _ => Err([
+                iface.is_none().then(|| FieldViolation {
+                    field: "interface".into(),
+                    reason: format!("no interface {interface:?}"),
+                }),
+                addr.is_none().then(|| FieldViolation {
+                    field: "address".into(),
+                    reason: format!("{address:?} is not an address"),
+                }),
+            ]
+            .into_iter()
+            .flatten()
+            .collect()),
+        }
+    }
+
+    pub fn add_neighbour(
+        &mut self,
+        principal: &str,
+        request: proto::AddNeighbourRequest,
+    ) -> Result<proto::AddNeighbourResponse, ControlError> {
+        let message = request.neighbour.unwrap_or_default();
+        let event = self.event(
+            principal,
+            "AddNeighbour",
+            format!(
+                "{} {} at {}",
+                message.interface, message.address, message.mac
+            ),
+        );
+        let key = self.neighbour_key(&message.interface, &message.address);
+        let mac = crate::routes::parse_mac(&message.mac);
+        let (key, mac) = match (key, mac) {
+            (Ok(key), Some(mac)) => (key, mac),
+            (key, mac) => {
+                let mut violations = key.err().unwrap_or_default();
+                if mac.is_none() {
+                    violations.push(FieldViolation {
+                        field: "mac".into(),
+                        reason: format!(
+                            "{:?} is not a MAC address (02:00:5e:10:00:0a)",
+                            message.mac
+                        ),
+                    });
+                }
+                return Err(self.refuse(event, ControlError::Invalid(violations)));
+            }
+        };
+        if let Err(error) = self.router.add_static_neighbour(key, mac, CHANGE_TIMEOUT) {
+            let error = change_error(error, "neighbour");
+            return Err(self.refuse(event, error));
+        }
+        self.record(
+            AuditEvent {
+                result: "ok".into(),
+                ..event
+            },
+            None,
+        )?;
+        Ok(proto::AddNeighbourResponse {})
+    }
+
+    pub fn delete_neighbour(
+        &mut self,
+        principal: &str,
+        request: proto::DeleteNeighbourRequest,
+    ) -> Result<proto::DeleteNeighbourResponse, ControlError> {
+        let event = self.event(
+            principal,
+            "DeleteNeighbour",
+            format!("{} {}", request.interface, request.address),
+        );
+        let key = match self.neighbour_key(&request.interface, &request.address) {
+            Ok(key) => key,
+            Err(violations) => return Err(self.refuse(event, ControlError::Invalid(violations))),
+        };
+        if let Err(error) = self.router.delete_neighbour(key, CHANGE_TIMEOUT) {
+            let error = change_error(error, "neighbour");
+            return Err(self.refuse(event, error));
+        }
+        self.record(
+            AuditEvent {
+                result: "ok".into(),
+                ..event
+            },
+            None,
+        )?;
+        Ok(proto::DeleteNeighbourResponse {})
+    }
+
     pub fn stats(&self) -> proto::GetStatsResponse {
         let mut response = proto::GetStatsResponse {
             rule_set_generation: self.router.policy.generation(),
@@ -627,6 +898,54 @@ impl Controller {
             }
         }
         response
+    }
+}
+
+/// Whether a refusal is for a limit (table sizes, change rate) rather than for being wrong.
+trait OverLimit {
+    fn over_limit(&self) -> bool;
+}
+
+impl OverLimit for FibError {
+    fn over_limit(&self) -> bool {
+        matches!(
+            self,
+            FibError::Neighbours { .. }
+                | FibError::Lpm { .. }
+                | FibError::TooManyNextHops { .. }
+                | FibError::ReplacedTooOften { .. }
+        )
+    }
+}
+
+impl OverLimit for NeighbourError {
+    fn over_limit(&self) -> bool {
+        matches!(self, NeighbourError::TableFull(_))
+    }
+}
+
+/// Why the slow path did not make a change, as a refusal.
+fn change_error<E: std::fmt::Display + OverLimit>(
+    error: ChangeError<E>,
+    field: &str,
+) -> ControlError {
+    match error {
+        ChangeError::Refused(reason) => {
+            let violations = vec![FieldViolation {
+                field: field.into(),
+                reason: reason.to_string(),
+            }];
+            if reason.over_limit() {
+                ControlError::OverLimit(violations)
+            } else {
+                ControlError::Invalid(violations)
+            }
+        }
+        ChangeError::QueueFull => ControlError::Busy("the slow path's change queue is full".into()),
+        ChangeError::TimedOut(after) => ControlError::TimedOut(format!(
+            "the slow path did not take the change within {after:?}; nothing changed"
+        )),
+        ChangeError::SlowPathGone => ControlError::Busy("the router is stopping".into()),
     }
 }
 

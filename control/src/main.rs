@@ -6,6 +6,7 @@ mod events;
 mod lab;
 mod policy;
 mod replay;
+mod routes;
 mod run;
 mod server;
 mod spec;

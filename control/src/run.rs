@@ -94,7 +94,7 @@ pub enum RunError {
 fn report_neighbour_change(events: &Events, change: NeighbourChange) {
     let (key, change, mac) = match change {
         NeighbourChange::Resolved { key, mac } => {
-            let mac = mac.map(|b| format!("{b:02x}")).join(":");
+            let mac = crate::routes::mac_text(mac);
             tracing::info!(interface = key.iface, address = %key.addr, %mac, "neighbour resolved");
             (key, "resolved", mac)
         }
@@ -150,9 +150,21 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
     let reload = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
         .map_err(RunError::Signal)?;
-    let plan = spec::plan(config, |name| {
+    let mut plan = spec::plan(config, |name| {
         vfn_xdp::interface_mac(name).map_err(|e| e.to_string())
     })?;
+    // What the API changed last time wins over the config, before any port is attached.
+    let persisted = crate::controller::load_state(config)?;
+    if let Some(routes) = crate::controller::persisted_routes(persisted.as_ref(), |name| {
+        plan.router
+            .interfaces
+            .iter()
+            .position(|iface| iface.name == name)
+            .and_then(|index| u16::try_from(index).ok())
+    })? {
+        tracing::info!(routes = routes.len(), "persisted routes in force");
+        plan.router.routes = routes;
+    }
     let available: Vec<usize> = core_affinity::get_core_ids()
         .unwrap_or_default()
         .into_iter()
@@ -192,6 +204,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
         router,
         config,
         &options.config_path,
+        persisted,
         events.clone(),
         apply_duration.clone(),
     )?;

@@ -165,6 +165,8 @@ fn status(error: ControlError) -> Status {
         ControlError::OverLimit(violations) => with_fields(Code::ResourceExhausted, violations),
         ControlError::Precondition(_) => Status::failed_precondition(message),
         ControlError::NotFound(_) => Status::not_found(message),
+        ControlError::Busy(_) => Status::unavailable(message),
+        ControlError::TimedOut(_) => Status::deadline_exceeded(message),
         ControlError::Storage(_) => Status::internal(message),
     }
 }
@@ -231,6 +233,61 @@ impl Control for Api {
                 .map(|()| proto::RemoveDynamicEntryResponse {})
         })
         .await
+    }
+
+    async fn list_routes(
+        &self,
+        request: Request<proto::ListRoutesRequest>,
+    ) -> Result<Response<proto::ListRoutesResponse>, Status> {
+        self.admit(&request, ApiRole::Reader)?;
+        self.call(|c| Ok(c.list_routes())).await
+    }
+
+    async fn add_route(
+        &self,
+        request: Request<proto::AddRouteRequest>,
+    ) -> Result<Response<proto::RouteChangeResponse>, Status> {
+        let principal = self.admit(&request, ApiRole::Writer)?;
+        let message = request.into_inner();
+        self.call(move |c| c.add_route(&principal, message)).await
+    }
+
+    async fn delete_route(
+        &self,
+        request: Request<proto::DeleteRouteRequest>,
+    ) -> Result<Response<proto::RouteChangeResponse>, Status> {
+        let principal = self.admit(&request, ApiRole::Writer)?;
+        let prefix = request.into_inner().prefix;
+        self.call(move |c| c.delete_route(&principal, &prefix))
+            .await
+    }
+
+    async fn list_neighbours(
+        &self,
+        request: Request<proto::ListNeighboursRequest>,
+    ) -> Result<Response<proto::ListNeighboursResponse>, Status> {
+        self.admit(&request, ApiRole::Reader)?;
+        self.call(|c| Ok(c.list_neighbours())).await
+    }
+
+    async fn add_neighbour(
+        &self,
+        request: Request<proto::AddNeighbourRequest>,
+    ) -> Result<Response<proto::AddNeighbourResponse>, Status> {
+        let principal = self.admit(&request, ApiRole::Writer)?;
+        let message = request.into_inner();
+        self.call(move |c| c.add_neighbour(&principal, message))
+            .await
+    }
+
+    async fn delete_neighbour(
+        &self,
+        request: Request<proto::DeleteNeighbourRequest>,
+    ) -> Result<Response<proto::DeleteNeighbourResponse>, Status> {
+        let principal = self.admit(&request, ApiRole::Writer)?;
+        let message = request.into_inner();
+        self.call(move |c| c.delete_neighbour(&principal, message))
+            .await
     }
 
     type WatchEventsStream = EventStream;

@@ -822,3 +822,109 @@ fn tcp_needs_a_bearer_token_and_tls_a_client_certificate() {
     // Plain HTTP to the TLS listener gets nowhere.
     failed(&s.vfnctl_in_router(&["--server", &http, "--token-file", &writer, "ruleset", "get"]));
 }
+
+fn pings(s: &Setup, to: &str) -> bool {
+    let opts = vfn_lab::PingOpts {
+        interval: Duration::from_millis(50),
+        deadline: Duration::from_secs(2),
+        ..vfn_lab::PingOpts::default()
+    };
+    vfn_lab::ping(s.lab.netns("c1").expect("c1"), addr(to), 2, &opts)
+        .expect("ping runs")
+        .received
+        > 0
+}
+
+#[test]
+fn routes_and_neighbours_change_at_runtime_and_persist() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const REMOTE: &str = "198.19.0.1";
+    let allow_all = RuleSetSpec {
+        version: "open".into(),
+        default_action: DefaultAction::Allow,
+        ..RuleSetSpec::default()
+    };
+    let mut s = setup("vfnapi9", allow_all, |_, _| {});
+    assert!(
+        pings(&s, REMOTE),
+        "the lab's route to the server's remote address"
+    );
+    let routes = json(&s.vfnctl(&["-o", "json", "routes", "list"]));
+    let listed = routes["routes"].as_array().cloned().unwrap_or_default();
+    assert!(
+        listed
+            .iter()
+            .any(|r| r["prefix"] == "198.19.0.1/32" && r["via"] == "198.18.3.2"),
+        "{routes}"
+    );
+    assert!(
+        listed.iter().any(|r| r["prefix"] == "198.18.1.0/24"
+            && r["connected"] == true
+            && r["interface"] == "p0"),
+        "{routes}"
+    );
+
+    succeeded(&s.vfnctl(&["routes", "del", "198.19.0.1/32"]));
+    assert!(!pings(&s, REMOTE), "no route after the delete");
+    let refused = failed(&s.vfnctl(&["routes", "add", "198.19.0.0/24", "--via", "198.18.9.9"]));
+    assert!(
+        refused.contains("InvalidArgument") && refused.contains("not on-link"),
+        "{refused}"
+    );
+    let refused = failed(&s.vfnctl(&["routes", "add", "198.19.0.1/24", "--via", "198.18.3.2"]));
+    assert!(refused.contains("host bits"), "{refused}");
+
+    // The change outlives a restart: the config still has the route, the persisted list wins.
+    let config = s.config.clone();
+    s.vfn
+        .restart(&s.lab, &vfn_binary(), &config, READY)
+        .expect("restart");
+    assert!(!pings(&s, REMOTE), "still deleted after the restart");
+    succeeded(&s.vfnctl(&["routes", "add", "198.19.0.1/32", "--via", "198.18.3.2"]));
+    assert!(pings(&s, REMOTE), "routed again");
+
+    let neighbours = json(&s.vfnctl(&["-o", "json", "neighbours", "list"]));
+    assert!(
+        neighbours["neighbours"].as_array().is_some_and(|list| list
+            .iter()
+            .any(|n| n["address"] == "198.18.3.2" && n["state"] == "reachable")),
+        "{neighbours}"
+    );
+    succeeded(&s.vfnctl(&[
+        "neighbours",
+        "add",
+        "p0",
+        "198.18.1.77",
+        "02:00:5e:00:00:77",
+    ]));
+    let neighbours = json(&s.vfnctl(&["-o", "json", "neighbours", "list"]));
+    assert!(
+        neighbours["neighbours"].as_array().is_some_and(|list| list
+            .iter()
+            .any(|n| n["address"] == "198.18.1.77"
+                && n["state"] == "static"
+                && n["mac"] == "02:00:5e:00:00:77")),
+        "{neighbours}"
+    );
+    let refused = failed(&s.vfnctl(&[
+        "neighbours",
+        "add",
+        "p0",
+        "198.18.2.77",
+        "02:00:5e:00:00:77",
+    ]));
+    assert!(refused.contains("not on-link"), "{refused}");
+    succeeded(&s.vfnctl(&["neighbours", "del", "p0", "198.18.1.77"]));
+    let neighbours = json(&s.vfnctl(&["-o", "json", "neighbours", "list"]));
+    assert!(
+        !neighbours.to_string().contains("198.18.1.77"),
+        "{neighbours}"
+    );
+    let audit = std::fs::read_to_string(s.vfn.state_dir().join("audit.jsonl")).expect("audit");
+    for action in ["DeleteRoute", "AddRoute", "AddNeighbour", "DeleteNeighbour"] {
+        assert!(
+            audit.contains(&format!("\"action\":\"{action}\"")),
+            "{action}: {audit}"
+        );
+    }
+}

@@ -59,6 +59,12 @@ enum Command {
     /// Dynamic entries: quarantines, rate limits and mirrors of a host, with a time to live.
     #[command(subcommand)]
     Dynamic(DynamicCommand),
+    /// Static routes and connected prefixes.
+    #[command(subcommand)]
+    Routes(RoutesCommand),
+    /// The neighbour (ARP/ND) table and static entries.
+    #[command(subcommand)]
+    Neighbours(NeighboursCommand),
     /// Packets and bytes per port, drops by reason.
     Stats,
     /// Print what changes as it happens (rule sets, dynamic entries, drops, neighbours), one
@@ -91,6 +97,40 @@ enum RulesetCommand {
     Get,
     /// What applying FILE would change (a dry run).
     Diff { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum RoutesCommand {
+    List,
+    /// Add a static route, or replace the one with the same prefix.
+    Add {
+        prefix: String,
+        #[arg(long)]
+        via: String,
+        /// PORT or PORT.VLAN (default: where the gateway is on-link).
+        #[arg(long, default_value = "")]
+        interface: String,
+    },
+    /// Delete the static route of a prefix.
+    Del {
+        prefix: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum NeighboursCommand {
+    List,
+    /// Add a static neighbour: never aged, never overridden by ARP or ND.
+    Add {
+        interface: String,
+        address: String,
+        mac: String,
+    },
+    /// Delete an entry (a gateway in use is resolved again at once).
+    Del {
+        interface: String,
+        address: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -314,6 +354,13 @@ fn print_apply(response: &proto::ApplyRuleSetResponse) {
     }
 }
 
+fn print_route_change(response: &proto::RouteChangeResponse) {
+    println!(
+        "routes in force: {} IPv4, {} IPv6 (FIB {} bytes)",
+        response.routes_v4, response.routes_v6, response.fib_memory_bytes
+    );
+}
+
 fn action_text(action: Option<&proto::DynamicAction>) -> String {
     match action.and_then(|a| a.kind.as_ref()) {
         Some(dynamic_action::Kind::Quarantine(_)) => "quarantine".into(),
@@ -496,6 +543,94 @@ async fn run(cli: Cli) -> Result<(), String> {
             if output == Output::Table {
                 println!("removed dynamic entry {id}");
             }
+        }
+        Command::Routes(RoutesCommand::List) => {
+            let response = client
+                .list_routes(proto::ListRoutesRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            show(&response, output, |response| {
+                println!("{:<44} {:<40} {:<12}", "PREFIX", "VIA", "INTERFACE");
+                for route in &response.routes {
+                    let via = if route.connected {
+                        "connected"
+                    } else {
+                        &route.via
+                    };
+                    println!("{:<44} {:<40} {:<12}", route.prefix, via, route.interface);
+                }
+            });
+        }
+        Command::Routes(RoutesCommand::Add {
+            prefix,
+            via,
+            interface,
+        }) => {
+            let route = proto::Route {
+                prefix,
+                via,
+                interface,
+                connected: false,
+            };
+            let response = client
+                .add_route(proto::AddRouteRequest { route: Some(route) })
+                .await
+                .map_err(status)?
+                .into_inner();
+            show(&response, output, print_route_change);
+        }
+        Command::Routes(RoutesCommand::Del { prefix }) => {
+            let response = client
+                .delete_route(proto::DeleteRouteRequest { prefix })
+                .await
+                .map_err(status)?
+                .into_inner();
+            show(&response, output, print_route_change);
+        }
+        Command::Neighbours(NeighboursCommand::List) => {
+            let response = client
+                .list_neighbours(proto::ListNeighboursRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            show(&response, output, |response| {
+                println!("{:<12} {:<40} {:<18} STATE", "INTERFACE", "ADDRESS", "MAC");
+                for neighbour in &response.neighbours {
+                    println!(
+                        "{:<12} {:<40} {:<18} {}",
+                        neighbour.interface, neighbour.address, neighbour.mac, neighbour.state
+                    );
+                }
+            });
+        }
+        Command::Neighbours(NeighboursCommand::Add {
+            interface,
+            address,
+            mac,
+        }) => {
+            let neighbour = proto::Neighbour {
+                interface,
+                address,
+                mac,
+                state: String::new(),
+            };
+            let response = client
+                .add_neighbour(proto::AddNeighbourRequest {
+                    neighbour: Some(neighbour),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            show(&response, output, |_| println!("static neighbour added"));
+        }
+        Command::Neighbours(NeighboursCommand::Del { interface, address }) => {
+            let response = client
+                .delete_neighbour(proto::DeleteNeighbourRequest { interface, address })
+                .await
+                .map_err(status)?
+                .into_inner();
+            show(&response, output, |_| println!("neighbour deleted"));
         }
         Command::Stats => {
             let response = client
