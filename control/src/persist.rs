@@ -111,6 +111,13 @@ mod tests {
             applied_by: "uid:0".into(),
             audit_head: "ab".repeat(32),
             audit_entries: 12,
+            routes: vec![crate::proto::Route {
+                prefix: "198.19.0.0/24".into(),
+                via: "198.18.3.2".into(),
+                interface: "p2".into(),
+                connected: false,
+            }],
+            routes_changed: true,
         }
     }
 
