@@ -9,10 +9,11 @@ cd "$(dirname "$0")/.."
 # headers of libbpf-dev and linux-libc-dev; the lab and the tests drive namespaces, veth,
 # ethtool, sysctl, ping and python3 (raw frames through AF_PACKET, standard library only);
 # `vfn-perf lab` loads nftables rule sets into its router namespace; the API tests run vfnctl as
-# other users (setpriv, util-linux) and a Python gRPC client from a virtual environment.
+# other users (setpriv, util-linux) and a Python gRPC client from a virtual environment, and
+# read captures back with tshark.
 PACKAGES=(clang llvm libelf-dev zlib1g-dev libpcap-dev m4 pkg-config make gcc
           libbpf-dev linux-libc-dev iproute2 procps ethtool iputils-ping python3 python3-venv
-          nftables util-linux)
+          nftables util-linux tshark)
 
 # The Python client of the API tests: grpcio and friends, pinned, in target/py-venv.
 python_environment() {

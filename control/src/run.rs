@@ -20,7 +20,7 @@ use vfn_xdp::{XdpError, XdpIo};
 use crate::controller::{Call, Controller};
 use crate::endpoint::MetricsEndpoint;
 use crate::events::{DropReports, Events};
-use crate::server::{ApiServer, CALL_QUEUE_CAPACITY};
+use crate::server::{ApiServer, CALL_QUEUE_CAPACITY, DataplaneView};
 use crate::spec::{self, PlanError};
 use crate::stats::{self, Metrics, Sources};
 use vfn_control::proto::{self, event::Kind};
@@ -209,7 +209,15 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
         apply_duration.clone(),
     )?;
     let (calls, call_queue) = crossbeam_channel::bounded(CALL_QUEUE_CAPACITY);
-    let api = ApiServer::bind(&config.api, calls, events)?;
+    let dataplane = DataplaneView {
+        flows: controller.router.flow_snapshots(),
+        capture: controller.router.capture_hub(),
+        policy: controller.router.policy.shared(),
+        interfaces: controller.router.interfaces.clone(),
+        port_names: plan.port_names.clone(),
+        epoch_unix: std::time::SystemTime::now() - epoch.elapsed(),
+    };
+    let api = ApiServer::bind(&config.api, calls, events, dataplane)?;
     let endpoint = MetricsEndpoint::bind(&config.metrics)?;
     // Ports are opened before any thread starts, so a failure leaves nothing running.
     let mut workers = Vec::with_capacity(plan.workers.len());

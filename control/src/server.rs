@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Sender, TrySendError};
 use tokio::sync::broadcast::error::RecvError;
@@ -17,6 +17,13 @@ use tonic_types::{ErrorDetails, StatusExt};
 use vfn_config::{ApiConfig, ApiRole};
 use vfn_control::proto;
 use vfn_control::proto::control_server::{Control, ControlServer};
+use vfn_dataplane::capture::{
+    CaptureDirection, CaptureFilter, CaptureHub, CaptureSpec, FrameDirection,
+};
+use vfn_dataplane::flow_snapshot::{FlowRecord, FlowSnapshots};
+use vfn_dataplane::iface::Interfaces;
+use vfn_dataplane::io::PortIndex;
+use vfn_dataplane::policy::{ActivePolicy, SharedPolicy};
 use vfn_dataplane::ratelimit::TokenBucket;
 
 use crate::controller::{Call, ControlError, Controller};
@@ -29,6 +36,112 @@ pub const CALL_QUEUE_CAPACITY: usize = 64;
 
 /// Events buffered per watcher between the broadcast and its connection.
 const WATCH_BUFFER: usize = 64;
+
+type CaptureFrames = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<proto::CapturedFrame, Status>> + Send>,
+>;
+
+/// The filter of a flow query.
+struct FlowFilter {
+    prefix: Option<ipnet::IpNet>,
+    port: Option<u16>,
+    protocol: Option<u8>,
+}
+
+impl FlowFilter {
+    fn from_request(query: &proto::QueryFlowsRequest) -> Result<FlowFilter, Status> {
+        let prefix = (!query.prefix.is_empty())
+            .then(|| {
+                vfn_config::parse_prefix(&query.prefix)
+                    .map_err(|e| Status::invalid_argument(format!("prefix: {e}")))
+            })
+            .transpose()?;
+        let port = query
+            .port
+            .map(|p| u16::try_from(p).map_err(|_| Status::invalid_argument("port: above 65535")))
+            .transpose()?;
+        let protocol = query
+            .protocol
+            .map(|p| u8::try_from(p).map_err(|_| Status::invalid_argument("protocol: above 255")))
+            .transpose()?;
+        Ok(FlowFilter {
+            prefix,
+            port,
+            protocol,
+        })
+    }
+
+    fn matches(&self, flow: &FlowRecord) -> bool {
+        self.prefix
+            .is_none_or(|p| p.contains(&flow.src) || p.contains(&flow.dst))
+            && self
+                .port
+                .is_none_or(|port| flow.sport == port || flow.dport == port)
+            && self.protocol.is_none_or(|proto| flow.proto == proto)
+    }
+}
+
+/// The id of the rule that decided `flow`: "" for the default action, "(replaced rule set)"
+/// when the set in force is newer than the flow's verdict.
+fn rule_id(policy: Option<&ActivePolicy>, flow: &FlowRecord) -> String {
+    match (flow.rule, policy) {
+        (None, _) => String::new(),
+        (Some(index), Some(policy)) if policy.generation == flow.generation => policy
+            .rules
+            .rules
+            .get(index as usize)
+            .map_or_else(String::new, |rule| rule.id.clone()),
+        (Some(_), _) => "(replaced rule set)".into(),
+    }
+}
+
+/// What a capture request asks for, checked.
+fn capture_spec(
+    wanted: &proto::CaptureRequest,
+    port_names: &[String],
+) -> Result<CaptureSpec, Status> {
+    let port = port_names
+        .iter()
+        .position(|name| *name == wanted.port)
+        .and_then(|index| PortIndex::try_from(index).ok())
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "port: no port {:?} (ports: {})",
+                wanted.port,
+                port_names.join(", ")
+            ))
+        })?;
+    let host = (!wanted.host.is_empty())
+        .then(|| {
+            vfn_config::parse_prefix(&wanted.host)
+                .map_err(|e| Status::invalid_argument(format!("host: {e}")))
+        })
+        .transpose()?;
+    let protocol = wanted
+        .protocol
+        .map(|p| u8::try_from(p).map_err(|_| Status::invalid_argument("protocol: above 255")))
+        .transpose()?;
+    let l4_port = wanted
+        .l4_port
+        .map(|p| u16::try_from(p).map_err(|_| Status::invalid_argument("l4_port: above 65535")))
+        .transpose()?;
+    let direction = match proto::CaptureDirection::try_from(wanted.direction) {
+        Ok(proto::CaptureDirection::Both) => CaptureDirection::Both,
+        Ok(proto::CaptureDirection::Received) => CaptureDirection::Received,
+        Ok(proto::CaptureDirection::Sent) => CaptureDirection::Sent,
+        Err(_) => return Err(Status::invalid_argument("direction: unknown")),
+    };
+    Ok(CaptureSpec {
+        port,
+        direction,
+        filter: CaptureFilter {
+            host,
+            protocol,
+            port: l4_port,
+        },
+        snap_len: wanted.snap_length as usize,
+    })
+}
 
 type EventStream =
     std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::Event, Status>> + Send>>;
@@ -69,8 +182,32 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
+/// What the API reads from the dataplane directly, without the controller: flow snapshots and
+/// captures take long (they wait for workers), and must not hold up the controller's queue.
+pub struct DataplaneView {
+    pub flows: FlowSnapshots,
+    pub capture: CaptureHub,
+    pub policy: SharedPolicy,
+    pub interfaces: Arc<Interfaces>,
+    pub port_names: Vec<String>,
+    /// The wall-clock time of the router's epoch, to turn its times into Unix times.
+    pub epoch_unix: SystemTime,
+}
+
+/// Flows a query returns by default, and at most.
+const FLOWS_DEFAULT: usize = 100;
+const FLOWS_MAX: usize = 10_000;
+/// How long the workers may take to copy their flow tables.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Capture bounds: frames and seconds by default, and at most.
+const CAPTURE_FRAMES_DEFAULT: u32 = 1_000;
+const CAPTURE_FRAMES_MAX: u32 = 1_000_000;
+const CAPTURE_SECONDS_DEFAULT: u32 = 10;
+const CAPTURE_SECONDS_MAX: u32 = 3_600;
+
 struct Api {
     calls: Sender<Call>,
+    dataplane: DataplaneView,
     tokens: Vec<Token>,
     events: Events,
     /// Becomes true when the server stops, ending every event stream.
@@ -290,6 +427,129 @@ impl Control for Api {
             .await
     }
 
+    async fn query_flows(
+        &self,
+        request: Request<proto::QueryFlowsRequest>,
+    ) -> Result<Response<proto::QueryFlowsResponse>, Status> {
+        self.admit(&request, ApiRole::Reader)?;
+        let query = request.into_inner();
+        let filter = FlowFilter::from_request(&query)?;
+        let limit = match query.limit {
+            0 => FLOWS_DEFAULT,
+            n => (n as usize).min(FLOWS_MAX),
+        };
+        let pending = self
+            .dataplane
+            .flows
+            .request(usize::MAX)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let snapshot = tokio::task::spawn_blocking(move || pending.wait(SNAPSHOT_TIMEOUT))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut matching: Vec<&FlowRecord> =
+            snapshot.records().filter(|r| filter.matches(r)).collect();
+        matching.sort_unstable_by_key(|r| std::cmp::Reverse(r.last_seen_ns));
+        let policy = self.dataplane.policy.load_full();
+        let view = &self.dataplane;
+        let unix_millis = |ns: u64| {
+            let at = view.epoch_unix + Duration::from_nanos(ns);
+            at.duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        };
+        let flows = matching
+            .iter()
+            .take(limit)
+            .map(|r| proto::Flow {
+                source: r.src.to_string(),
+                source_port: r.sport.into(),
+                destination: r.dst.to_string(),
+                destination_port: r.dport.into(),
+                protocol: r.proto.into(),
+                worker: u32::try_from(r.worker).unwrap_or(u32::MAX),
+                first_seen_unix_millis: unix_millis(r.first_seen_ns),
+                last_seen_unix_millis: unix_millis(r.last_seen_ns),
+                tcp_state: format!("{:?}", r.tcp).to_lowercase(),
+                reply_seen: r.reply_seen,
+                rule: rule_id(policy.as_deref(), r),
+                generation: r.generation,
+                ingress: view
+                    .interfaces
+                    .get(r.ingress)
+                    .map(|i| i.name.clone())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(proto::QueryFlowsResponse {
+            flows,
+            matched: matching.len() as u64,
+            left_out: snapshot.flows_left_out(),
+        }))
+    }
+
+    type CaptureStream = CaptureFrames;
+
+    async fn capture(
+        &self,
+        request: Request<proto::CaptureRequest>,
+    ) -> Result<Response<Self::CaptureStream>, Status> {
+        self.admit(&request, ApiRole::Reader)?;
+        let wanted = request.into_inner();
+        let spec = capture_spec(&wanted, &self.dataplane.port_names)?;
+        let max_frames = match wanted.max_frames {
+            0 => CAPTURE_FRAMES_DEFAULT,
+            n => n.min(CAPTURE_FRAMES_MAX),
+        };
+        let seconds = match wanted.max_seconds {
+            0 => CAPTURE_SECONDS_DEFAULT,
+            n => n.min(CAPTURE_SECONDS_MAX),
+        };
+        let mut session = self
+            .dataplane
+            .capture
+            .start(spec)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+        let stopping = self.stopping.clone();
+        let epoch_unix = self.dataplane.epoch_unix;
+        // The session is read on a blocking thread: it waits on the workers' channels. It ends
+        // at the bounds, when the client leaves, or when the server stops; dropping it stops
+        // the workers' copying.
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(seconds.into());
+            let mut sent = 0;
+            while sent < max_frames && Instant::now() < deadline && !*stopping.borrow() {
+                let Some(frame) = session.next_timeout(Duration::from_millis(100)) else {
+                    if sender.is_closed() {
+                        break;
+                    }
+                    continue;
+                };
+                let time = epoch_unix + Duration::from_nanos(frame.time_ns);
+                let message = proto::CapturedFrame {
+                    time_unix_nanos: time
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+                    direction: match frame.direction {
+                        FrameDirection::Received => "received",
+                        FrameDirection::Sent => "sent",
+                    }
+                    .into(),
+                    original_length: frame.original_len,
+                    data: frame.data,
+                    lost: session.frames_lost(),
+                };
+                if sender.blocking_send(Ok(message)).is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
+
     type WatchEventsStream = EventStream;
 
     async fn watch_events(
@@ -451,6 +711,7 @@ impl ApiServer {
         config: &ApiConfig,
         calls: Sender<Call>,
         events: Events,
+        dataplane: DataplaneView,
     ) -> Result<ApiServer, ServeError> {
         let listener = bind(&config.socket, config.socket_mode)?;
         let tokens = read_tokens(config)?;
@@ -474,6 +735,7 @@ impl ApiServer {
             tls,
             api: Api {
                 calls,
+                dataplane,
                 tokens,
                 events,
                 stopping,

@@ -306,6 +306,17 @@ impl Collected {
                 });
             counters(encoder, name, help, samples)?;
         }
+        let mut occupancy = encoder.encode_descriptor(
+            "vfn_flows_in_table",
+            "Flows in a worker's flow table.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (w, (_, policy)) in self.sources.rules.iter().enumerate() {
+            let labels: Labels<1> = [worker_label(w)];
+            let flows = i64::try_from(policy.flows_in_table.get()).unwrap_or(i64::MAX);
+            ConstGauge::new(flows).encode(occupancy.encode_family(&labels)?)?;
+        }
         let Some(policy) = self.policy.load_full() else {
             return Ok(());
         };

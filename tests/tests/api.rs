@@ -928,3 +928,105 @@ fn routes_and_neighbours_change_at_runtime_and_persist() {
         );
     }
 }
+
+#[test]
+fn flows_and_captures_show_what_passes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut web = allow_web("v1");
+    // Pings pass too, so that the capture sees both directions.
+    web.rules.push(RuleSpec {
+        protocol: Some(Protocol::Icmp {
+            icmp_type: None,
+            code: None,
+        }),
+        ..RuleSpec::new("ping", Action::Allow)
+    });
+    let s = setup("vfnapi10", web, |_, _| {});
+    assert_eq!(s.web(), Connect::Connected);
+    let flows = json(&s.vfnctl(&["-o", "json", "flows", "--port", "8080"]));
+    let found = flows["flows"].as_array().cloned().unwrap_or_default();
+    assert!(
+        found.iter().any(|f| f["source"] == C1
+            && f["destination"] == SRV
+            && f["destination_port"] == 8080
+            && f["protocol"] == 6
+            && f["rule"] == "web"
+            && f["ingress"] == "p0"),
+        "{flows}"
+    );
+    let none = json(&s.vfnctl(&["-o", "json", "flows", "--prefix", "198.18.2.0/24"]));
+    assert_eq!(none["matched"].as_u64(), Some(0), "{none}");
+
+    // Pings from c1: on p0 the router receives each request and sends each reply, so any six
+    // frames in a row are three of each.
+    let pcap = s.files.path().join("p0.pcap");
+    let mut capture = Command::new(vfn_lab::vfnctl_binary().expect("vfnctl"))
+        .arg("--server")
+        .arg(s.vfn.api_socket())
+        .args([
+            "capture",
+            "p0",
+            "--protocol",
+            "1",
+            "-c",
+            "6",
+            "--seconds",
+            "15",
+            "-w",
+        ])
+        .arg(&pcap)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("capture runs");
+    // The capture starts when its call arrives: ping until it has its six frames.
+    let done = until(Duration::from_secs(12), || {
+        pings(&s, SRV);
+        matches!(capture.try_wait(), Ok(Some(_)))
+    });
+    if done.is_none() {
+        let _ = capture.kill();
+    }
+    let finished = capture.wait_with_output().expect("capture ends");
+    assert!(
+        done.is_some() && finished.status.success(),
+        "{}",
+        String::from_utf8_lossy(&finished.stdout)
+    );
+    let fields = Command::new("tshark")
+        .args(["-r"])
+        .arg(&pcap)
+        .args([
+            "-T",
+            "fields",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "icmp.type",
+            "-e",
+            "ip.ttl",
+        ])
+        .output()
+        .expect("tshark runs");
+    assert!(
+        fields.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fields.stderr)
+    );
+    let lines: Vec<String> = String::from_utf8_lossy(&fields.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    // Requests as received (TTL 64 from c1), replies as sent (TTL 63 after the router).
+    let requests = lines
+        .iter()
+        .filter(|l| *l == &format!("{C1}\t{SRV}\t8\t64"))
+        .count();
+    let replies = lines
+        .iter()
+        .filter(|l| *l == &format!("{SRV}\t{C1}\t0\t63"))
+        .count();
+    assert_eq!((requests, replies), (3, 3), "{lines:?}");
+}

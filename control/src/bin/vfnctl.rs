@@ -65,6 +65,24 @@ enum Command {
     /// The neighbour (ARP/ND) table and static entries.
     #[command(subcommand)]
     Neighbours(NeighboursCommand),
+    /// Flows in the workers' flow tables, most recently active first.
+    Flows {
+        /// Only flows with either address in this prefix.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Only flows with this port on either side.
+        #[arg(long)]
+        port: Option<u32>,
+        /// Only flows of this IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6).
+        #[arg(long)]
+        protocol: Option<u32>,
+        /// At most this many (default 100, at most 10000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Write what a port receives and sends to a pcap file (for Wireshark or tshark): the
+    /// frames as the router sees them, which tcpdump cannot.
+    Capture(CaptureArgs),
     /// Packets and bytes per port, drops by reason.
     Stats,
     /// Print what changes as it happens (rule sets, dynamic entries, drops, neighbours), one
@@ -171,6 +189,42 @@ struct DynamicAdd {
     /// Why, for the audit log.
     #[arg(long, default_value = "")]
     reason: String,
+}
+
+#[derive(Args)]
+struct CaptureArgs {
+    /// The port (its name in the config).
+    port: String,
+    /// The pcap file to write.
+    #[arg(short = 'w', long)]
+    write: PathBuf,
+    #[arg(long, value_enum, default_value_t = Direction::Both)]
+    direction: Direction,
+    /// Only frames with an address in this prefix.
+    #[arg(long)]
+    host: Option<String>,
+    /// Only frames of this IP protocol number.
+    #[arg(long)]
+    protocol: Option<u32>,
+    /// Only frames with this TCP/UDP/SCTP port on either side.
+    #[arg(long)]
+    l4_port: Option<u32>,
+    /// Stop after this many frames.
+    #[arg(short = 'c', long, default_value_t = 1000)]
+    count: u32,
+    /// Stop after this many seconds.
+    #[arg(long, default_value_t = 10)]
+    seconds: u32,
+    /// Bytes kept of each frame (0: whole frames).
+    #[arg(long, default_value_t = 0)]
+    snaplen: u32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Direction {
+    Rx,
+    Tx,
+    Both,
 }
 
 #[derive(Subcommand)]
@@ -632,6 +686,58 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .into_inner();
             show(&response, output, |_| println!("neighbour deleted"));
         }
+        Command::Flows {
+            prefix,
+            port,
+            protocol,
+            limit,
+        } => {
+            let response = client
+                .query_flows(proto::QueryFlowsRequest {
+                    prefix: prefix.unwrap_or_default(),
+                    port,
+                    protocol,
+                    limit,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            show(&response, output, |response| {
+                println!(
+                    "{:<46} {:<46} {:>5} {:<12} {:<20} {:>6}",
+                    "SOURCE", "DESTINATION", "PROTO", "TCP", "RULE", "IDLE"
+                );
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                for flow in &response.flows {
+                    println!(
+                        "{:<46} {:<46} {:>5} {:<12} {:<20} {:>5.1}s",
+                        format!("{}:{}", flow.source, flow.source_port),
+                        format!("{}:{}", flow.destination, flow.destination_port),
+                        flow.protocol,
+                        flow.tcp_state,
+                        if flow.rule.is_empty() {
+                            "(default)"
+                        } else {
+                            &flow.rule
+                        },
+                        now.saturating_sub(flow.last_seen_unix_millis) as f64 / 1e3
+                    );
+                }
+                println!(
+                    "{} shown, {} matched{}",
+                    response.flows.len(),
+                    response.matched,
+                    if response.left_out > 0 {
+                        format!(", {} flows left out of the snapshot", response.left_out)
+                    } else {
+                        String::new()
+                    }
+                );
+            });
+        }
+        Command::Capture(args) => capture(&mut client, args, output).await?,
         Command::Stats => {
             let response = client
                 .get_stats(proto::GetStatsRequest {})
@@ -703,6 +809,66 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
         }
         Command::Audit(AuditCommand::Verify { state_dir }) => verify_audit(&state_dir, output)?,
+    }
+    Ok(())
+}
+
+/// Streams a capture into a pcap file, flushing as frames come so that a capture cut short
+/// still leaves a readable file.
+async fn capture(client: &mut Client, args: CaptureArgs, output: Output) -> Result<(), String> {
+    use pcap_file::DataLink;
+    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+    let request = proto::CaptureRequest {
+        port: args.port,
+        direction: match args.direction {
+            Direction::Rx => proto::CaptureDirection::Received,
+            Direction::Tx => proto::CaptureDirection::Sent,
+            Direction::Both => proto::CaptureDirection::Both,
+        }
+        .into(),
+        host: args.host.unwrap_or_default(),
+        protocol: args.protocol,
+        l4_port: args.l4_port,
+        max_frames: args.count,
+        max_seconds: args.seconds,
+        snap_length: args.snaplen,
+    };
+    let file =
+        std::fs::File::create(&args.write).map_err(|e| format!("{}: {e}", args.write.display()))?;
+    let header = PcapHeader {
+        datalink: DataLink::ETHERNET,
+        ..PcapHeader::default()
+    };
+    let written = |e: pcap_file::PcapError| format!("{}: {e}", args.write.display());
+    let mut writer = PcapWriter::with_header(file, header).map_err(written)?;
+    let mut stream = client
+        .capture(request)
+        .await
+        .map_err(|s| explain(&s))?
+        .into_inner();
+    let (mut frames, mut lost) = (0u64, 0u64);
+    while let Some(frame) = stream.message().await.map_err(|s| explain(&s))? {
+        let packet = PcapPacket::new(
+            Duration::from_nanos(frame.time_unix_nanos),
+            frame.original_length,
+            &frame.data,
+        );
+        writer.write_packet(&packet).map_err(written)?;
+        frames += 1;
+        lost = frame.lost;
+    }
+    let summary = serde_json::json!({"file": args.write.display().to_string(), "frames": frames, "lost": lost});
+    match output {
+        Output::Json => println!("{summary}"),
+        Output::Table => println!(
+            "{frames} frames written to {}{}",
+            args.write.display(),
+            if lost > 0 {
+                format!(" ({lost} lost: the capture's buffers were full)")
+            } else {
+                String::new()
+            }
+        ),
     }
     Ok(())
 }

@@ -6,12 +6,16 @@
 //! drop with a counted reason, hand to the slow path ([`slowpath`], which answers for the router's
 //! own addresses with smoltcp and resolves neighbours), or park until a neighbour is resolved.
 //! Routes ([`fib`]) and neighbours ([`neigh`]) are shared between workers without locks, and
-//! changed while the router runs through the slow path ([`change`]).
+//! changed while the router runs through the slow path ([`change`]). The control side captures
+//! frames ([`capture`]) and copies flow tables ([`flow_snapshot`]) through the workers, which
+//! take part once per loop iteration.
 
+pub mod capture;
 pub mod change;
 pub mod checksum;
 pub mod counters;
 pub mod fib;
+pub mod flow_snapshot;
 pub mod icmp;
 pub mod iface;
 pub mod io;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use vfn_flow::{
     Direction, FlowKey, FlowTable, Orientation, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP,
-    PROTO_UDP, PacketTuple, TcpFlags, Timeouts, mapped_address,
+    PROTO_UDP, PacketTuple, TcpFlags, Timeouts, mapped_address, unmapped_address,
 };
 use vfn_rules::{Action, DefaultAction, Key, RateLimitSpec, RuleSet};
 
@@ -132,7 +132,13 @@ impl FlowVerdict {
         }
     }
 
-    fn rule(&self) -> u32 {
+    /// The rule-set generation that gave this verdict.
+    pub(crate) fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// The rule that allowed the flow, or [`NO_RULE`] for the default action.
+    pub(crate) fn rule(&self) -> u32 {
         self.packed & NO_RULE
     }
 
@@ -140,7 +146,8 @@ impl FlowVerdict {
         self.packed & CACHEABLE != 0
     }
 
-    fn ingress(&self) -> u16 {
+    /// The interface the initiator's packets arrive on.
+    pub(crate) fn ingress(&self) -> u16 {
         (self.packed >> INGRESS_SHIFT) as u16
     }
 }
@@ -283,6 +290,8 @@ pub struct PolicyCounters {
     pub log_events: Counter,
     /// Rule-match events not queued because the queue was full.
     pub log_events_lost: Counter,
+    /// Flows in the worker's table now: a gauge, set once per loop iteration.
+    pub flows_in_table: Counter,
 }
 
 /// Bounds of the per-worker policy state.
@@ -427,6 +436,11 @@ impl PolicyState {
 
     pub fn flow_count(&self) -> usize {
         self.flows.len()
+    }
+
+    /// The flow table, for snapshots.
+    pub(crate) fn flows(&self) -> &FlowTable<FlowVerdict> {
+        &self.flows
     }
 
     /// Expires idle flows, a bounded amount per call (once per loop iteration).
@@ -867,7 +881,8 @@ impl Judgement {
     }
 }
 
-fn nanos(d: Duration) -> u64 {
+/// `d` in nanoseconds (saturating: 584 years).
+pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
@@ -907,27 +922,15 @@ fn initiator_view(
     facts: &PacketFacts,
     ingress: u16,
 ) -> PacketFacts {
-    let low = (key.low_address(), key.low_port());
-    let high = (key.high_address(), key.high_port());
-    let ((src, sport), (dst, dport)) = match initiator {
-        Orientation::Canonical => (low, high),
-        Orientation::Swapped => (high, low),
-    };
-    let unmapped = |a: u128| {
-        let v6 = std::net::Ipv6Addr::from(a);
-        match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        }
-    };
+    let ((src, sport), (dst, dport)) = key.endpoints(initiator);
     let (sport, dport) = match facts.echo_id {
         // An echo flow's initiator sends echo requests.
         Some(_) => (if facts.src.is_ipv4() { 8 } else { 128 }, 0),
         None => (sport, dport),
     };
     PacketFacts {
-        src: unmapped(src),
-        dst: unmapped(dst),
+        src: unmapped_address(src),
+        dst: unmapped_address(dst),
         sport,
         dport,
         // The first packet of a TCP flow is a SYN.

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
+use crate::capture::CaptureHub;
 use crate::change::{self, ChangeError, PendingChange, Reply};
 use crate::fib::{Fib, FibError, FibLimits, FibPublisher, RoutesApplied, SharedFib, StaticRoute};
+use crate::flow_snapshot::FlowSnapshots;
 use crate::iface::{IfIndex, Interface, InterfaceError, Interfaces};
 use crate::io::PacketIo;
 use crate::neigh::{
@@ -92,6 +94,8 @@ pub struct Router {
     control: Sender<ControlRequest>,
     outbound: Receiver<Outbound>,
     rule_matches: (Sender<RuleMatch>, Receiver<RuleMatch>),
+    capture: CaptureHub,
+    flow_snapshots: FlowSnapshots,
     slow_path: Option<SlowPath>,
 }
 
@@ -141,6 +145,8 @@ impl Router {
             control,
             outbound,
             rule_matches: bounded(RULE_MATCHES_CAPACITY),
+            capture: CaptureHub::new(spec.port_count, epoch),
+            flow_snapshots: FlowSnapshots::new(spec.policy.flows),
             slow_path: Some(slow_path),
         })
     }
@@ -152,7 +158,9 @@ impl Router {
             seen: self.policy.register_worker(),
             overlay: self.overlay.shared(),
             state: PolicyState::new(self.policy_limits)?.with_events(self.rule_matches.0.clone()),
+            snapshots: self.flow_snapshots.register_worker(),
         };
+        let capture = self.capture.register_worker(io.frame_capacity());
         Ok(Worker::new(
             io,
             Pipeline::new(self.interfaces.clone(), self.neighbours.clone()),
@@ -164,8 +172,19 @@ impl Router {
                 outbound: self.outbound.clone(),
             },
             policy,
+            capture,
             self.epoch,
         ))
+    }
+
+    /// Starts packet captures on the workers built so far (and stops them).
+    pub fn capture_hub(&self) -> CaptureHub {
+        self.capture.clone()
+    }
+
+    /// Takes copies of the flow tables of the workers built so far.
+    pub fn flow_snapshots(&self) -> FlowSnapshots {
+        self.flow_snapshots.clone()
     }
 
     /// Matches of rules that log, from every worker.

@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+use crate::capture::{CaptureCopy, FrameDirection, WorkerCapture};
 use crate::counters::{DropReason, WorkerCounters};
 use crate::fib::SharedFib;
+use crate::flow_snapshot::WorkerFlowSnapshots;
 use crate::icmp::{self, ErrorLink, ErrorReply};
 use crate::iface::IfIndex;
 use crate::io::{FrameId, Packet, PacketIo, PortIndex, TransmitRefused};
@@ -126,6 +128,7 @@ pub struct Worker<P: PacketIo> {
     scratch: Box<[u8]>,
     idle_iterations: u32,
     policy: WorkerPolicy,
+    capture: WorkerCapture,
     /// The router's clock origin, shared with the slow path and the control side.
     epoch: Instant,
 }
@@ -137,6 +140,8 @@ pub struct WorkerPolicy {
     pub seen: Arc<AtomicU32>,
     pub overlay: SharedOverlay,
     pub state: PolicyState,
+    /// Requests for copies of the flow table.
+    pub snapshots: WorkerFlowSnapshots,
 }
 
 impl<P: PacketIo> Worker<P> {
@@ -152,6 +157,7 @@ impl<P: PacketIo> Worker<P> {
         config: WorkerConfig,
         link: SlowPathLink,
         policy: WorkerPolicy,
+        capture: WorkerCapture,
         epoch: Instant,
     ) -> Worker<P> {
         let counters = Arc::new(WorkerCounters::new(io.port_count()));
@@ -175,6 +181,7 @@ impl<P: PacketIo> Worker<P> {
             link,
             idle_iterations: 0,
             policy,
+            capture,
             epoch,
         }
     }
@@ -234,6 +241,7 @@ impl<P: PacketIo> Worker<P> {
     /// Returns the number of packets received.
     pub fn poll_once(&mut self, now: Duration) -> usize {
         self.io.reclaim_and_refill();
+        self.capture.begin(now);
         let fib = self.fib.load();
         let neighbour_index = self.neighbours.index();
         // A guard, not a counted reference: the publisher keeps replaced sets alive until every
@@ -268,6 +276,10 @@ impl<P: PacketIo> Worker<P> {
                 .rx_bytes
                 .add(burst[..count].iter().map(|p| u64::from(p.len)).sum());
             for &packet in &burst[..count] {
+                // As it arrived: the pipeline rewrites it in place.
+                if let Some(copy) = self.capture_frame(port, FrameDirection::Received, packet) {
+                    self.capture.deliver(copy);
+                }
                 let buf = self.io.buffer(packet.frame);
                 let verdict = self.pipeline.process(
                     &view,
@@ -286,9 +298,30 @@ impl<P: PacketIo> Worker<P> {
         if view.policy.is_some() {
             self.policy.state.expire(now);
         }
+        self.policy.snapshots.step(self.policy.state.flows());
+        self.policy
+            .state
+            .policy_counters
+            .flows_in_table
+            .set(self.policy.state.flow_count() as u64);
         self.send_outbound();
         self.io.flush();
+        self.capture.end();
         received
+    }
+
+    /// A copy of `packet` if the running capture takes it, to deliver or give back.
+    fn capture_frame(
+        &mut self,
+        port: PortIndex,
+        direction: FrameDirection,
+        packet: Packet,
+    ) -> Option<CaptureCopy> {
+        if !self.capture.wants(port, direction) {
+            return None;
+        }
+        let frame = self.io.buffer(packet.frame).get(..packet.len as usize)?;
+        self.capture.copy(port, direction, frame)
     }
 
     fn act(&mut self, port: PortIndex, packet: Packet, verdict: Verdict, now: Duration) {
@@ -389,13 +422,21 @@ impl<P: PacketIo> Worker<P> {
     }
 
     fn transmit(&mut self, ingress_port: PortIndex, egress: PortIndex, packet: Packet) {
+        // Copied while the frame is still the worker's; kept only if the port takes it.
+        let copy = self.capture_frame(egress, FrameDirection::Sent, packet);
         match self.io.transmit(egress, packet) {
             Ok(()) => {
                 let counters = &self.counters.ports[usize::from(egress)];
                 counters.tx_packets.add(1);
                 counters.tx_bytes.add(u64::from(packet.len));
+                if let Some(copy) = copy {
+                    self.capture.deliver(copy);
+                }
             }
             Err(TransmitRefused(packet)) => {
+                if let Some(copy) = copy {
+                    self.capture.give_back(copy);
+                }
                 self.counters
                     .count_drop(usize::from(ingress_port), DropReason::TransmitRingFull);
                 self.io.release(packet.frame);

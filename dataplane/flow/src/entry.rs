@@ -69,6 +69,11 @@ impl<V> FlowEntry<V> {
         self.tcp
     }
 
+    /// Whether a packet went in the reply direction.
+    pub fn reply_seen(&self) -> bool {
+        self.reply_seen
+    }
+
     pub fn first_seen_ns(&self) -> u64 {
         self.first_seen_ns
     }

@@ -1,6 +1,6 @@
 //! Flow identity: the packet's 5-tuple and the canonical key both directions share.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 /// IP protocol number of TCP.
 pub const PROTO_TCP: u8 = 6;
@@ -67,6 +67,16 @@ pub fn mapped_address(address: IpAddr) -> u128 {
     match address {
         IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
         IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+/// The address a [`PacketTuple`] stores as `address`: IPv4 for an IPv4-mapped address, IPv6
+/// otherwise (the inverse of [`mapped_address`]).
+pub fn unmapped_address(address: u128) -> IpAddr {
+    let v6 = Ipv6Addr::from(address);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
     }
 }
 
@@ -204,6 +214,17 @@ impl FlowKey {
         u16::from_be_bytes(self.read(field::HIGH_PORT))
     }
 
+    /// The (source, destination) endpoints, `(address, port)`, of a packet of this flow with
+    /// `orientation`: with the initiator's orientation, the flow as its initiator sent it.
+    pub fn endpoints(&self, orientation: Orientation) -> ((u128, u16), (u128, u16)) {
+        let low = (self.low_address(), self.low_port());
+        let high = (self.high_address(), self.high_port());
+        match orientation {
+            Orientation::Canonical => (low, high),
+            Orientation::Swapped => (high, low),
+        }
+    }
+
     /// IP protocol number.
     pub fn proto(&self) -> u8 {
         self.bytes[field::PROTO]
@@ -245,6 +266,37 @@ mod tests {
             (key.low_port(), key.high_port(), key.proto()),
             (80, 90, PROTO_UDP)
         );
+    }
+
+    #[test]
+    fn unmapping_inverts_mapping_for_both_families() {
+        for address in ["198.18.0.1", "2001:2::1", "::1"] {
+            let address: IpAddr = address.parse().unwrap();
+            assert_eq!(unmapped_address(mapped_address(address)), address);
+        }
+    }
+
+    #[test]
+    fn endpoints_give_back_the_packet_of_either_orientation() {
+        let tuple = PacketTuple {
+            src: 9,
+            dst: 3,
+            sport: 40000,
+            dport: 80,
+            proto: PROTO_TCP,
+            ingress: 1,
+        };
+        let (key, orientation) = FlowKey::from_packet(&tuple);
+        assert_eq!(key.endpoints(orientation), ((9, 40000), (3, 80)));
+        let (reply_key, reply_orientation) = FlowKey::from_packet(&PacketTuple {
+            src: 3,
+            dst: 9,
+            sport: 80,
+            dport: 40000,
+            ..tuple
+        });
+        assert_eq!(reply_key, key);
+        assert_eq!(key.endpoints(reply_orientation), ((3, 80), (9, 40000)));
     }
 
     #[test]

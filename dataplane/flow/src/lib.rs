@@ -55,6 +55,12 @@
 //!   long-running, remotely timed process could leak. SipHash-1-3 costs about 16-20 ns for the
 //!   37-byte key on the development VM (foldhash: about 10 ns), once per packet.
 //!
+//! # Walking
+//!
+//! [`FlowTable::for_each`] visits every flow at once. [`FlowTable::for_each_from`] walks the slab
+//! a bounded number of slots per call with a [`FlowCursor`], so a worker can copy its table
+//! between bursts; a flow present throughout the walk is visited exactly once.
+//!
 //! # Expiry
 //!
 //! A flow expires when it has been idle (no packet) for at least its [`Timeouts`] class:
@@ -98,8 +104,10 @@ pub use entry::FlowEntry;
 pub use error::{InsertError, NewTableError};
 pub use key::{
     Direction, FlowKey, Orientation, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
-    PacketTuple, mapped_address,
+    PacketTuple, mapped_address, unmapped_address,
 };
-pub use table::{CAPACITY_MAX, EVICTION_CANDIDATES_MAX, EvictionCounts, ExpireProgress, FlowTable};
+pub use table::{
+    CAPACITY_MAX, EVICTION_CANDIDATES_MAX, EvictionCounts, ExpireProgress, FlowCursor, FlowTable,
+};
 pub use tcp::{TcpFlags, TcpState, update_tcp_state};
 pub use timeouts::{TIMEOUT_MAX, Timeouts};

@@ -42,6 +42,13 @@ pub struct ExpireProgress {
     pub caught_up: bool,
 }
 
+/// Where a walk of the table by [`FlowTable::for_each_from`] stands: the next slab slot to look
+/// at. [`FlowCursor::default`] starts a walk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowCursor {
+    next_slot: u32,
+}
+
 /// One worker's flow table. See the crate documentation for the design and the full-table
 /// policy.
 pub struct FlowTable<V> {
@@ -225,6 +232,34 @@ impl<V: Copy> FlowTable<V> {
         for &slot in &self.index {
             f(&self.entries[slot as usize].0);
         }
+    }
+
+    /// Visits the flows of the slab slots from `cursor` on, looking at no more than `slots_max`
+    /// slots (at least one), and returns where the walk stands, or `None` when it has looked at
+    /// every slot. A walk is bounded work per call whatever the table's size, and the table may
+    /// change between calls: entries never move between slots, so a flow present from the
+    /// walk's start to its end is visited exactly once; a flow inserted or removed meanwhile may
+    /// be visited or not.
+    pub fn for_each_from(
+        &self,
+        cursor: FlowCursor,
+        slots_max: usize,
+        mut f: impl FnMut(&FlowEntry<V>),
+    ) -> Option<FlowCursor> {
+        let start = cursor.next_slot as usize;
+        let end = start
+            .saturating_add(slots_max.max(1))
+            .min(self.entries.len());
+        for slot in start..end {
+            // A slot holds a live flow exactly when the wheel schedules it.
+            if self.wheel.is_scheduled(slot as u32) {
+                f(&self.entries[slot].0);
+            }
+        }
+        // The slab never holds more than `capacity` slots, which fits `u32`.
+        (end < self.entries.len()).then_some(FlowCursor {
+            next_slot: end as u32,
+        })
     }
 
     /// Number of flows in the table.

@@ -78,6 +78,12 @@ impl TimerWheel {
         }
     }
 
+    /// Whether `node` is scheduled: true from [`TimerWheel::schedule`] to
+    /// [`TimerWheel::cancel`], including while [`TimerWheel::step`] yields it.
+    pub(crate) fn is_scheduled(&self, node: u32) -> bool {
+        self.links.is_linked(node)
+    }
+
     /// Unschedules `node`.
     pub(crate) fn cancel(&mut self, node: u32) {
         if self.resume == Some(node) {

@@ -56,6 +56,20 @@ impl Bench {
 
     /// A bench whose ports check reverse paths with `rp_filter`.
     pub fn build_with(server_mtu: u16, worker: WorkerConfig, rp_filter: RpFilter) -> Bench {
+        Bench::build_with_flows(server_mtu, worker, rp_filter, 1024)
+    }
+
+    /// A bench whose worker's flow table holds `flows`.
+    pub fn with_flow_capacity(flows: usize) -> Bench {
+        Bench::build_with_flows(1500, WorkerConfig::default(), RpFilter::Strict, flows)
+    }
+
+    fn build_with_flows(
+        server_mtu: u16,
+        worker: WorkerConfig,
+        rp_filter: RpFilter,
+        flows: usize,
+    ) -> Bench {
         let spec = RouterSpec {
             port_count: 2,
             interfaces: vec![
@@ -79,7 +93,7 @@ impl Bench {
             neighbour_timers: NeighbourTimers::default(),
             worker,
             policy: PolicyLimits {
-                flows: 1024,
+                flows,
                 ..PolicyLimits::default()
             },
             dynamic_entries: 16,
