@@ -889,6 +889,17 @@ impl Controller {
                     to_host: counters.to_host.get(),
                 });
             }
+            response.workers.push(proto::WorkerStats {
+                worker: worker_number,
+                bursts: worker.bursts.get(),
+                idle_waits: worker.idle_waits.get(),
+                flows_in_table: self
+                    .sources
+                    .rules
+                    .get(worker_index)
+                    .map_or(0, |(_, policy)| policy.flows_in_table.get()),
+                icmp_errors_sent: worker.icmp_errors_sent.get(),
+            });
             for &reason in vfn_dataplane::counters::DropReason::ALL {
                 response.drops.push(proto::DropCount {
                     reason: reason.name().into(),

@@ -280,6 +280,10 @@ fn apply_dry_run_compare_and_set_and_a_refused_set() {
     );
     let stats = json(&s.vfnctl(&["-o", "json", "stats"]));
     assert!(
+        stats["workers"][0]["bursts"].as_u64() > Some(0),
+        "the worker counted its bursts: {stats}"
+    );
+    assert!(
         stats["ports"]
             .as_array()
             .is_some_and(|ports| ports.iter().any(|p| p["rx_packets"].as_u64() > Some(0))),

@@ -770,6 +770,20 @@ async fn run(cli: Cli) -> Result<(), String> {
                         port.to_host
                     );
                 }
+                println!(
+                    "{:<6} {:>12} {:>12} {:>10} {:>12}",
+                    "WORKER", "BURSTS", "IDLE WAITS", "FLOWS", "ICMP ERRORS"
+                );
+                for worker in &response.workers {
+                    println!(
+                        "{:<6} {:>12} {:>12} {:>10} {:>12}",
+                        worker.worker,
+                        worker.bursts,
+                        worker.idle_waits,
+                        worker.flows_in_table,
+                        worker.icmp_errors_sent
+                    );
+                }
                 println!("{:<28} {:>6} {:>12}", "DROP REASON", "WORKER", "PACKETS");
                 for drop in response.drops.iter().filter(|d| d.packets > 0) {
                     println!(
