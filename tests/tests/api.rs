@@ -1034,3 +1034,35 @@ fn flows_and_captures_show_what_passes() {
         .count();
     assert_eq!((requests, replies), (3, 3), "{lines:?}");
 }
+
+#[test]
+fn a_start_without_policy_fails_closed_when_told_and_sighup_applies_as_sighup() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = setup("vfnapi11", deny_all("unused"), |config, _| {
+        config.policy = None;
+        config.state.without_policy = vfn_config::WithoutPolicy::Drop;
+    });
+    let got = s.rule_set();
+    assert_eq!(got["rule_set"]["version"], "fail-closed", "{got}");
+    assert_eq!(
+        s.web(),
+        Connect::TimedOut,
+        "nothing is forwarded without a policy"
+    );
+
+    // SIGHUP applies the config's policy like ApplyRuleSet, as principal `sighup`.
+    let mut config = s.config.clone();
+    config.policy = Some(PolicySource::Inline(allow_web("from-file")));
+    s.vfn.reload(&config).expect("SIGHUP");
+    let applied = until(Duration::from_secs(5), || {
+        s.rule_set()["rule_set"]["version"] == "from-file"
+    });
+    assert!(applied.is_some(), "{}", s.vfn.log());
+    assert_eq!(s.rule_set()["applied_by"], "sighup");
+    assert_eq!(s.web(), Connect::Connected);
+    let audit = std::fs::read_to_string(s.vfn.state_dir().join("audit.jsonl")).expect("audit");
+    assert!(
+        audit.contains("\"principal\":\"sighup\",\"action\":\"reload\""),
+        "{audit}"
+    );
+}
