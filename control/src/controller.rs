@@ -324,7 +324,7 @@ impl Controller {
                 tracing::info!(%error, "dry run refused");
                 error
             })?;
-            return Ok(self.response(&spec, &rules, false, received));
+            return Ok(self.response(&spec, &rules, event.rule_set_hash, false, received));
         }
         self.apply(spec, principal, "ApplyRuleSet", Some(event), received)
     }
@@ -361,6 +361,7 @@ impl Controller {
         &self,
         spec: &RuleSetSpec,
         rules: &vfn_rules::RuleSet,
+        hash: String,
         applied: bool,
         received: Instant,
     ) -> proto::ApplyRuleSetResponse {
@@ -375,7 +376,7 @@ impl Controller {
                 build_micros: u64::try_from(rules.build_time.as_micros()).unwrap_or(u64::MAX),
             }),
             diff: Some(convert::diff(self.applied.as_ref().map(|a| &a.spec), spec)),
-            hash: convert::rule_set_hash(spec),
+            hash,
             apply_micros: u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX),
         }
     }
@@ -401,7 +402,8 @@ impl Controller {
             Ok(rules) => rules,
             Err(error) => return Err(self.refuse(event, error)),
         };
-        let mut response = self.response(&spec, &rules, true, received);
+        let mut response =
+            self.response(&spec, &rules, event.rule_set_hash.clone(), true, received);
         let accepted = AuditEvent {
             result: "ok".into(),
             ..event

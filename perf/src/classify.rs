@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 use vfn_classify::classbench::{self, TracePacket};
 use vfn_classify::{Classifier, Entry, Key, Limits};
 
+use crate::rulesets::{SetFiles, read, read_entries, set_files};
+
 /// Keys per `classify_burst` call.
 const BURST: usize = 32;
 /// Minimum time of one lookup-rate measurement (whole passes over the trace).
@@ -49,34 +51,6 @@ pub struct Args {
     /// Skip the `dpdk-test-acl` comparison.
     #[arg(long)]
     no_dpdk: bool,
-}
-
-struct SetFiles {
-    rules: PathBuf,
-    trace: PathBuf,
-}
-
-/// The rule file is `<set>` or `<set>.gen`, the trace `<set>_trace` or `<set>_trace.gen`.
-fn set_files(dir: &Path, set: &str) -> Result<SetFiles, String> {
-    let existing = |name: String| {
-        let plain = dir.join(&name);
-        let generated = dir.join(format!("{name}.gen"));
-        if plain.is_file() {
-            Ok(plain)
-        } else if generated.is_file() {
-            Ok(generated)
-        } else {
-            Err(format!("{}: neither it nor .gen exists", plain.display()))
-        }
-    };
-    Ok(SetFiles {
-        rules: existing(set.to_string())?,
-        trace: existing(format!("{set}_trace"))?,
-    })
-}
-
-fn read(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -143,8 +117,7 @@ struct Figures {
 
 fn measure_set(args: &Args, set: &str) -> Result<Figures, String> {
     let files = set_files(&args.dir, set)?;
-    let entries = classbench::parse_rules(&read(&files.rules)?)
-        .map_err(|e| format!("{}: {e}", files.rules.display()))?;
+    let entries = read_entries(&files)?;
     let trace = classbench::parse_trace(&read(&files.trace)?)
         .map_err(|e| format!("{}: {e}", files.trace.display()))?;
     let keys: Vec<Key<u32>> = trace.iter().map(|packet| packet.key).collect();
@@ -215,8 +188,8 @@ struct DpdkFigures {
     burst_ratio: f64,
 }
 
-/// A scratch directory for the converted files, removed when dropped (also on error).
-struct ScratchDir(PathBuf);
+/// A scratch directory, removed when dropped (also on error).
+pub(crate) struct ScratchDir(pub(crate) PathBuf);
 
 impl Drop for ScratchDir {
     fn drop(&mut self) {

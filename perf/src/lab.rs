@@ -558,7 +558,7 @@ fn measure_rows(lab: &Lab, own_labs: &[(Row, Lab)], args: &Args) -> Result<Table
             Row::Vfn => Some(start_vfn(own_lab, args, None)?),
             Row::VfnRules => {
                 let (policy, _) =
-                    crate::pipeline::classbench_policy(&args.classbench, &args.rules)?;
+                    crate::rulesets::classbench_policy(&args.classbench, &args.rules)?;
                 Some(start_vfn(own_lab, args, Some(policy))?)
             }
             _ => {

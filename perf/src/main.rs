@@ -1,12 +1,15 @@
 //! `vfn-perf`: benchmarks of the VFN.
 //!
 //! `pipeline` (the whole worker in memory), `classbench` (the classifier against DPDK's
-//! rte_acl) and `lab` (routers between lab namespaces, with an XDP generator and sink); each
+//! rte_acl), `lab` (routers between lab namespaces, with an XDP generator and sink) and `apply`
+//! (rule-set apply latency through the control API, under traffic, against `nft -f`); each
 //! module says what it measures.
 
+mod apply;
 mod classify;
 mod lab;
 mod pipeline;
+mod rulesets;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +28,8 @@ enum Command {
     Classbench(classify::Args),
     /// Routers between two lab namespaces, measured with an XDP generator and sink (root).
     Lab(lab::Args),
+    /// Rule-set apply latency through the control API under traffic, against `nft -f` (root).
+    Apply(apply::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +40,7 @@ fn main() -> std::process::ExitCode {
         }
         Command::Pipeline(args) => pipeline::run(&args),
         Command::Lab(args) => lab::run_all(&args),
+        Command::Apply(args) => apply::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use etherparse::PacketBuilder;
-use vfn_classify::classbench;
 use vfn_dataplane::fib::{FibLimits, StaticRoute};
 use vfn_dataplane::iface::{Interface, RpFilter};
 use vfn_dataplane::mem_io::{MemIo, MemIoConfig};
@@ -17,10 +16,7 @@ use vfn_dataplane::policy::PolicyLimits;
 use vfn_dataplane::router::{Router, RouterSpec};
 use vfn_dataplane::wire::LearnPolicy;
 use vfn_dataplane::worker::WorkerConfig;
-use vfn_rules::{
-    Action, AddressMatch, CompileLimits, Context, DefaultAction, PortRange, Protocol, RuleSetSpec,
-    RuleSpec,
-};
+use vfn_rules::{CompileLimits, Context, RuleSetSpec};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -91,13 +87,10 @@ fn synthetic(flows: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// A flow of the trace: source, destination, protocol (TCP or UDP), source and destination port.
-pub(crate) type Tuple = ([u8; 4], [u8; 4], u8, u16, u16);
-
 /// Frames of `count` distinct flows: the trace's 5-tuples in order, each once, then the same
 /// tuples again with other source ports (a rule may match those differently; every rule
 /// allows) until there are `count`, or as many as 65,536 rounds give.
-fn trace_flows(tuples: &[Tuple], count: usize) -> Vec<Vec<u8>> {
+fn trace_flows(tuples: &[crate::rulesets::Tuple], count: usize) -> Vec<Vec<u8>> {
     let mut seen = std::collections::HashSet::with_capacity(count);
     let mut frames = Vec::with_capacity(count);
     'rounds: for round in 0..=u16::MAX {
@@ -112,116 +105,6 @@ fn trace_flows(tuples: &[Tuple], count: usize) -> Vec<Vec<u8>> {
         }
     }
     frames
-}
-
-/// A ClassBench set as a rule set: every rule allows. Rules with ports but no protocol, which the
-/// VFN refuses (ports need TCP or UDP), become a TCP and a UDP rule. With it, the trace's
-/// routable 5-tuples, each once.
-pub(crate) fn classbench_policy(
-    dir: &std::path::Path,
-    set: &str,
-) -> Result<(RuleSetSpec, Vec<Tuple>), String> {
-    let read = |name: &str| {
-        std::fs::read_to_string(dir.join(name))
-            .map_err(|e| format!("{}: {e}", dir.join(name).display()))
-    };
-    let entries = classbench::parse_rules(&read(set)?).map_err(|e| e.to_string())?;
-    let trace_name = [format!("{set}_trace"), format!("{set}_trace.gen")]
-        .into_iter()
-        .find(|name| dir.join(name).exists())
-        .ok_or_else(|| format!("no trace for {set} in {}", dir.display()))?;
-    let trace = classbench::parse_trace(&read(&trace_name)?).map_err(|e| e.to_string())?;
-    let prefix = |lo: u32, hi: u32| -> ipnet::IpNet {
-        let len = 32 - (u64::from(hi - lo) + 1).trailing_zeros() as u8;
-        ipnet::IpNet::new(std::net::IpAddr::from(lo.to_be_bytes()), len)
-            .expect("ClassBench prefixes are prefixes")
-    };
-    let ports = |lo: u16, hi: u16| {
-        if (lo, hi) == (0, u16::MAX) {
-            Vec::new()
-        } else {
-            vec![PortRange {
-                first: lo,
-                last: hi,
-            }]
-        }
-    };
-    let mut rules = Vec::new();
-    for (index, entry) in entries.iter().enumerate() {
-        let m = &entry.m;
-        let base = RuleSpec {
-            source: AddressMatch {
-                prefixes: vec![prefix(m.src.lo, m.src.hi)],
-                ..AddressMatch::default()
-            },
-            destination: AddressMatch {
-                prefixes: vec![prefix(m.dst.lo, m.dst.hi)],
-                ..AddressMatch::default()
-            },
-            source_ports: ports(m.sport.lo, m.sport.hi),
-            destination_ports: ports(m.dport.lo, m.dport.hi),
-            ..RuleSpec::new(format!("r{index}"), Action::Allow)
-        };
-        let has_ports = !base.source_ports.is_empty() || !base.destination_ports.is_empty();
-        match m.proto {
-            Some(6) => rules.push(RuleSpec {
-                protocol: Some(Protocol::Tcp),
-                ..base
-            }),
-            Some(17) => rules.push(RuleSpec {
-                protocol: Some(Protocol::Udp),
-                ..base
-            }),
-            Some(other) => rules.push(RuleSpec {
-                protocol: Some(Protocol::Number(other)),
-                source_ports: Vec::new(),
-                destination_ports: Vec::new(),
-                ..base
-            }),
-            None if has_ports => {
-                rules.push(RuleSpec {
-                    id: format!("r{index}-udp"),
-                    protocol: Some(Protocol::Udp),
-                    ..base.clone()
-                });
-                rules.push(RuleSpec {
-                    protocol: Some(Protocol::Tcp),
-                    ..base
-                });
-            }
-            None => rules.push(base),
-        }
-    }
-    // Trace packets a router must drop before any rule (martian, multicast or link-local
-    // addresses) would measure nothing: they are left out.
-    let routable = |a: u32| {
-        let first = a >> 24;
-        first != 0 && first != 127 && first < 224 && a >> 16 != 0xa9fe
-    };
-    let mut seen = std::collections::HashSet::new();
-    let tuples = trace
-        .iter()
-        .filter(|p| routable(p.key.src) && routable(p.key.dst))
-        .map(|p| {
-            (
-                p.key.src.to_be_bytes(),
-                p.key.dst.to_be_bytes(),
-                if p.key.proto == 6 { 6 } else { 17 },
-                p.key.sport,
-                p.key.dport,
-            )
-        })
-        .filter(|tuple| seen.insert(*tuple))
-        .collect();
-    Ok((
-        RuleSetSpec {
-            version: set.into(),
-            default_action: DefaultAction::Allow,
-            rules,
-            ..RuleSetSpec::default()
-        },
-        tuples,
-    ))
 }
 
 /// Forwards `templates` for `seconds` under `policy`; returns packets forwarded and the time.
@@ -318,7 +201,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         eprintln!("warning: could not pin to core {}", args.core);
     }
     let policy = match &args.rules {
-        Some(set) => Some(classbench_policy(&args.classbench, set)?),
+        Some(set) => Some(crate::rulesets::classbench_policy(&args.classbench, set)?),
         None => None,
     };
     match &policy {
