@@ -46,7 +46,7 @@ use vfn_control::convert::rule_set_to_proto;
 use vfn_control::proto::{self, control_client::ControlClient};
 use vfn_lab::{
     ChildGuard, FloodResult, Lab, RunningVfn, TopologySpec, in_netns, install_interrupt_flag,
-    interrupted, lab_config, list_namespaces, remove_stale, udp_flood, vfn_binary,
+    interrupted, lab_config, remove_stale, udp_flood, vfn_binary,
 };
 use vfn_rules::{
     Action, AddressMatch, CompileLimits, DefaultAction, PortRange, Protocol, RuleSetSpec, RuleSpec,
@@ -173,13 +173,10 @@ pub fn run(args: &Args) -> Result<(), String> {
         .collect::<Result<Vec<_>, _>>()?;
     remove_stale(PREFIX).map_err(|e| e.to_string())?;
     let lab = Lab::create(&TopologySpec::default_lab(PREFIX)).map_err(|e| e.to_string())?;
-    let names: Vec<String> = lab.topology().namespaces().map(str::to_owned).collect();
-    // The router is stopped inside, before the lab goes.
+    // The router is stopped inside, before the lab goes; the lab's teardown finishes even
+    // after Ctrl-C.
     let measured = measure(&lab, args, &sets);
-    // After Ctrl-C, vfn-lab's teardown stops its own `ip netns del` at once: what it leaves is
-    // deleted here, without regard to the interrupt.
-    let _ = lab.destroy();
-    let removed = delete_namespaces_left(&names);
+    let removed = lab.destroy().map_err(|e| e.to_string());
     let (rate, rows) = measured?;
     removed?;
     print_table(args, rate, &rows);
@@ -716,24 +713,6 @@ impl Drop for Namespace {
         if let Err(error) = run_bounded(command, None, Stop::AtLimitOnly) {
             eprintln!("vfn-perf apply: removing namespace {}: {error}", self.0);
         }
-    }
-}
-
-/// Deletes those of `names` that still exist.
-fn delete_namespaces_left(names: &[String]) -> Result<(), String> {
-    let existing = list_namespaces().map_err(|e| e.to_string())?;
-    let mut errors = Vec::new();
-    for name in names.iter().filter(|name| existing.contains(name)) {
-        let mut command = Command::new("ip");
-        command.args(["netns", "del", name]);
-        if let Err(error) = run_bounded(command, None, Stop::AtLimitOnly) {
-            errors.push(error);
-        }
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("removing the lab: {}", errors.join("; ")))
     }
 }
 

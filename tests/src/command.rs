@@ -41,12 +41,29 @@ pub(crate) fn describe(command: &Command) -> String {
     words.join(" ")
 }
 
+/// Whether raising the interrupt flag stops a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnInterrupt {
+    Kill,
+    /// Teardown: a Ctrl-C must not leave namespaces behind; the time limit still holds.
+    Finish,
+}
+
 /// Runs `command` to completion with `stdin` fed to it, killing it if it outlives `limit` or
 /// the interrupt flag is raised. Captures stdout and stderr; the exit status is not checked.
 pub(crate) fn run_bounded(
+    command: Command,
+    stdin: Option<Vec<u8>>,
+    limit: Duration,
+) -> Result<Output, LabError> {
+    run_bounded_with(command, stdin, limit, OnInterrupt::Kill)
+}
+
+fn run_bounded_with(
     mut command: Command,
     stdin: Option<Vec<u8>>,
     limit: Duration,
+    on_interrupt: OnInterrupt,
 ) -> Result<Output, LabError> {
     let description = describe(&command);
     command
@@ -68,7 +85,7 @@ pub(crate) fn run_bounded(
     }
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
-    let status = wait_bounded(&mut child, limit, &description)?;
+    let status = wait_bounded(&mut child, limit, &description, on_interrupt)?;
     Ok(Output {
         status,
         stdout: collect(&stdout),
@@ -78,13 +95,22 @@ pub(crate) fn run_bounded(
 
 /// Runs `argv` and fails unless it exits successfully; returns its stdout.
 pub(crate) fn run_checked(argv: &[String], limit: Duration) -> Result<String, LabError> {
+    run_checked_with(argv, limit, OnInterrupt::Kill)
+}
+
+/// [`run_checked`], choosing what an interrupt does.
+pub(crate) fn run_checked_with(
+    argv: &[String],
+    limit: Duration,
+    on_interrupt: OnInterrupt,
+) -> Result<String, LabError> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| LabError::invalid_argument("argv", "empty command line"))?;
     let mut command = Command::new(program);
     command.args(args);
     let description = describe(&command);
-    let output = run_bounded(command, None, limit)?;
+    let output = run_bounded_with(command, None, limit, on_interrupt)?;
     if !output.status.success() {
         return Err(LabError::CommandFailed {
             command: description,
@@ -101,6 +127,7 @@ pub(crate) fn wait_bounded(
     child: &mut Child,
     limit: Duration,
     description: &str,
+    on_interrupt: OnInterrupt,
 ) -> Result<ExitStatus, LabError> {
     let started = Instant::now();
     let mut poll_interval = POLL_INTERVAL_MIN;
@@ -112,7 +139,7 @@ pub(crate) fn wait_bounded(
             return Ok(status);
         }
         let elapsed = started.elapsed();
-        let stop = if interrupted() {
+        let stop = if on_interrupt == OnInterrupt::Kill && interrupted() {
             Some(LabError::Interrupted)
         } else if elapsed >= limit {
             Some(LabError::CommandTimedOut {

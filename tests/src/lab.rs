@@ -10,7 +10,7 @@ use nix::unistd::{Pid, geteuid};
 
 use crate::LabError;
 use crate::command::{describe, netns_command};
-use crate::setup::{SystemRunner, delete_namespaces, execute, setup_plan};
+use crate::setup::{SystemRunner, TeardownRunner, delete_namespaces, execute, setup_plan};
 use crate::topology::{LabInstance, Topology, TopologySpec};
 
 /// Numbers the labs of this process, so that their names differ.
@@ -102,7 +102,7 @@ impl Lab {
 
     fn delete_namespaces(&mut self) -> Vec<LabError> {
         let namespaces = std::mem::take(&mut self.namespaces);
-        delete_namespaces(&namespaces, &mut SystemRunner)
+        delete_namespaces(&namespaces, &mut TeardownRunner)
     }
 }
 

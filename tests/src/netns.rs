@@ -12,7 +12,7 @@ use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
 use crate::LabError;
-use crate::setup::{SystemRunner, delete_namespaces};
+use crate::setup::{TeardownRunner, delete_namespaces};
 use crate::topology::creator_pid;
 
 /// Where `ip netns add` bind-mounts the namespaces it names.
@@ -80,7 +80,7 @@ pub fn list_namespaces() -> Result<Vec<String>, LabError> {
 /// left by a crashed run, so that a new run starts clean. Returns the names it deleted.
 pub fn remove_stale(prefix: &str) -> Result<Vec<String>, LabError> {
     let stale = stale_namespaces(prefix, list_namespaces()?, process_exists);
-    let errors = delete_namespaces(&stale, &mut SystemRunner);
+    let errors = delete_namespaces(&stale, &mut TeardownRunner);
     if !errors.is_empty() {
         return Err(LabError::Teardown {
             errors: errors.iter().map(ToString::to_string).collect(),

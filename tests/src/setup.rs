@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use crate::LabError;
 use crate::address::IpCidr;
-use crate::command::{SETUP_COMMAND_TIME_LIMIT, run_checked};
+use crate::command::{OnInterrupt, SETUP_COMMAND_TIME_LIMIT, run_checked, run_checked_with};
 use crate::interrupt::check_interrupted;
 use crate::topology::{Host, RouterMode, RouterPort, Topology};
 
@@ -21,6 +21,16 @@ pub(crate) struct SystemRunner;
 impl CommandRunner for SystemRunner {
     fn run(&mut self, argv: &[String]) -> Result<String, LabError> {
         run_checked(argv, SETUP_COMMAND_TIME_LIMIT)
+    }
+}
+
+/// Runs teardown commands for real: like [`SystemRunner`], but an interrupt (Ctrl-C) does not
+/// stop them, or the namespaces would stay behind.
+pub(crate) struct TeardownRunner;
+
+impl CommandRunner for TeardownRunner {
+    fn run(&mut self, argv: &[String]) -> Result<String, LabError> {
+        run_checked_with(argv, SETUP_COMMAND_TIME_LIMIT, OnInterrupt::Finish)
     }
 }
 
