@@ -169,6 +169,8 @@ impl Counters {
 pub struct RunningVfn {
     child: Option<ChildGuard>,
     dir: PathBuf,
+    /// Arguments added to `vfn run` (kept for restarts).
+    extra_args: Vec<String>,
 }
 
 impl RunningVfn {
@@ -182,11 +184,26 @@ impl RunningVfn {
         config: &Config,
         deadline: Duration,
     ) -> Result<RunningVfn, LabError> {
+        Self::start_with(lab, binary, config, &[], deadline)
+    }
+
+    /// [`RunningVfn::start`], with `extra_args` added to `vfn run` (e.g. `--log-format json`).
+    pub fn start_with(
+        lab: &Lab,
+        binary: &Path,
+        config: &Config,
+        extra_args: &[&str],
+        deadline: Duration,
+    ) -> Result<RunningVfn, LabError> {
         // A fresh directory of our own (create_dir fails on anything already there, a planted
         // symlink included), named after the lab, which is unique per process and lab.
         let dir = std::env::temp_dir().join(format!("{}-router", lab.topology().name));
         std::fs::create_dir(&dir).map_err(LabError::io(format!("creating {}", dir.display())))?;
-        let mut running = RunningVfn { child: None, dir };
+        let mut running = RunningVfn {
+            child: None,
+            dir,
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
+        };
         running.spawn(lab, binary, config, deadline)?;
         Ok(running)
     }
@@ -255,6 +272,7 @@ impl RunningVfn {
             .arg(self.dir.join("stats.prom"))
             .arg("--ready-file")
             .arg(&ready)
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);

@@ -1036,12 +1036,40 @@ fn flows_and_captures_show_what_passes() {
 }
 
 #[test]
-fn a_start_without_policy_fails_closed_when_told_and_sighup_applies_as_sighup() {
+fn a_start_without_policy_fails_closed_when_told_logs_json_and_sighup_applies_as_sighup() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let s = setup("vfnapi11", deny_all("unused"), |config, _| {
-        config.policy = None;
-        config.state.without_policy = vfn_config::WithoutPolicy::Drop;
-    });
+    vfn_lab::remove_stale("vfnapi11").expect("remove namespaces of crashed runs");
+    let lab = Lab::create(&TopologySpec::default_lab("vfnapi11")).expect("lab");
+    let mut config = vfn_lab::lab_config(lab.topology()).expect("config");
+    config.state.without_policy = vfn_config::WithoutPolicy::Drop;
+    // This router logs JSON lines, for log collectors.
+    let vfn = RunningVfn::start_with(
+        &lab,
+        &vfn_binary(),
+        &config,
+        &["--log-format", "json"],
+        READY,
+    )
+    .expect("router starts");
+    let s = Setup {
+        vfn,
+        lab,
+        config,
+        files: tempfile::tempdir().expect("temp dir"),
+    };
+    let log = s.vfn.log();
+    // Every line of the router's own is JSON; libbpf and libxdp print to stderr themselves.
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|line| !line.starts_with("libbpf:") && !line.starts_with("libxdp:"))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|line| line["fields"]["message"] == "vfn running" && line["level"] == "INFO"),
+        "{log}"
+    );
     let got = s.rule_set();
     assert_eq!(got["rule_set"]["version"], "fail-closed", "{got}");
     assert_eq!(
