@@ -10,10 +10,10 @@ cd "$(dirname "$0")/.."
 # ethtool, sysctl, ping and python3 (raw frames through AF_PACKET, standard library only);
 # `vfn-perf lab` loads nftables rule sets into its router namespace; the API tests run vfnctl as
 # other users (setpriv, util-linux) and a Python gRPC client from a virtual environment, and
-# read captures back with tshark.
+# read captures back with tshark; the IPFIX export is checked by nfcapd/nfdump and tshark.
 PACKAGES=(clang llvm libelf-dev zlib1g-dev libpcap-dev m4 pkg-config make gcc
           libbpf-dev linux-libc-dev iproute2 procps ethtool iputils-ping python3 python3-venv
-          nftables util-linux tshark)
+          nftables util-linux tshark nfdump)
 
 # The Python client of the API tests: grpcio and friends, pinned, in target/py-venv.
 python_environment() {
