@@ -37,9 +37,10 @@ use std::path::Path;
 
 pub use error::{ConfigError, FieldError};
 pub use model::{
-    ApiConfig, ApiRole, ApiTls, ApiToken, Config, DEFAULT_PORT_MTU, DEFAULT_PORT_QUEUES,
-    DataplaneConfig, IcmpConfig, InterfaceRef, MetricsConfig, PortConfig, RouteConfig, RpFilter,
-    StateConfig, TableConfig, VlanConfig, WithoutPolicy, WorkerConfig, XdpMode, ZeroCopy,
+    ApiConfig, ApiRole, ApiTls, ApiToken, CollectorConfig, Config, DEFAULT_PORT_MTU,
+    DEFAULT_PORT_QUEUES, DataplaneConfig, IcmpConfig, InterfaceRef, MetricsConfig, PortConfig,
+    RouteConfig, RpFilter, StateConfig, TableConfig, TelemetryConfig, VlanConfig, WithoutPolicy,
+    WorkerConfig, XdpMode, ZeroCopy,
 };
 pub use policy::{PolicySource, load_policy_file, parse_prefix, policy_to_toml, rate_limit_spec};
 

@@ -30,6 +30,54 @@ pub struct Config {
     pub api: ApiConfig,
     pub state: StateConfig,
     pub metrics: MetricsConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// Flow telemetry (`[telemetry]`): statistics per flow on the workers, records exported as IPFIX.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    pub enabled: bool,
+    /// A flow's record ends this long after its last packet, 100..=86400000 ms (default 60 s).
+    pub idle_timeout_ms: u32,
+    /// A long flow is reported this long after its record's first packet, 100..=86400000 ms
+    /// (default 120 s).
+    pub active_timeout_ms: u32,
+    /// A gap between packets longer than this ends an active period, 1..=3600000 ms (default
+    /// 5 s, CICFlowMeter's).
+    pub activity_timeout_ms: u32,
+    /// Records waiting for the exporter, all workers together, 64..=1048576 (default 16384).
+    pub queue: u32,
+    /// IPFIX collectors; at most 8.
+    pub collectors: Vec<CollectorConfig>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            idle_timeout_ms: 60_000,
+            active_timeout_ms: 120_000,
+            activity_timeout_ms: 5_000,
+            queue: 16_384,
+            collectors: Vec::new(),
+        }
+    }
+}
+
+/// An IPFIX collector: UDP to `address`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectorConfig {
+    pub address: std::net::SocketAddr,
+    /// The observation domain id in the messages' headers (default 1).
+    pub observation_domain: u32,
+    /// Largest message, in bytes (default 1400: one datagram on an Ethernet path).
+    pub message_size: u16,
+    /// Templates are sent again after this many messages (default 100) or seconds (default 60).
+    pub template_refresh_messages: u32,
+    pub template_refresh_s: u32,
+    /// A file holding a 32-byte key as 64 hex digits: addresses are anonymized with Crypto-PAn
+    /// (prefix-preserving) before they leave. Default: addresses as they are.
+    pub anonymize_key_file: Option<PathBuf>,
 }
 
 /// The Prometheus endpoint (`[metrics]`): `GET /metrics` over HTTP.

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     ApiConfig, ApiRole, Config, DEFAULT_PORT_MTU, DEFAULT_PORT_QUEUES, DataplaneConfig, IcmpConfig,
-    MetricsConfig, PortConfig, RouteConfig, RpFilter, StateConfig, TableConfig, VlanConfig,
-    WithoutPolicy, XdpMode, ZeroCopy,
+    MetricsConfig, PortConfig, RouteConfig, RpFilter, StateConfig, TableConfig, TelemetryConfig,
+    VlanConfig, WithoutPolicy, XdpMode, ZeroCopy,
 };
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -33,6 +33,85 @@ pub(crate) struct RawConfig {
     pub state: RawState,
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawTelemetry {
+    pub enabled: bool,
+    pub idle_timeout_ms: i64,
+    pub active_timeout_ms: i64,
+    pub activity_timeout_ms: i64,
+    pub queue: i64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub collectors: Vec<RawCollector>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCollector {
+    pub address: String,
+    #[serde(default = "default_observation_domain")]
+    pub observation_domain: i64,
+    #[serde(default = "default_message_size")]
+    pub message_size: i64,
+    #[serde(default = "default_refresh_messages")]
+    pub template_refresh_messages: i64,
+    #[serde(default = "default_refresh_s")]
+    pub template_refresh_s: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymize_key_file: Option<String>,
+}
+
+fn default_observation_domain() -> i64 {
+    1
+}
+
+fn default_message_size() -> i64 {
+    1400
+}
+
+fn default_refresh_messages() -> i64 {
+    100
+}
+
+fn default_refresh_s() -> i64 {
+    60
+}
+
+impl Default for RawTelemetry {
+    fn default() -> Self {
+        Self::from(&TelemetryConfig::default())
+    }
+}
+
+impl From<&TelemetryConfig> for RawTelemetry {
+    fn from(telemetry: &TelemetryConfig) -> Self {
+        Self {
+            enabled: telemetry.enabled,
+            idle_timeout_ms: telemetry.idle_timeout_ms.into(),
+            active_timeout_ms: telemetry.active_timeout_ms.into(),
+            activity_timeout_ms: telemetry.activity_timeout_ms.into(),
+            queue: telemetry.queue.into(),
+            collectors: telemetry
+                .collectors
+                .iter()
+                .map(|c| RawCollector {
+                    address: c.address.to_string(),
+                    observation_domain: c.observation_domain.into(),
+                    message_size: c.message_size.into(),
+                    template_refresh_messages: c.template_refresh_messages.into(),
+                    template_refresh_s: c.template_refresh_s.into(),
+                    anonymize_key_file: c
+                        .anonymize_key_file
+                        .as_ref()
+                        .map(|p| p.display().to_string()),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -268,6 +347,7 @@ impl From<&Config> for RawConfig {
             api: RawApi::from(&config.api),
             state: RawState::from(&config.state),
             metrics: RawMetrics::from(&config.metrics),
+            telemetry: RawTelemetry::from(&config.telemetry),
         }
     }
 }

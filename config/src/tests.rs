@@ -1060,6 +1060,7 @@ fn config() -> impl Strategy<Value = Config> {
                 api: ApiConfig::default(),
                 state: StateConfig::default(),
                 metrics: crate::MetricsConfig::default(),
+                telemetry: crate::TelemetryConfig::default(),
             },
         )
 }
@@ -1231,6 +1232,22 @@ fn api_and_state_sections_take_defaults_and_name_bad_fields() {
         "not an address and port",
     );
     assert!(!parse(&with("[metrics]\nenabled = false")).metrics.enabled);
+    let telemetry = parse(&with(
+        "[telemetry]\nidle_timeout_ms = 1000\n[[telemetry.collectors]]\naddress = \"198.18.9.2:4739\"",
+    ))
+    .telemetry;
+    assert_eq!(telemetry.idle_timeout_ms, 1000);
+    assert_eq!(telemetry.collectors[0].message_size, 1400);
+    assert_error_at(
+        &with("[[telemetry.collectors]]\naddress = \"collector\""),
+        "telemetry.collectors[0].address",
+        "not an address and port",
+    );
+    assert_error_at(
+        &with("[telemetry]\nactive_timeout_ms = 10"),
+        "telemetry.active_timeout_ms",
+        "out of range",
+    );
     assert_error_at(
         &with("[api]\ntcp = \"127.0.0.1:50051\""),
         "api.tcp",

@@ -13,11 +13,13 @@ use ipnet::IpNet;
 
 use crate::error::{ConfigError, FieldError};
 use crate::model::{
-    ApiConfig, ApiTls, ApiToken, Config, DataplaneConfig, IcmpConfig, InterfaceRef, MetricsConfig,
-    PortConfig, RouteConfig, RpFilter, StateConfig, TableConfig, VlanConfig, WorkerConfig,
+    ApiConfig, ApiTls, ApiToken, CollectorConfig, Config, DataplaneConfig, IcmpConfig,
+    InterfaceRef, MetricsConfig, PortConfig, RouteConfig, RpFilter, StateConfig, TableConfig,
+    TelemetryConfig, VlanConfig, WorkerConfig,
 };
 use crate::raw::{
-    RawApi, RawConfig, RawDataplane, RawIcmp, RawPort, RawRoute, RawState, RawTables, RawVlan,
+    RawApi, RawConfig, RawDataplane, RawIcmp, RawPort, RawRoute, RawState, RawTables, RawTelemetry,
+    RawVlan,
 };
 
 const BURST_SIZE: RangeInclusive<u32> = 1..=64;
@@ -68,6 +70,7 @@ pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         .and_then(|policy| crate::policy::parse(policy, "policy", &mut errors.0));
     let api = api(&mut errors, &raw.api);
     let state = state(&mut errors, &raw.state);
+    let telemetry = telemetry(&mut errors, &raw.telemetry);
     let metrics = MetricsConfig {
         enabled: raw.metrics.enabled,
         listen: raw.metrics.listen.parse().unwrap_or_else(|_| {
@@ -90,6 +93,7 @@ pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             api,
             state,
             metrics,
+            telemetry,
         })
     } else {
         Err(ConfigError::Invalid(errors.0))
@@ -309,6 +313,79 @@ fn api_tokens(errors: &mut Errors, raw: &RawApi) -> Vec<ApiToken> {
             }
         })
         .collect()
+}
+
+const TELEMETRY_TIMEOUT_MS: RangeInclusive<u32> = 100..=86_400_000;
+const ACTIVITY_TIMEOUT_MS: RangeInclusive<u32> = 1..=3_600_000;
+const TELEMETRY_QUEUE: RangeInclusive<u32> = 64..=1_048_576;
+const COLLECTOR_COUNT_MAX: usize = 8;
+
+fn telemetry(errors: &mut Errors, raw: &RawTelemetry) -> TelemetryConfig {
+    errors.count_at_most(
+        "telemetry.collectors",
+        "collectors",
+        raw.collectors.len(),
+        COLLECTOR_COUNT_MAX,
+    );
+    TelemetryConfig {
+        enabled: raw.enabled,
+        idle_timeout_ms: errors.ranged(
+            "telemetry.idle_timeout_ms",
+            raw.idle_timeout_ms,
+            TELEMETRY_TIMEOUT_MS,
+        ),
+        active_timeout_ms: errors.ranged(
+            "telemetry.active_timeout_ms",
+            raw.active_timeout_ms,
+            TELEMETRY_TIMEOUT_MS,
+        ),
+        activity_timeout_ms: errors.ranged(
+            "telemetry.activity_timeout_ms",
+            raw.activity_timeout_ms,
+            ACTIVITY_TIMEOUT_MS,
+        ),
+        queue: errors.ranged("telemetry.queue", raw.queue, TELEMETRY_QUEUE),
+        collectors: raw
+            .collectors
+            .iter()
+            .enumerate()
+            .map(|(index, collector)| {
+                let path = format!("telemetry.collectors[{index}]");
+                CollectorConfig {
+                    address: collector.address.parse().unwrap_or_else(|_| {
+                        errors.push(
+                            format!("{path}.address"),
+                            format!("{:?} is not an address and port", collector.address),
+                        );
+                        std::net::SocketAddr::from(([0, 0, 0, 0], 0))
+                    }),
+                    observation_domain: errors.ranged(
+                        &format!("{path}.observation_domain"),
+                        collector.observation_domain,
+                        0..=u32::MAX,
+                    ),
+                    message_size: errors.ranged(
+                        &format!("{path}.message_size"),
+                        collector.message_size,
+                        512..=65_507,
+                    ),
+                    template_refresh_messages: errors.ranged(
+                        &format!("{path}.template_refresh_messages"),
+                        collector.template_refresh_messages,
+                        1..=u32::MAX,
+                    ),
+                    template_refresh_s: errors.ranged(
+                        &format!("{path}.template_refresh_s"),
+                        collector.template_refresh_s,
+                        1..=3600,
+                    ),
+                    anonymize_key_file: collector.anonymize_key_file.as_ref().map(|file| {
+                        absolute_path(errors, &format!("{path}.anonymize_key_file"), file)
+                    }),
+                }
+            })
+            .collect(),
+    }
 }
 
 fn state(errors: &mut Errors, raw: &RawState) -> StateConfig {

@@ -3,6 +3,7 @@
 mod controller;
 mod endpoint;
 mod events;
+mod exporter;
 mod lab;
 mod policy;
 mod replay;

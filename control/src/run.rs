@@ -20,6 +20,7 @@ use vfn_xdp::{XdpError, XdpIo};
 use crate::controller::{Call, Controller};
 use crate::endpoint::MetricsEndpoint;
 use crate::events::{DropReports, Events};
+use crate::exporter::{FlowExporter, WATCH_CAPACITY};
 use crate::server::{ApiServer, CALL_QUEUE_CAPACITY, DataplaneView};
 use crate::spec::{self, PlanError};
 use crate::stats::{self, Metrics, Sources};
@@ -86,6 +87,8 @@ pub enum RunError {
     Api(#[from] crate::server::ServeError),
     #[error(transparent)]
     Metrics(#[from] crate::endpoint::EndpointError),
+    #[error(transparent)]
+    Exporter(#[from] crate::exporter::ExporterError),
     #[error("starting a thread: {0}")]
     Thread(std::io::Error),
 }
@@ -209,13 +212,24 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
         apply_duration.clone(),
     )?;
     let (calls, call_queue) = crossbeam_channel::bounded(CALL_QUEUE_CAPACITY);
+    let epoch_unix = std::time::SystemTime::now() - epoch.elapsed();
+    let (flow_watchers, _) = tokio::sync::broadcast::channel(WATCH_CAPACITY);
+    let exporter = FlowExporter::new(
+        controller.router.flow_exports(),
+        &config.telemetry.collectors,
+        flow_watchers.clone(),
+        controller.router.policy.shared(),
+        controller.router.interfaces.clone(),
+        epoch_unix,
+    )?;
     let dataplane = DataplaneView {
         flows: controller.router.flow_snapshots(),
         capture: controller.router.capture_hub(),
         policy: controller.router.policy.shared(),
         interfaces: controller.router.interfaces.clone(),
         port_names: plan.port_names.clone(),
-        epoch_unix: std::time::SystemTime::now() - epoch.elapsed(),
+        epoch_unix,
+        flow_watchers,
     };
     let api = ApiServer::bind(&config.api, calls, events, dataplane)?;
     let endpoint = MetricsEndpoint::bind(&config.metrics)?;
@@ -281,6 +295,10 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
             "vfn-slow-path".into(),
             Box::new(move || slow_path.run(&stop)),
         );
+    }
+    if spawned.is_ok() {
+        let stop = stop.clone();
+        spawned = spawn("vfn-exporter".into(), Box::new(move || exporter.run(&stop)));
     }
     if spawned.is_ok() {
         let stop = stop.clone();

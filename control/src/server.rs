@@ -3,6 +3,7 @@
 //! caller's role (from the peer's uid, SO_PEERCRED) and the request rate, then hand the request
 //! to the controller on the supervisor thread through a bounded queue and await its answer.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,7 @@ use vfn_dataplane::ratelimit::TokenBucket;
 use crate::controller::{Call, ControlError, Controller};
 use crate::endpoint::MetricsEndpoint;
 use crate::events::Events;
+use crate::exporter::FlowWatchers;
 use crate::stats::Metrics;
 
 /// Calls waiting for the controller; more are refused with UNAVAILABLE.
@@ -36,6 +38,9 @@ pub const CALL_QUEUE_CAPACITY: usize = 64;
 
 /// Events buffered per watcher between the broadcast and its connection.
 const WATCH_BUFFER: usize = 64;
+
+type FlowUpdates =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::FlowUpdate, Status>> + Send>>;
 
 type CaptureFrames = std::pin::Pin<
     Box<dyn tokio_stream::Stream<Item = Result<proto::CapturedFrame, Status>> + Send>,
@@ -49,19 +54,21 @@ struct FlowFilter {
 }
 
 impl FlowFilter {
-    fn from_request(query: &proto::QueryFlowsRequest) -> Result<FlowFilter, Status> {
-        let prefix = (!query.prefix.is_empty())
+    fn from_parts(
+        prefix: &str,
+        port: Option<u32>,
+        protocol: Option<u32>,
+    ) -> Result<FlowFilter, Status> {
+        let prefix = (!prefix.is_empty())
             .then(|| {
-                vfn_config::parse_prefix(&query.prefix)
+                vfn_config::parse_prefix(prefix)
                     .map_err(|e| Status::invalid_argument(format!("prefix: {e}")))
             })
             .transpose()?;
-        let port = query
-            .port
+        let port = port
             .map(|p| u16::try_from(p).map_err(|_| Status::invalid_argument("port: above 65535")))
             .transpose()?;
-        let protocol = query
-            .protocol
+        let protocol = protocol
             .map(|p| u8::try_from(p).map_err(|_| Status::invalid_argument("protocol: above 255")))
             .transpose()?;
         Ok(FlowFilter {
@@ -72,12 +79,33 @@ impl FlowFilter {
     }
 
     fn matches(&self, flow: &FlowRecord) -> bool {
+        self.matches_addresses(flow.src, flow.dst, flow.sport, flow.dport, flow.proto)
+    }
+
+    fn matches_addresses(
+        &self,
+        src: IpAddr,
+        dst: IpAddr,
+        sport: u16,
+        dport: u16,
+        proto: u8,
+    ) -> bool {
         self.prefix
-            .is_none_or(|p| p.contains(&flow.src) || p.contains(&flow.dst))
-            && self
-                .port
-                .is_none_or(|port| flow.sport == port || flow.dport == port)
-            && self.protocol.is_none_or(|proto| flow.proto == proto)
+            .is_none_or(|p| p.contains(&src) || p.contains(&dst))
+            && self.port.is_none_or(|port| sport == port || dport == port)
+            && self.protocol.is_none_or(|wanted| proto == wanted)
+    }
+
+    /// For records whose addresses are text (as the API carries them).
+    fn matches_text(&self, src: &str, dst: &str, sport: u32, dport: u32, proto: u32) -> bool {
+        let address = |text: &str| text.parse().unwrap_or(IpAddr::from([0u8; 4]));
+        self.matches_addresses(
+            address(src),
+            address(dst),
+            u16::try_from(sport).unwrap_or(0),
+            u16::try_from(dport).unwrap_or(0),
+            u8::try_from(proto).unwrap_or(0),
+        )
     }
 }
 
@@ -192,6 +220,8 @@ pub struct DataplaneView {
     pub port_names: Vec<String>,
     /// The wall-clock time of the router's epoch, to turn its times into Unix times.
     pub epoch_unix: SystemTime,
+    /// Flow records as the exporter sends them.
+    pub flow_watchers: FlowWatchers,
 }
 
 /// Flows a query returns by default, and at most.
@@ -433,7 +463,7 @@ impl Control for Api {
     ) -> Result<Response<proto::QueryFlowsResponse>, Status> {
         self.admit(&request, ApiRole::Reader)?;
         let query = request.into_inner();
-        let filter = FlowFilter::from_request(&query)?;
+        let filter = FlowFilter::from_parts(&query.prefix, query.port, query.protocol)?;
         let limit = match query.limit {
             0 => FLOWS_DEFAULT,
             n => (n as usize).min(FLOWS_MAX),
@@ -485,6 +515,52 @@ impl Control for Api {
             matched: matching.len() as u64,
             left_out: snapshot.flows_left_out(),
         }))
+    }
+
+    type WatchFlowsStream = FlowUpdates;
+
+    async fn watch_flows(
+        &self,
+        request: Request<proto::WatchFlowsRequest>,
+    ) -> Result<Response<Self::WatchFlowsStream>, Status> {
+        self.admit(&request, ApiRole::Reader)?;
+        let wanted = request.into_inner();
+        let filter = FlowFilter::from_parts(&wanted.prefix, wanted.port, wanted.protocol)?;
+        let mut records = self.dataplane.flow_watchers.subscribe();
+        let mut stopping = self.stopping.clone();
+        let (sender, receiver) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(async move {
+            loop {
+                let update = tokio::select! {
+                    received = records.recv() => match received {
+                        Ok(record) => {
+                            let wanted_record = filter.matches_text(
+                                &record.source,
+                                &record.destination,
+                                record.source_port,
+                                record.destination_port,
+                                record.protocol,
+                            ) && (wanted.verdict.is_empty() || record.verdict == wanted.verdict)
+                                && (wanted.rule.is_empty() || record.rule == wanted.rule);
+                            if !wanted_record {
+                                continue;
+                            }
+                            proto::flow_update::Kind::Record(record)
+                        }
+                        Err(RecvError::Lagged(count)) => proto::flow_update::Kind::Lost(count),
+                        Err(RecvError::Closed) => break,
+                    },
+                    _ = stopping.changed() => break,
+                };
+                let update = proto::FlowUpdate { kind: Some(update) };
+                if sender.send(Ok(update)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
     }
 
     type CaptureStream = CaptureFrames;

@@ -12,6 +12,7 @@ use vfn_dataplane::iface::{Interface, RpFilter};
 use vfn_dataplane::neigh::NeighbourTimers;
 use vfn_dataplane::policy::PolicyLimits;
 use vfn_dataplane::router::RouterSpec;
+use vfn_dataplane::telemetry::{RecordTimeouts, TelemetryConfig};
 use vfn_dataplane::worker::WorkerConfig;
 use vfn_xdp::{XdpMode, XdpOptions, XdpPort, ZeroCopy};
 
@@ -155,6 +156,15 @@ pub fn plan(
         policy: PolicyLimits {
             flows: config.tables.flows as usize,
             workers: worker_count,
+            telemetry: TelemetryConfig {
+                enabled: config.telemetry.enabled,
+                timeouts: RecordTimeouts {
+                    idle: Duration::from_millis(config.telemetry.idle_timeout_ms.into()),
+                    active: Duration::from_millis(config.telemetry.active_timeout_ms.into()),
+                    activity: Duration::from_millis(config.telemetry.activity_timeout_ms.into()),
+                },
+                queue_capacity: config.telemetry.queue as usize,
+            },
             ..PolicyLimits::default()
         },
         dynamic_entries: DYNAMIC_ENTRIES_MAX,

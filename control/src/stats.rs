@@ -259,7 +259,27 @@ impl Collected {
 
     fn policy(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
         type PolicyField = fn(&PolicyCounters) -> u64;
-        let fields: [(&str, &str, PolicyField); 7] = [
+        let fields: [(&str, &str, PolicyField); 11] = [
+            (
+                "vfn_flows_evicted",
+                "Flows evicted from a full flow table for a new one (their records exported).",
+                |p| p.flows_evicted.get(),
+            ),
+            (
+                "vfn_flow_records_exported",
+                "Flow records queued for the exporter.",
+                |p| p.flow_records_exported.get(),
+            ),
+            (
+                "vfn_flow_records_lost",
+                "Flow records lost to a full export queue.",
+                |p| p.flow_records_lost.get(),
+            ),
+            (
+                "vfn_packets_untracked",
+                "Forwarded packets no flow took (later fragments, a full table, ...).",
+                |p| p.packets_untracked.get(),
+            ),
             (
                 "vfn_flows_created",
                 "Flows a rule allowed and the flow table took.",

@@ -14,6 +14,7 @@ use vfn_dataplane::mem_io::{MemIo, MemIoConfig};
 use vfn_dataplane::neigh::{NeighbourKey, NeighbourTimers};
 use vfn_dataplane::policy::PolicyLimits;
 use vfn_dataplane::router::{Router, RouterSpec};
+use vfn_dataplane::telemetry::TelemetryConfig;
 use vfn_dataplane::wire::LearnPolicy;
 use vfn_dataplane::worker::WorkerConfig;
 use vfn_rules::{CompileLimits, Context, RuleSetSpec};
@@ -37,6 +38,10 @@ pub struct Args {
     /// trace (each rule allows; the default allows).
     #[arg(long)]
     rules: Option<String>,
+    /// Flow telemetry (statistics for every packet's flow, records for the exporter): `true`
+    /// (the router's default) or `false`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    telemetry: bool,
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/classbench"))]
     classbench: PathBuf,
 }
@@ -111,6 +116,7 @@ fn trace_flows(tuples: &[crate::rulesets::Tuple], count: usize) -> Vec<Vec<u8>> 
 fn measure(
     templates: Vec<Vec<u8>>,
     policy: Option<&RuleSetSpec>,
+    telemetry: bool,
     seconds: f64,
 ) -> Result<(u64, Duration), String> {
     let with_rules = policy.is_some();
@@ -146,7 +152,13 @@ fn measure(
         neighbour_capacity: 64,
         neighbour_timers: NeighbourTimers::default(),
         worker: WorkerConfig::default(),
-        policy: PolicyLimits::default(),
+        policy: PolicyLimits {
+            telemetry: TelemetryConfig {
+                enabled: telemetry,
+                ..TelemetryConfig::default()
+            },
+            ..PolicyLimits::default()
+        },
         dynamic_entries: 0,
     };
     let mut router =
@@ -206,14 +218,15 @@ pub fn run(args: &Args) -> Result<(), String> {
     };
     match &policy {
         Some((spec, _)) => println!(
-            "in-memory pipeline, IPv4 64 B frames, forwarding + {} rules ({}) + flow table, trace flows, 1 worker on core {}",
+            "in-memory pipeline, IPv4 64 B frames, forwarding + {} rules ({}) + flow table, trace flows, telemetry {}, 1 worker on core {}",
             spec.rules.len(),
             spec.version,
+            args.telemetry,
             args.core
         ),
         None => println!(
-            "in-memory pipeline, IPv4 UDP 64 B frames, forwarding only, 1 worker on core {}",
-            args.core
+            "in-memory pipeline, IPv4 UDP 64 B frames, forwarding, telemetry {}, 1 worker on core {}",
+            args.telemetry, args.core
         ),
     }
     println!(
@@ -232,6 +245,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             let (packets, elapsed) = measure(
                 templates.clone(),
                 policy.as_ref().map(|(spec, _)| spec),
+                args.telemetry,
                 args.seconds,
             )?;
             rates.push(packets as f64 / elapsed.as_secs_f64() / 1e6);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use vfn_config::{
     ApiConfig, Config, DataplaneConfig, IcmpConfig, MetricsConfig, PortConfig, RouteConfig,
-    StateConfig, TableConfig, WorkerConfig,
+    StateConfig, TableConfig, TelemetryConfig, WorkerConfig,
 };
 
 use crate::error::LabError;
@@ -87,6 +87,7 @@ pub fn lab_config(topology: &Topology) -> Result<Config, LabError> {
         api: ApiConfig::default(),
         state: StateConfig::default(),
         metrics: MetricsConfig::default(),
+        telemetry: TelemetryConfig::default(),
     };
     config
         .validate()

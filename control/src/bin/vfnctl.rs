@@ -65,21 +65,9 @@ enum Command {
     /// The neighbour (ARP/ND) table and static entries.
     #[command(subcommand)]
     Neighbours(NeighboursCommand),
-    /// Flows in the workers' flow tables, most recently active first.
-    Flows {
-        /// Only flows with either address in this prefix.
-        #[arg(long)]
-        prefix: Option<String>,
-        /// Only flows with this port on either side.
-        #[arg(long)]
-        port: Option<u32>,
-        /// Only flows of this IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6).
-        #[arg(long)]
-        protocol: Option<u32>,
-        /// At most this many (default 100, at most 10000).
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
-    },
+    /// Flows in the workers' flow tables (`flows`), or records of flows as they end, live
+    /// (`flows observe`).
+    Flows(FlowsArgs),
     /// Write what a port receives and sends to a pcap file (for Wireshark or tshark): the
     /// frames as the router sees them, which tcpdump cannot.
     Capture(CaptureArgs),
@@ -189,6 +177,51 @@ struct DynamicAdd {
     /// Why, for the audit log.
     #[arg(long, default_value = "")]
     reason: String,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct FlowsArgs {
+    #[command(subcommand)]
+    observe: Option<FlowsCommand>,
+    #[command(flatten)]
+    filter: FlowFilter,
+    /// At most this many (default 100, at most 10000).
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+}
+
+#[derive(Subcommand)]
+enum FlowsCommand {
+    /// Print each flow record as it ends (idle or active timeout, FIN/RST, eviction), until
+    /// Ctrl-C, COUNT records or SECONDS.
+    Observe {
+        #[command(flatten)]
+        filter: FlowFilter,
+        /// Only records of this verdict: rule, default or no-policy.
+        #[arg(long)]
+        verdict: Option<String>,
+        /// Only records a rule of this id decided.
+        #[arg(long)]
+        rule: Option<String>,
+        #[arg(long)]
+        count: Option<u64>,
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
+}
+
+#[derive(Args)]
+struct FlowFilter {
+    /// Only flows with either address in this prefix.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Only flows with this port on either side.
+    #[arg(long)]
+    port: Option<u32>,
+    /// Only flows of this IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6).
+    #[arg(long)]
+    protocol: Option<u32>,
 }
 
 #[derive(Args)]
@@ -425,6 +458,71 @@ fn action_text(action: Option<&proto::DynamicAction>) -> String {
         Some(dynamic_action::Kind::MirrorSession(session)) => format!("mirror {session}"),
         None => "?".into(),
     }
+}
+
+/// Reads a server stream until `count` messages or `seconds` have passed (or it ends).
+struct Bounded {
+    remaining: Option<u64>,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Bounded {
+    fn new(count: Option<u64>, seconds: Option<u64>) -> Bounded {
+        Bounded {
+            remaining: count,
+            deadline: seconds.map(|s| tokio::time::Instant::now() + Duration::from_secs(s)),
+        }
+    }
+
+    /// The next message, or `None` at a bound or the stream's end.
+    async fn next<T>(
+        &mut self,
+        stream: &mut tonic::Streaming<T>,
+    ) -> Result<Option<T>, tonic::Status> {
+        if self.remaining == Some(0) {
+            return Ok(None);
+        }
+        if let Some(remaining) = &mut self.remaining {
+            *remaining -= 1;
+        }
+        match self.deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, stream.message())
+                .await
+                .unwrap_or(Ok(None)),
+            None => stream.message().await,
+        }
+    }
+}
+
+/// A flow record in one line for people.
+fn flow_record_text(record: &proto::FlowRecord) -> String {
+    let direction =
+        |d: &Option<proto::FlowDirection>| d.as_ref().map_or((0, 0), |d| (d.packets, d.bytes));
+    let (forward_packets, forward_bytes) = direction(&record.forward);
+    let (reverse_packets, reverse_bytes) = direction(&record.reverse);
+    format!(
+        "{} {}:{} -> {}:{} proto {} {} pkts/{} B, back {} pkts/{} B, {} ms, {} ({}{})",
+        audit::rfc3339(record.record_end_unix_millis.into()),
+        record.source,
+        record.source_port,
+        record.destination,
+        record.destination_port,
+        record.protocol,
+        forward_packets,
+        forward_bytes,
+        reverse_packets,
+        reverse_bytes,
+        record
+            .record_end_unix_millis
+            .saturating_sub(record.record_start_unix_millis),
+        record.end_reason,
+        record.verdict,
+        if record.rule.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", record.rule)
+        }
+    )
 }
 
 /// An event in one line for people.
@@ -686,17 +784,55 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .into_inner();
             show(&response, output, |_| println!("neighbour deleted"));
         }
-        Command::Flows {
-            prefix,
-            port,
-            protocol,
+        Command::Flows(FlowsArgs {
+            observe:
+                Some(FlowsCommand::Observe {
+                    filter,
+                    verdict,
+                    rule,
+                    count,
+                    seconds,
+                }),
+            ..
+        }) => {
+            let request = proto::WatchFlowsRequest {
+                prefix: filter.prefix.unwrap_or_default(),
+                port: filter.port,
+                protocol: filter.protocol,
+                verdict: verdict.unwrap_or_default(),
+                rule: rule.unwrap_or_default(),
+            };
+            let mut stream = client
+                .watch_flows(request)
+                .await
+                .map_err(status)?
+                .into_inner();
+            let mut bounded = Bounded::new(count, seconds);
+            while let Some(update) = bounded.next(&mut stream).await.map_err(status)? {
+                match (&update.kind, output) {
+                    (_, Output::Json) => {
+                        println!("{}", serde_json::to_string(&update).unwrap_or_default())
+                    }
+                    (Some(proto::flow_update::Kind::Record(record)), Output::Table) => {
+                        println!("{}", flow_record_text(record))
+                    }
+                    (Some(proto::flow_update::Kind::Lost(count)), Output::Table) => {
+                        println!("{count} flow records lost (this watcher read too slowly)")
+                    }
+                    (None, Output::Table) => {}
+                }
+            }
+        }
+        Command::Flows(FlowsArgs {
+            observe: None,
+            filter,
             limit,
-        } => {
+        }) => {
             let response = client
                 .query_flows(proto::QueryFlowsRequest {
-                    prefix: prefix.unwrap_or_default(),
-                    port,
-                    protocol,
+                    prefix: filter.prefix.unwrap_or_default(),
+                    port: filter.port,
+                    protocol: filter.protocol,
                     limit,
                 })
                 .await
@@ -799,22 +935,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            let deadline = seconds.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
-            let mut seen = 0;
-            while count.is_none_or(|count| seen < count) {
-                let next = match deadline {
-                    Some(deadline) => {
-                        match tokio::time::timeout_at(deadline, stream.message()).await {
-                            Ok(next) => next,
-                            Err(_) => break,
-                        }
-                    }
-                    None => stream.message().await,
-                };
-                let Some(event) = next.map_err(status)? else {
-                    break;
-                };
-                seen += 1;
+            let mut bounded = Bounded::new(count, seconds);
+            while let Some(event) = bounded.next(&mut stream).await.map_err(status)? {
                 if output == Output::Json {
                     println!("{}", serde_json::to_string(&event).unwrap_or_default());
                 } else {

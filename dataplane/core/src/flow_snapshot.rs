@@ -56,7 +56,7 @@ pub struct FlowRecord {
     /// Whether a packet went in the reply direction.
     pub reply_seen: bool,
     /// The rule-set generation whose verdict the flow caches (it is judged again, by its next
-    /// packet, under a newer one).
+    /// packet, under a newer one); 0 for a flow telemetry tracks without a rule set.
     pub generation: u32,
     /// The rule that allowed the flow; `None`: the rule set's default action.
     pub rule: Option<u32>,

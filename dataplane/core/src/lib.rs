@@ -8,7 +8,7 @@
 //! Routes ([`fib`]) and neighbours ([`neigh`]) are shared between workers without locks, and
 //! changed while the router runs through the slow path ([`change`]). The control side captures
 //! frames ([`capture`]) and copies flow tables ([`flow_snapshot`]) through the workers, which
-//! take part once per loop iteration.
+//! take part once per loop iteration, and receives the flows' records ([`telemetry`]).
 
 pub mod capture;
 pub mod change;
@@ -29,5 +29,6 @@ pub mod ratelimit;
 pub mod retire;
 pub mod router;
 pub mod slowpath;
+pub mod telemetry;
 pub mod wire;
 pub mod worker;

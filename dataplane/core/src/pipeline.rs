@@ -290,6 +290,7 @@ impl Pipeline {
             dst: IpAddr::V4(dst),
             proto: protocol,
             ingress: link.iface,
+            egress: next_hop.iface(),
             back_iface: back.map(|n| n.iface()),
             bytes: total_len as u32,
             fragment,
@@ -454,6 +455,7 @@ impl Pipeline {
             dst: IpAddr::V6(dst),
             proto: layers.protocol,
             ingress: link.iface,
+            egress: next_hop.iface(),
             back_iface: back.map(|n| n.iface()),
             bytes: total_len as u32,
             fragment,
@@ -566,6 +568,7 @@ impl Pipeline {
 }
 
 /// Applies the segmentation policy: a drop, or a reject (reported like an error), ends the packet.
+/// A packet that passes counts in its flow's statistics when telemetry is on.
 #[inline]
 fn judge(
     view: &BurstView<'_>,
@@ -573,8 +576,8 @@ fn judge(
     facts: impl FnOnce() -> PacketFacts,
     error: impl Fn(DropReason, ErrorReply) -> Verdict,
 ) -> Decision<()> {
-    // Without rules the facts are not even gathered.
-    if view.policy.is_none() && view.overlay.is_empty() {
+    // Without rules or telemetry the facts are not even gathered.
+    if view.policy.is_none() && view.overlay.is_empty() && !policy.tracks_flows() {
         return Ok(());
     }
     match policy.judge(view.policy, view.overlay, &facts(), view.now) {
@@ -585,8 +588,9 @@ fn judge(
 }
 
 /// The transport fields the policy reads (ports, ICMP type and code, the echo identifier, TCP
-/// flags) from `l4`, the packet's transport header on; zero when the packet has none (a later
-/// fragment, a protocol without ports). `echo` is the (request, reply) type pair of the family.
+/// flags and window) from `l4`, the packet's transport header on; zero when the packet has none
+/// (a later fragment, a protocol without ports). `echo` is the (request, reply) type pair of the
+/// family.
 #[inline]
 fn transport_facts(protocol: u8, l4: &[u8], has_header: bool, echo: (u8, u8)) -> PacketFacts {
     let unspecified = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
@@ -598,8 +602,9 @@ fn transport_facts(protocol: u8, l4: &[u8], has_header: bool, echo: (u8, u8)) ->
         wire::PROTO_TCP | wire::PROTO_UDP | wire::PROTO_SCTP if l4.len() >= 4 => {
             facts.sport = wire::read_u16(l4, 0);
             facts.dport = wire::read_u16(l4, 2);
-            if protocol == wire::PROTO_TCP && l4.len() > 13 {
+            if protocol == wire::PROTO_TCP && l4.len() >= 16 {
                 facts.tcp_flags = l4[13];
+                facts.tcp_window = wire::read_u16(l4, 14);
             }
         }
         wire::PROTO_ICMP | wire::PROTO_ICMPV6 if l4.len() >= 2 => {

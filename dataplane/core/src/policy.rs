@@ -1,6 +1,7 @@
 //! The segmentation policy on the worker: the published rule set, the dynamic overlay, and the
 //! per-worker state that makes rules stateful (flow table), enforces `rate_limit`, remembers the
-//! verdicts of first fragments, and counts per rule.
+//! verdicts of first fragments, and counts per rule. The same flow table holds each flow's
+//! statistics for telemetry ([`crate::telemetry`]), with a rule set or without one.
 //!
 //! Rule sets are published whole with `arc-swap`; a worker loads once per burst and records the
 //! generation it uses. The publisher keeps every replaced set until every worker has moved past
@@ -14,14 +15,16 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use vfn_flow::{
-    Direction, FlowKey, FlowTable, Orientation, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP,
-    PROTO_UDP, PacketTuple, TcpFlags, Timeouts, mapped_address, unmapped_address,
+    Direction, EndReason, FlowKey, FlowSlot, FlowTable, Orientation, PROTO_ICMP, PROTO_ICMPV6,
+    PROTO_SCTP, PROTO_TCP, PROTO_UDP, PacketSample, PacketTuple, TcpFlags, Timeouts,
+    mapped_address, unmapped_address,
 };
 use vfn_rules::{Action, DefaultAction, Key, RateLimitSpec, RuleSet};
 
 use crate::counters::{Counter, DropReason};
 use crate::overlay::{DynamicAction, Overlay};
 use crate::ratelimit::TokenBucket;
+use crate::telemetry::{FlowExportRecord, FlowExporter, TelemetryConfig};
 
 /// A rule set as published, with its generation (1, 2, ...; 0 is "no rule set").
 #[derive(Debug)]
@@ -132,7 +135,7 @@ impl FlowVerdict {
         }
     }
 
-    /// The rule-set generation that gave this verdict.
+    /// The rule-set generation that gave this verdict; 0 for a flow opened without a rule set.
     pub(crate) fn generation(&self) -> u32 {
         self.generation
     }
@@ -187,7 +190,11 @@ pub struct PacketFacts {
     /// The identifier of an ICMP(v6) echo request or reply.
     pub echo_id: Option<u16>,
     pub tcp_flags: u8,
+    /// The TCP header's window field (0 for other protocols).
+    pub tcp_window: u16,
     pub ingress: u16,
+    /// The interface the route to `dst` leaves by.
+    pub egress: u16,
     /// The interface the route back to `src` leaves through (`None`: no route back): replies of
     /// a flow must arrive where its initiator's destination lives.
     pub back_iface: Option<u16>,
@@ -209,7 +216,9 @@ impl PacketFacts {
             dport: 0,
             echo_id: None,
             tcp_flags: 0,
+            tcp_window: 0,
             ingress: 0,
+            egress: 0,
             back_iface: None,
             bytes: 0,
             fragment: Fragment::Whole,
@@ -292,6 +301,15 @@ pub struct PolicyCounters {
     pub log_events_lost: Counter,
     /// Flows in the worker's table now: a gauge, set once per loop iteration.
     pub flows_in_table: Counter,
+    /// Flows removed from a full table to make room for new ones.
+    pub flows_evicted: Counter,
+    /// Flow records queued for the exporter.
+    pub flow_records_exported: Counter,
+    /// Flow records lost because the exporter's queue was full.
+    pub flow_records_lost: Counter,
+    /// Forwarded packets telemetry could not count in a flow: later fragments, packets of a
+    /// flow that arrived on an unexpected interface, and packets refused by a full table.
+    pub packets_untracked: Counter,
 }
 
 /// Bounds of the per-worker policy state.
@@ -311,6 +329,8 @@ pub struct PolicyLimits {
     pub expiry_budget: usize,
     /// Workers sharing each rate limit (each enforces its share of the rate).
     pub workers: usize,
+    /// Statistics per flow in the same table, and records for the exporter.
+    pub telemetry: TelemetryConfig,
 }
 
 impl Default for PolicyLimits {
@@ -324,6 +344,7 @@ impl Default for PolicyLimits {
             fragment_ttl: Duration::from_secs(2),
             expiry_budget: 64,
             workers: 1,
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -408,12 +429,28 @@ pub struct PolicyState {
     pub counters: Arc<RuleCounters>,
     pub policy_counters: Arc<PolicyCounters>,
     events: Option<crossbeam_channel::Sender<RuleMatch>>,
+    exporter: FlowExporter,
+}
+
+/// A packet counted in its flow: where the flow is, the packet's direction in it, and whether
+/// the packet ended its TCP connection.
+#[derive(Clone, Copy, Debug)]
+struct TrackedPacket {
+    slot: FlowSlot,
+    direction: Direction,
+    ends_connection: bool,
 }
 
 impl PolicyState {
     pub fn new(limits: PolicyLimits) -> Result<PolicyState, vfn_flow::NewTableError> {
+        let telemetry = &limits.telemetry;
+        let flows = if telemetry.enabled {
+            FlowTable::with_statistics(limits.flows, limits.timeouts, telemetry.timeouts)?
+        } else {
+            FlowTable::new(limits.flows, limits.timeouts)?
+        };
         Ok(PolicyState {
-            flows: FlowTable::new(limits.flows, limits.timeouts)?,
+            flows,
             rule_buckets: Vec::with_capacity(limits.max_rules),
             source_buckets: vec![None; limits.source_buckets.max(1)].into_boxed_slice(),
             fragments: vec![None; limits.fragments.max(1)].into_boxed_slice(),
@@ -423,7 +460,26 @@ impl PolicyState {
             counters: Arc::new(RuleCounters::new(limits.max_rules)),
             policy_counters: Arc::default(),
             events: None,
+            exporter: FlowExporter::default(),
         })
+    }
+
+    /// Sends the records of flows to `records`, marked as this `worker`'s. Without it, records
+    /// count as lost.
+    pub fn with_flow_exports(
+        self,
+        records: crossbeam_channel::Sender<FlowExportRecord>,
+        worker: u16,
+    ) -> PolicyState {
+        PolicyState {
+            exporter: FlowExporter::new(records, worker),
+            ..self
+        }
+    }
+
+    /// Whether every forwarded packet's flow is tracked, with a rule set or without one.
+    pub fn tracks_flows(&self) -> bool {
+        self.limits.telemetry.enabled
     }
 
     /// Sends matches of rules that log to `events`.
@@ -443,16 +499,30 @@ impl PolicyState {
         &self.flows
     }
 
-    /// Expires idle flows, a bounded amount per call (once per loop iteration).
+    /// Expires idle flows and ends the records due, a bounded amount per call (once per loop
+    /// iteration).
     pub fn expire(&mut self, now: Duration) {
-        let counters = &self.policy_counters;
+        let (exporter, counters) = (&self.exporter, &*self.policy_counters);
         self.flows
-            .expire(nanos(now), self.limits.expiry_budget, |_| {
-                counters.flows_expired.add(1)
+            .expire(nanos(now), self.limits.expiry_budget, |ended| {
+                if ended.flow_removed {
+                    counters.flows_expired.add(1);
+                }
+                exporter.export(&ended, counters);
             });
     }
 
-    /// The verdict for one packet under `policy` and `overlay` at `now`.
+    /// Ends every flow's record, for a worker that stops: the records go to the exporter with
+    /// [`EndReason::ForcedEnd`] (as many as the queue takes). Walks the whole table.
+    pub fn end_records(&mut self) {
+        let (exporter, counters) = (&self.exporter, &*self.policy_counters);
+        self.flows.end_records(EndReason::ForcedEnd, |ended| {
+            exporter.export(&ended, counters)
+        });
+    }
+
+    /// The verdict for one packet under `policy` and `overlay` at `now`. A packet that passes is
+    /// counted in its flow's statistics when telemetry is on.
     pub fn judge(
         &mut self,
         policy: Option<&ActivePolicy>,
@@ -465,17 +535,34 @@ impl PolicyState {
         {
             return judgement;
         }
-        let Some(policy) = policy else {
-            return Judgement::Pass;
+        let (judgement, flow) = match policy {
+            None => (Judgement::Pass, self.track_unjudged(facts, now)),
+            Some(policy) => self.judge_by_rules(policy, facts, now),
         };
+        if judgement == Judgement::Pass && self.tracks_flows() {
+            match flow {
+                Some(flow) => self.record_statistics(flow, facts, now),
+                None => self.policy_counters.packets_untracked.add(1),
+            }
+        }
+        judgement
+    }
+
+    /// The judgement of the rule set, and the flow that counts the packet if it passes.
+    fn judge_by_rules(
+        &mut self,
+        policy: &ActivePolicy,
+        facts: &PacketFacts,
+        now: Duration,
+    ) -> (Judgement, Option<TrackedPacket>) {
         if policy.generation != self.generation {
             self.start_generation(policy);
         }
         match facts.fragment {
-            Fragment::Later { id } => return self.later_fragment(policy, facts, id, now),
+            Fragment::Later { id } => return (self.later_fragment(policy, facts, id, now), None),
             Fragment::Whole | Fragment::First { .. } => {}
         }
-        let (judgement, rule) = self.judge_stateful(policy, facts, now);
+        let (judgement, rule, flow) = self.judge_stateful(policy, facts, now);
         if let Fragment::First { id } = facts.fragment {
             self.remember_fragment(
                 facts,
@@ -486,7 +573,111 @@ impl PolicyState {
                 now,
             );
         }
-        judgement
+        (judgement, flow)
+    }
+
+    /// Without a rule set, telemetry still counts the packet in its flow (later fragments
+    /// excepted: they carry no ports). A flow opened here holds generation 0, "not judged", so a
+    /// rule set published later judges it with its next packet like any flow after a swap.
+    fn track_unjudged(&mut self, facts: &PacketFacts, now: Duration) -> Option<TrackedPacket> {
+        if !self.tracks_flows() || matches!(facts.fragment, Fragment::Later { .. }) {
+            return None;
+        }
+        self.track(
+            facts,
+            now,
+            FlowVerdict::new(0, NO_RULE, facts.ingress, false),
+        )
+    }
+
+    /// Counts a packet whose verdict does not come from the flow table (there is no rule set,
+    /// or the rules judged an ICMP message alone) in its flow, opening the flow with `verdict`
+    /// if it is new.
+    fn track(
+        &mut self,
+        facts: &PacketFacts,
+        now: Duration,
+        verdict: FlowVerdict,
+    ) -> Option<TrackedPacket> {
+        if is_icmp_message(facts.proto, facts.echo_id) && facts.sport == 0 && facts.dport == 0 {
+            // ICMPv6 type 0 code 0 (reserved) would share the key of echo identifier 0, a
+            // flow whose verdict passes its replies: never opened from here.
+            return None;
+        }
+        let (key, orientation) = FlowKey::from_packet(&flow_tuple(facts));
+        let hash = self.flows.hash(&key);
+        match self.flows.locate(&key, hash, orientation) {
+            Some((slot, direction)) => {
+                let flags = TcpFlags::from_header_byte(facts.tcp_flags);
+                let ends_connection =
+                    self.flows
+                        .entry_mut(slot)
+                        .record_packet(nanos(now), direction, flags);
+                Some(TrackedPacket {
+                    slot,
+                    direction,
+                    ends_connection,
+                })
+            }
+            None => self.open_flow(key, orientation, hash, verdict, facts, now),
+        }
+    }
+
+    /// Inserts the flow of a packet that found none and records the packet on it; `None` when
+    /// the table is full and no flow may be evicted (counted).
+    fn open_flow(
+        &mut self,
+        key: FlowKey,
+        orientation: Orientation,
+        hash: u64,
+        verdict: FlowVerdict,
+        facts: &PacketFacts,
+        now: Duration,
+    ) -> Option<TrackedPacket> {
+        let now_ns = nanos(now);
+        let (exporter, counters) = (&self.exporter, &*self.policy_counters);
+        let inserted = self
+            .flows
+            .insert_flow(key, hash, orientation, verdict, now_ns, |evicted| {
+                counters.flows_evicted.add(1);
+                exporter.export(&evicted, counters);
+            });
+        let Ok(slot) = inserted else {
+            counters.flow_table_full.add(1);
+            return None;
+        };
+        counters.flows_created.add(1);
+        let flags = TcpFlags::from_header_byte(facts.tcp_flags);
+        let ends_connection =
+            self.flows
+                .entry_mut(slot)
+                .record_packet(now_ns, Direction::Forward, flags);
+        Some(TrackedPacket {
+            slot,
+            direction: Direction::Forward,
+            ends_connection,
+        })
+    }
+
+    /// Adds a packet that passed to its flow's statistics; a packet that ends its TCP
+    /// connection ends the record.
+    fn record_statistics(&mut self, flow: TrackedPacket, facts: &PacketFacts, now: Duration) {
+        let sample = PacketSample {
+            time_ns: nanos(now),
+            direction: flow.direction,
+            ip_length: facts.bytes,
+            tcp_flags: TcpFlags::from_header_byte(facts.tcp_flags),
+            tcp_window: (facts.proto == PROTO_TCP).then_some(facts.tcp_window),
+            initiator_egress: match flow.direction {
+                Direction::Forward => facts.egress,
+                Direction::Reverse => facts.ingress,
+            },
+        };
+        let (exporter, counters) = (&self.exporter, &*self.policy_counters);
+        self.flows
+            .record_statistics(flow.slot, &sample, flow.ends_connection, |ended| {
+                exporter.export(&ended, counters)
+            });
     }
 
     fn judge_overlay(
@@ -566,33 +757,26 @@ impl PolicyState {
             .store(policy.generation, Ordering::Release);
     }
 
-    /// The judgement of a packet, and the rule that gave it (`None`: passed as a reply).
+    /// The judgement of a packet, the rule that gave it (`None`: passed as a reply or as
+    /// related), and the flow that counts the packet.
     fn judge_stateful(
         &mut self,
         policy: &ActivePolicy,
         facts: &PacketFacts,
         now: Duration,
-    ) -> (Judgement, Option<u32>) {
-        if facts.echo_id.is_none() && matches!(facts.proto, PROTO_ICMP | PROTO_ICMPV6) {
-            // ICMP other than echo keeps no state: an error quoting a live flow of its
-            // destination is related to it and passes (PMTU discovery keeps working under a
-            // default deny); anything else is judged by the rules alone.
-            if facts
-                .quoted
-                .is_some_and(|quoted| self.is_live_flow(&quoted, facts.dst))
-            {
-                return (Judgement::Pass, None);
-            }
-            return self.judge_new(policy, facts, now, None);
+    ) -> (Judgement, Option<u32>, Option<TrackedPacket>) {
+        if is_icmp_message(facts.proto, facts.echo_id) {
+            return self.judge_icmp_message(policy, facts, now);
         }
         let tuple = flow_tuple(facts);
         let (key, orientation) = FlowKey::from_packet(&tuple);
         let hash = self.flows.hash(&key);
         let now_ns = nanos(now);
         let flags = TcpFlags::from_header_byte(facts.tcp_flags);
-        let Some((entry, direction)) = self.flows.get_mut(&key, hash, orientation) else {
+        let Some((slot, direction)) = self.flows.locate(&key, hash, orientation) else {
             return self.judge_new(policy, facts, now, Some((key, orientation, hash)));
         };
+        let entry = self.flows.entry_mut(slot);
         let verdict = entry.value;
         let initiator = entry.initiator();
         // A flow's packets arrive where its two ends live: the initiator's on the interface the
@@ -605,12 +789,16 @@ impl PolicyState {
         if !arrived_right {
             return self.judge_new(policy, facts, now, None);
         }
-        entry.record_packet(now_ns, direction, flags);
+        let flow = TrackedPacket {
+            slot,
+            direction,
+            ends_connection: entry.record_packet(now_ns, direction, flags),
+        };
         if verdict.generation == policy.generation {
             return match direction {
                 // The reply of a flow a rule allowed.
-                Direction::Reverse => (Judgement::Pass, None),
-                Direction::Forward => self.forward(policy, verdict, facts, now),
+                Direction::Reverse => (Judgement::Pass, None, Some(flow)),
+                Direction::Forward => self.forward(policy, verdict, facts, now, flow),
             };
         }
         // A new rule set: the flow is judged again on its initiator's tuple, both directions.
@@ -619,9 +807,16 @@ impl PolicyState {
         let decision = classify(&policy.rules, &initiator_facts, verdict.ingress());
         let rule = decision.rule.unwrap_or(NO_RULE);
         if !allows(policy, rule) {
-            self.flows.remove(&key, hash);
+            let (exporter, counters) = (&self.exporter, &*self.policy_counters);
+            self.flows.end_flow(slot, EndReason::ForcedEnd, |ended| {
+                exporter.export(&ended, counters)
+            });
             // Mid-flow packets of a flow the set no longer allows are not a new flow.
-            return (self.act(policy, rule, facts, now).or_drop(), Some(rule));
+            return (
+                self.act(policy, rule, facts, now).or_drop(),
+                Some(rule),
+                None,
+            );
         }
         let renewed = FlowVerdict::new(
             policy.generation,
@@ -629,13 +824,44 @@ impl PolicyState {
             verdict.ingress(),
             decision.cacheable,
         );
-        if let Some((entry, _)) = self.flows.get_mut(&key, hash, orientation) {
-            entry.value = renewed;
-        }
+        self.flows.entry_mut(slot).value = renewed;
         match direction {
-            Direction::Reverse => (Judgement::Pass, None),
-            Direction::Forward => self.forward(policy, renewed, facts, now),
+            Direction::Reverse => (Judgement::Pass, None, Some(flow)),
+            Direction::Forward => self.forward(policy, renewed, facts, now, flow),
         }
+    }
+
+    /// ICMP other than echo keeps no state for the rules: an error quoting a live flow of its
+    /// destination is related to it and passes (PMTU discovery keeps working under a default
+    /// deny); anything else is judged by the rules alone. Telemetry counts a message that passes
+    /// in a flow of its own, keyed by type and code, which no rule ever looks up.
+    fn judge_icmp_message(
+        &mut self,
+        policy: &ActivePolicy,
+        facts: &PacketFacts,
+        now: Duration,
+    ) -> (Judgement, Option<u32>, Option<TrackedPacket>) {
+        let (judgement, rule) = if facts
+            .quoted
+            .is_some_and(|quoted| self.is_live_flow(&quoted, facts.dst))
+        {
+            (Judgement::Pass, None)
+        } else {
+            let (judgement, rule, _) = self.judge_new(policy, facts, now, None);
+            (judgement, rule)
+        };
+        let flow = if judgement == Judgement::Pass && self.tracks_flows() {
+            let verdict = FlowVerdict::new(
+                policy.generation,
+                rule.unwrap_or(NO_RULE),
+                facts.ingress,
+                false,
+            );
+            self.track(facts, now, verdict)
+        } else {
+            None
+        };
+        (judgement, rule, flow)
     }
 
     /// A packet of the initiator's direction of an allowed flow: the flow's rule, unless a rule
@@ -647,7 +873,8 @@ impl PolicyState {
         verdict: FlowVerdict,
         facts: &PacketFacts,
         now: Duration,
-    ) -> (Judgement, Option<u32>) {
+        flow: TrackedPacket,
+    ) -> (Judgement, Option<u32>, Option<TrackedPacket>) {
         let mut rule = verdict.rule();
         if !verdict.cacheable()
             && let Some(own) = classify(&policy.rules, facts, facts.ingress).rule
@@ -655,7 +882,7 @@ impl PolicyState {
         {
             rule = own;
         }
-        (self.act(policy, rule, facts, now), Some(rule))
+        (self.act(policy, rule, facts, now), Some(rule), Some(flow))
     }
 
     /// A packet without flow state: classified, acted on, and when it passes and `new_flow`
@@ -666,37 +893,30 @@ impl PolicyState {
         facts: &PacketFacts,
         now: Duration,
         new_flow: Option<(FlowKey, Orientation, u64)>,
-    ) -> (Judgement, Option<u32>) {
+    ) -> (Judgement, Option<u32>, Option<TrackedPacket>) {
         let decision = classify(&policy.rules, facts, facts.ingress);
         let rule = decision.rule.unwrap_or(NO_RULE);
         let judgement = self.act(policy, rule, facts, now);
-        // Only a packet that passes opens a flow (a rate-limited one dropped does not).
-        if let Some((key, orientation, hash)) = new_flow
-            && judgement == Judgement::Pass
-            && allows(policy, rule)
-        {
-            let now_ns = nanos(now);
-            let value =
-                FlowVerdict::new(policy.generation, rule, facts.ingress, decision.cacheable);
-            match self.flows.insert(key, hash, orientation, value, now_ns) {
-                Ok(entry) => {
-                    entry.record_packet(
-                        now_ns,
-                        Direction::Forward,
-                        TcpFlags::from_header_byte(facts.tcp_flags),
-                    );
-                    self.policy_counters.flows_created.add(1);
-                }
-                // Judged without state: replies are judged as flows of their own.
-                Err(_) => self.policy_counters.flow_table_full.add(1),
+        // Only a packet that passes opens a flow (a rate-limited one dropped does not). When
+        // the table is full, it is judged without state: replies are judged as flows of their
+        // own.
+        let flow = match new_flow {
+            Some((key, orientation, hash))
+                if judgement == Judgement::Pass && allows(policy, rule) =>
+            {
+                let verdict =
+                    FlowVerdict::new(policy.generation, rule, facts.ingress, decision.cacheable);
+                self.open_flow(key, orientation, hash, verdict, facts, now)
             }
-        }
-        (judgement, Some(rule))
+            _ => None,
+        };
+        (judgement, Some(rule), flow)
     }
 
     /// Whether `quoted`, a packet `receiver` sent, belongs to a flow in the table.
     fn is_live_flow(&self, quoted: &Quoted, receiver: IpAddr) -> bool {
-        if quoted.src != receiver {
+        // Flows of ICMP messages other than echo are telemetry's alone: no rule relies on them.
+        if quoted.src != receiver || is_icmp_message(quoted.proto, quoted.echo_id) {
             return false;
         }
         let facts = PacketFacts {
@@ -898,6 +1118,11 @@ fn allows(policy: &ActivePolicy, rule: u32) -> bool {
     }
 }
 
+/// Whether a packet of `proto` is an ICMP or ICMPv6 message other than echo.
+fn is_icmp_message(proto: u8, echo_id: Option<u16>) -> bool {
+    echo_id.is_none() && matches!(proto, PROTO_ICMP | PROTO_ICMPV6)
+}
+
 fn flow_tuple(facts: &PacketFacts) -> PacketTuple {
     let (src, dst) = (mapped_address(facts.src), mapped_address(facts.dst));
     match (facts.proto, facts.echo_id) {
@@ -910,6 +1135,15 @@ fn flow_tuple(facts: &PacketFacts) -> PacketTuple {
             proto: facts.proto,
             ingress: facts.ingress,
         },
+        // The facts hold an ICMP message's type and code in the ports.
+        (PROTO_ICMP | PROTO_ICMPV6, None) => PacketTuple::icmp_message(
+            src,
+            dst,
+            facts.proto,
+            facts.sport as u8,
+            facts.dport as u8,
+            facts.ingress,
+        ),
         _ => PacketTuple::portless(src, dst, facts.proto, facts.ingress),
     }
 }

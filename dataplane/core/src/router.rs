@@ -29,6 +29,7 @@ use crate::slowpath::{
     CONTROL_CAPACITY, ControlRequest, OUTBOUND_CAPACITY, Outbound, SlowPath, TO_SLOW_PATH_CAPACITY,
     ToSlowPath,
 };
+use crate::telemetry::FlowExportRecord;
 use crate::worker::{SlowPathLink, Worker, WorkerConfig, WorkerPolicy};
 
 /// Rule-match events waiting for the control side at most.
@@ -44,7 +45,8 @@ pub struct RouterSpec {
     pub neighbour_capacity: usize,
     pub neighbour_timers: NeighbourTimers,
     pub worker: WorkerConfig,
-    /// Per-worker policy state: flow table, rate-limit and fragment caches.
+    /// Per-worker policy state: flow table (with telemetry's statistics), rate-limit and
+    /// fragment caches.
     pub policy: PolicyLimits,
     /// Dynamic entries at most.
     pub dynamic_entries: usize,
@@ -94,6 +96,10 @@ pub struct Router {
     control: Sender<ControlRequest>,
     outbound: Receiver<Outbound>,
     rule_matches: (Sender<RuleMatch>, Receiver<RuleMatch>),
+    /// Records of flows from every worker, for the exporter.
+    flow_exports: (Sender<FlowExportRecord>, Receiver<FlowExportRecord>),
+    /// Workers built so far; the next one's number.
+    worker_count: u16,
     capture: CaptureHub,
     flow_snapshots: FlowSnapshots,
     slow_path: Option<SlowPath>,
@@ -121,6 +127,12 @@ impl Router {
         let (control, control_inbox) = bounded(CONTROL_CAPACITY);
         let (outbox, outbound) = bounded(OUTBOUND_CAPACITY);
         let publisher = FibPublisher::new(fib, spec.fib_limits);
+        let telemetry = spec.policy.telemetry;
+        let flow_exports = bounded(if telemetry.enabled {
+            telemetry.queue_capacity
+        } else {
+            0
+        });
         let fib = publisher.shared();
         let slow_path = SlowPath::new(
             interfaces.clone(),
@@ -145,6 +157,8 @@ impl Router {
             control,
             outbound,
             rule_matches: bounded(RULE_MATCHES_CAPACITY),
+            flow_exports,
+            worker_count: 0,
             capture: CaptureHub::new(spec.port_count, epoch),
             flow_snapshots: FlowSnapshots::new(spec.policy.flows),
             slow_path: Some(slow_path),
@@ -157,10 +171,13 @@ impl Router {
             shared: self.policy.shared(),
             seen: self.policy.register_worker(),
             overlay: self.overlay.shared(),
-            state: PolicyState::new(self.policy_limits)?.with_events(self.rule_matches.0.clone()),
+            state: PolicyState::new(self.policy_limits)?
+                .with_events(self.rule_matches.0.clone())
+                .with_flow_exports(self.flow_exports.0.clone(), self.worker_count),
             snapshots: self.flow_snapshots.register_worker(),
         };
         let capture = self.capture.register_worker(io.frame_capacity());
+        self.worker_count = self.worker_count.saturating_add(1);
         Ok(Worker::new(
             io,
             Pipeline::new(self.interfaces.clone(), self.neighbours.clone()),
@@ -190,6 +207,13 @@ impl Router {
     /// Matches of rules that log, from every worker.
     pub fn rule_matches(&self) -> Receiver<RuleMatch> {
         self.rule_matches.1.clone()
+    }
+
+    /// The records of flows from every worker (`docs/flows.md`), for one exporter: a bounded
+    /// queue that workers never wait for; what it cannot take is counted per worker in
+    /// `PolicyCounters::flow_records_lost`. Nothing comes when telemetry is off.
+    pub fn flow_exports(&self) -> Receiver<FlowExportRecord> {
+        self.flow_exports.1.clone()
     }
 
     /// The slow path, to run on its own thread (or step by hand); there is one.

@@ -221,7 +221,8 @@ impl<P: PacketIo> Worker<P> {
         self.pending.len()
     }
 
-    /// Polls until `stop` is set, blocking briefly when idle.
+    /// Polls until `stop` is set, blocking briefly when idle; then hands every flow's record to
+    /// the exporter.
     pub fn run(&mut self, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
             let processed = self.poll_once(self.epoch.elapsed());
@@ -235,6 +236,7 @@ impl<P: PacketIo> Worker<P> {
                 self.idle_iterations = 0;
             }
         }
+        self.policy.state.end_records();
     }
 
     /// One iteration at time `now`: every port's burst, waiting packets, slow-path frames, flush.
@@ -295,9 +297,7 @@ impl<P: PacketIo> Worker<P> {
         if !self.pending.is_empty() {
             self.service_pending(&view, now);
         }
-        if view.policy.is_some() {
-            self.policy.state.expire(now);
-        }
+        self.policy.state.expire(now);
         self.policy.snapshots.step(self.policy.state.flows());
         self.policy
             .state

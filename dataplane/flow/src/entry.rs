@@ -13,7 +13,8 @@ pub struct FlowEntry<V> {
     key: FlowKey,
     initiator: Orientation,
     tcp: TcpState,
-    reply_seen: bool,
+    /// What the flow has shown so far: bits of the `marks` module.
+    marks: u8,
     first_seen_ns: u64,
     last_seen_ns: u64,
     /// The caller's cached verdict for this flow (for example rule index, action and the
@@ -32,7 +33,7 @@ impl<V> FlowEntry<V> {
             key,
             initiator,
             tcp: TcpState::None,
-            reply_seen: false,
+            marks: 0,
             first_seen_ns: now_ns,
             last_seen_ns: now_ns,
             value,
@@ -41,18 +42,47 @@ impl<V> FlowEntry<V> {
 
     /// Records a packet of this flow seen at `now_ns` travelling in `direction`: refreshes the
     /// idle timer, notes that the flow has a reply and, for TCP, updates the state from
-    /// `tcp_flags` (ignored for other protocols).
+    /// `tcp_flags` (ignored for other protocols). Returns true when this packet ended the TCP
+    /// connection ([`FlowEntry::connection_ended`] became true).
     ///
     /// Call it for every packet, including the first (right after insert, with
     /// [`Direction::Forward`]). `now_ns` must be monotonic and at least the time given to the
     /// table's last `insert` or `expire`: the expiry schedule relies on state changes coming with
     /// a fresh `last_seen_ns`.
-    pub fn record_packet(&mut self, now_ns: u64, direction: Direction, tcp_flags: TcpFlags) {
+    pub fn record_packet(
+        &mut self,
+        now_ns: u64,
+        direction: Direction,
+        tcp_flags: TcpFlags,
+    ) -> bool {
         self.last_seen_ns = self.last_seen_ns.max(now_ns);
-        self.reply_seen |= direction == Direction::Reverse;
-        if self.key.proto() == PROTO_TCP {
-            self.tcp = update_tcp_state(self.tcp, direction, tcp_flags);
+        if direction == Direction::Reverse {
+            self.marks |= marks::REPLY_SEEN;
         }
+        if self.key.proto() != PROTO_TCP {
+            return false;
+        }
+        let before = self.tcp;
+        self.tcp = update_tcp_state(before, direction, tcp_flags);
+        if self.tcp == TcpState::SynSent && before != TcpState::SynSent {
+            // A new connection on the same ports: the old one's teardown is forgotten.
+            self.marks &= !(marks::FIN_FORWARD | marks::FIN_REVERSE | marks::CONNECTION_ENDED);
+        }
+        if tcp_flags.contains(TcpFlags::FIN) {
+            self.marks |= match direction {
+                Direction::Forward => marks::FIN_FORWARD,
+                Direction::Reverse => marks::FIN_REVERSE,
+            };
+        }
+        let fins_exchanged = self.marks & marks::FINS == marks::FINS;
+        let last_ack = fins_exchanged
+            && tcp_flags.contains(TcpFlags::ACK)
+            && !tcp_flags.contains(TcpFlags::FIN);
+        let ends = !self.connection_ended() && (self.tcp == TcpState::Closed || last_ack);
+        if ends {
+            self.marks |= marks::CONNECTION_ENDED;
+        }
+        ends
     }
 
     pub fn key(&self) -> &FlowKey {
@@ -71,7 +101,20 @@ impl<V> FlowEntry<V> {
 
     /// Whether a packet went in the reply direction.
     pub fn reply_seen(&self) -> bool {
-        self.reply_seen
+        self.marks & marks::REPLY_SEEN != 0
+    }
+
+    /// Whether the TCP connection is over: a RST was seen, or both sides sent a FIN and a packet
+    /// acknowledged the second (an ACK without FIN after both FINs). A new SYN from the
+    /// initiator starts a new connection and clears it. Always false for other protocols.
+    pub fn connection_ended(&self) -> bool {
+        self.marks & marks::CONNECTION_ENDED != 0
+    }
+
+    /// Whether the TCP connection ended ([`FlowEntry::connection_ended`]) or both sides sent a
+    /// FIN: a flow that expires in this state ended by its own teardown, not by a timeout.
+    pub fn connection_closed(&self) -> bool {
+        self.connection_ended() || self.marks & marks::FINS == marks::FINS
     }
 
     pub fn first_seen_ns(&self) -> u64 {
@@ -88,7 +131,16 @@ impl<V> FlowEntry<V> {
         if self.key.proto() == PROTO_TCP {
             self.tcp == TcpState::Established
         } else {
-            self.reply_seen
+            self.reply_seen()
         }
     }
+}
+
+/// Bits of [`FlowEntry::marks`].
+mod marks {
+    pub const REPLY_SEEN: u8 = 1 << 0;
+    pub const FIN_FORWARD: u8 = 1 << 1;
+    pub const FIN_REVERSE: u8 = 1 << 2;
+    pub const FINS: u8 = FIN_FORWARD | FIN_REVERSE;
+    pub const CONNECTION_ENDED: u8 = 1 << 3;
 }

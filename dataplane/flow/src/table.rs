@@ -1,11 +1,13 @@
-//! The flow table: entries in a fixed slab, a hash index of slab slots, a timer wheel for expiry
-//! and a FIFO of eviction candidates.
+//! The flow table: entries in a fixed slab, statistics records beside them, a hash index of slab
+//! slots, a timer wheel for expiry and a FIFO of eviction candidates.
 
+use crate::end::{EndReason, FlowEnd};
 use crate::entry::FlowEntry;
 use crate::error::{InsertError, NewTableError};
 use crate::key::{Direction, FlowKey, Orientation};
 use crate::links::LinkArena;
-use crate::timeouts::{Timeouts, TimeoutsNs};
+use crate::stats::{FlowStats, PacketSample};
+use crate::timeouts::{RecordTimeouts, RecordTimeoutsNs, Timeouts, TimeoutsNs};
 use crate::wheel::{SLOT_COUNT, TimerWheel, WheelStep};
 use hashbrown::HashTable;
 use siphasher::sip::SipHasher13;
@@ -36,11 +38,19 @@ pub struct EvictionCounts {
 pub struct ExpireProgress {
     /// Units of work done, at most the budget: one per flow looked at, one per tick passed.
     pub work: usize,
-    /// Flows expired (and passed to `on_expired`).
+    /// Flows expired (and passed to `on_end` with `flow_removed`).
     pub expired: usize,
+    /// Records ended while their flow goes on (idle or active record timeout).
+    pub records_ended: usize,
     /// True when every flow due by `now_ns` has been expired; false when the budget ran out first.
     pub caught_up: bool,
 }
+
+/// Names a flow of the table until the table next changes (an insert, a removal, `expire`): the
+/// updates of one packet use it after one lookup. From [`FlowTable::locate`] or
+/// [`FlowTable::insert_flow`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowSlot(u32);
 
 /// Where a walk of the table by [`FlowTable::for_each_from`] stands: the next slab slot to look
 /// at. [`FlowCursor::default`] starts a walk.
@@ -55,6 +65,10 @@ pub struct FlowTable<V> {
     /// Slab of entries; grows by `push` up to `capacity` (within its reservation), then slots are
     /// reused from `free_slots`.
     entries: Vec<CacheLine<FlowEntry<V>>>,
+    /// Statistics records, one per slot beside `entries`, written whole by `new` so that no page
+    /// is first touched on the packet path; empty for a table without statistics.
+    records: Vec<FlowStats>,
+    record_timeouts: Option<RecordTimeoutsNs>,
     free_slots: Vec<u32>,
     /// Slots of live entries, hashed by key.
     index: HashTable<u32>,
@@ -72,8 +86,28 @@ impl<V: Copy> FlowTable<V> {
     /// A table for `capacity` flows (1 to [`CAPACITY_MAX`]), with every allocation made here:
     /// the slab, the free list, the index (sized for twice the capacity, so inserts never make
     /// it grow), the timer wheel (8 bytes per flow plus 512 KiB) and the FIFO (8 bytes per flow).
-    /// The hash key is drawn from the operating system's random source.
+    /// The hash key is drawn from the operating system's random source. The table keeps no
+    /// statistics ([`FlowTable::with_statistics`] does).
     pub fn new(capacity: usize, timeouts: Timeouts) -> Result<Self, NewTableError> {
+        Self::build(capacity, timeouts, None)
+    }
+
+    /// Like [`FlowTable::new`], with a statistics record per flow ([`FlowStats`], allocated and
+    /// written here for the whole capacity) that ends by `records`' timeouts, by the end of a
+    /// TCP connection, or with its flow.
+    pub fn with_statistics(
+        capacity: usize,
+        timeouts: Timeouts,
+        records: RecordTimeouts,
+    ) -> Result<Self, NewTableError> {
+        Self::build(capacity, timeouts, Some(records))
+    }
+
+    fn build(
+        capacity: usize,
+        timeouts: Timeouts,
+        records: Option<RecordTimeouts>,
+    ) -> Result<Self, NewTableError> {
         const {
             assert!(
                 size_of::<FlowEntry<V>>() <= 64,
@@ -88,10 +122,18 @@ impl<V: Copy> FlowTable<V> {
                 max: CAPACITY_MAX,
             })?;
         let timeouts = TimeoutsNs::new(&timeouts)?;
+        let record_timeouts = records.as_ref().map(RecordTimeoutsNs::new).transpose()?;
+        let record_count = if record_timeouts.is_some() {
+            capacity
+        } else {
+            0
+        };
         let mut hash_key = [0; 16];
         getrandom::fill(&mut hash_key).map_err(NewTableError::Randomness)?;
         Ok(Self {
             entries: Vec::with_capacity(capacity),
+            records: vec![FlowStats::default(); record_count],
+            record_timeouts,
             free_slots: Vec::with_capacity(capacity),
             index: HashTable::with_capacity(2 * capacity),
             wheel: TimerWheel::new(capacity_u32),
@@ -131,10 +173,62 @@ impl<V: Copy> FlowTable<V> {
         hash: u64,
         orientation: Orientation,
     ) -> Option<(&mut FlowEntry<V>, Direction)> {
+        let (slot, direction) = self.locate(key, hash, orientation)?;
+        Some((self.entry_mut(slot), direction))
+    }
+
+    /// Like [`FlowTable::get_mut`], naming the flow by its slot for the packet's later updates
+    /// ([`FlowTable::entry_mut`], [`FlowTable::record_statistics`]).
+    pub fn locate(
+        &self,
+        key: &FlowKey,
+        hash: u64,
+        orientation: Orientation,
+    ) -> Option<(FlowSlot, Direction)> {
         let slot = self.find_slot(key, hash)?;
-        let entry = &mut self.entries[slot as usize].0;
-        let direction = Direction::between(entry.initiator(), orientation);
-        Some((entry, direction))
+        let initiator = self.entries[slot as usize].0.initiator();
+        Some((FlowSlot(slot), Direction::between(initiator, orientation)))
+    }
+
+    /// The flow in `slot`.
+    pub fn entry(&self, slot: FlowSlot) -> &FlowEntry<V> {
+        &self.entries[slot.0 as usize].0
+    }
+
+    /// The flow in `slot`, to record a packet or change its value.
+    pub fn entry_mut(&mut self, slot: FlowSlot) -> &mut FlowEntry<V> {
+        &mut self.entries[slot.0 as usize].0
+    }
+
+    /// The current record of the flow in `slot`; `None` for a table without statistics.
+    pub fn statistics(&self, slot: FlowSlot) -> Option<&FlowStats> {
+        self.records.get(slot.0 as usize)
+    }
+
+    /// Adds `packet` to the record of the flow in `slot` (nothing for a table without
+    /// statistics). A record already due by its timeouts (`expire` has not reached it yet) ends
+    /// first, so that a record never spans more than its timeouts allow. `ends_connection`, what
+    /// [`FlowEntry::record_packet`] returned for the packet, ends the record with
+    /// [`EndReason::EndOfFlow`], packet included; the flow's later packets (a last
+    /// retransmission, a new connection on the same ports) start a new one. `on_end` gets each
+    /// record that ends (at most two).
+    pub fn record_statistics(
+        &mut self,
+        slot: FlowSlot,
+        packet: &PacketSample,
+        ends_connection: bool,
+        mut on_end: impl FnMut(FlowEnd<'_, V>),
+    ) {
+        let Some(timeouts) = self.record_timeouts else {
+            return;
+        };
+        if let Some(reason) = self.record_end_due(slot.0, packet.time_ns) {
+            self.end_record(slot.0, reason, &mut on_end);
+        }
+        self.records[slot.0 as usize].record(packet, timeouts.activity);
+        if ends_connection {
+            self.end_record(slot.0, EndReason::EndOfFlow, &mut on_end);
+        }
     }
 
     /// Inserts the flow of a packet that [`FlowTable::get_mut`] did not find; that packet, with
@@ -152,6 +246,22 @@ impl<V: Copy> FlowTable<V> {
         value: V,
         now_ns: u64,
     ) -> Result<&mut FlowEntry<V>, InsertError> {
+        let slot = self.insert_flow(key, hash, initiator, value, now_ns, |_| {})?;
+        Ok(self.entry_mut(slot))
+    }
+
+    /// Like [`FlowTable::insert`], naming the new flow by its slot and handing the flow evicted
+    /// to make room, if any, to `on_evicted` ([`EndReason::LackOfResources`], or the reason of a
+    /// flow found idle past its timeout).
+    pub fn insert_flow(
+        &mut self,
+        key: FlowKey,
+        hash: u64,
+        initiator: Orientation,
+        value: V,
+        now_ns: u64,
+        on_evicted: impl FnOnce(FlowEnd<'_, V>),
+    ) -> Result<FlowSlot, InsertError> {
         debug_assert_eq!(
             hash,
             self.hash(&key),
@@ -163,7 +273,7 @@ impl<V: Copy> FlowTable<V> {
         if self.index.is_empty() {
             self.wheel.restart_at(now_ns);
         }
-        if self.len() == self.capacity() && !self.evict_one(now_ns) {
+        if self.len() == self.capacity() && !self.evict_one(now_ns, on_evicted) {
             return Err(InsertError::TableFull);
         }
         let slot = self.free_slots.pop().unwrap_or(self.entries.len() as u32);
@@ -173,14 +283,17 @@ impl<V: Copy> FlowTable<V> {
         } else {
             self.entries[slot as usize] = CacheLine(entry);
         }
+        if let Some(stats) = self.records.get_mut(slot as usize) {
+            *stats = FlowStats::default();
+        }
         let (entries, hasher) = (&self.entries, &self.hasher);
         self.index.insert_unique(hash, slot, |&slot| {
             hasher.hash(entries[slot as usize].0.key().as_bytes())
         });
         self.wheel
-            .schedule(slot, self.next_check_ns(&entry, now_ns));
+            .schedule(slot, self.next_check_ns(slot, &entry, now_ns));
         self.unestablished.push_back(self.capacity, slot);
-        Ok(&mut self.entries[slot as usize].0)
+        Ok(FlowSlot(slot))
     }
 
     /// Removes the flow of `key` and returns it.
@@ -189,18 +302,51 @@ impl<V: Copy> FlowTable<V> {
         Some(self.remove_slot(slot))
     }
 
-    /// Expires the flows idle for at least their timeout at `now_ns`, calling `on_expired` for
-    /// each, with at most `budget` units of work (see [`ExpireProgress::work`]). Flows left over
-    /// by an exhausted budget are expired by the next calls, the most overdue first. The work
-    /// does not depend on the table's size: the timer wheel yields only flows scheduled up to
-    /// `now_ns`, about once per `min(timeout, 68.7 s)` for each live flow (a wheel lap; TCP also
-    /// at least once per `tcp_transitory`), plus one unit per 1.05 ms tick passed (at most one
-    /// lap after a long pause). `now_ns` must not go backwards.
+    /// Removes the flow in `slot`, handing it with its record to `on_end` for `reason`.
+    pub fn end_flow(
+        &mut self,
+        slot: FlowSlot,
+        reason: EndReason,
+        on_end: impl FnOnce(FlowEnd<'_, V>),
+    ) {
+        self.end_slot(slot.0, reason, on_end);
+    }
+
+    /// Ends the record of every flow that has one with packets, handing each to `on_end` with
+    /// `reason`; the flows stay. This walks the whole table: it is for a worker that stops, never
+    /// for its loop.
+    pub fn end_records(&mut self, reason: EndReason, mut on_end: impl FnMut(FlowEnd<'_, V>)) {
+        if self.records.is_empty() {
+            return;
+        }
+        for &slot in &self.index {
+            let stats = &mut self.records[slot as usize];
+            if stats.is_empty() {
+                continue;
+            }
+            on_end(FlowEnd {
+                entry: &self.entries[slot as usize].0,
+                stats: Some(&*stats),
+                reason,
+                flow_removed: false,
+            });
+            *stats = FlowStats::default();
+        }
+    }
+
+    /// Expires the flows idle for at least their timeout at `now_ns` and ends the records due by
+    /// the record timeouts, handing each to `on_end`, with at most `budget` units of work (see
+    /// [`ExpireProgress::work`]). Flows left over by an exhausted budget are expired by the next
+    /// calls, the most overdue first. The work does not depend on the table's size: the timer
+    /// wheel yields only flows scheduled up to `now_ns`, about once per `min(timeout, 68.7 s)` for
+    /// each live flow (a wheel lap; TCP also at least once per `tcp_transitory`; with
+    /// statistics, at least once per `min(record idle, record active)`), plus one unit per
+    /// 1.05 ms tick passed (at most one lap after a long pause). `now_ns` must not go backwards.
     pub fn expire(
         &mut self,
         now_ns: u64,
         budget: usize,
-        mut on_expired: impl FnMut(&FlowEntry<V>),
+        mut on_end: impl FnMut(FlowEnd<'_, V>),
     ) -> ExpireProgress {
         let mut progress = ExpireProgress::default();
         if self.index.is_empty() {
@@ -217,9 +363,10 @@ impl<V: Copy> FlowTable<V> {
                 WheelStep::NextTick => progress.work += 1,
                 WheelStep::Visit(slot) => {
                     progress.work += 1;
-                    if let Some(expired) = self.visit(slot, now_ns) {
-                        on_expired(&expired);
-                        progress.expired += 1;
+                    match self.visit(slot, now_ns, &mut on_end) {
+                        Visited::Expired => progress.expired += 1,
+                        Visited::RecordEnded => progress.records_ended += 1,
+                        Visited::Kept => {}
                     }
                 }
             }
@@ -294,39 +441,97 @@ impl<V: Copy> FlowTable<V> {
         entry.last_seen_ns().saturating_add(timeout)
     }
 
-    /// When the wheel must look at the flow again: its deadline, or earlier if its next packet
-    /// could switch it to a shorter timeout (a TCP flow leaving `Established`). Never later than
-    /// the real deadline, whatever packets come after `now_ns`.
-    fn next_check_ns(&self, entry: &FlowEntry<V>, now_ns: u64) -> u64 {
+    /// When the wheel must look at the flow in `slot` again: its deadline or its record's, or
+    /// earlier if its next packet could switch it to a shorter timeout (a TCP flow leaving
+    /// `Established`) or start a record. Never later than the real deadlines, whatever packets
+    /// come after `now_ns`: a record that starts later ends later.
+    fn next_check_ns(&self, slot: u32, entry: &FlowEntry<V>, now_ns: u64) -> u64 {
         let shortest = self.timeouts.shortest_timeout_ns(entry.key().proto());
-        self.idle_deadline_ns(entry)
-            .min(now_ns.saturating_add(shortest))
+        let check = self
+            .idle_deadline_ns(entry)
+            .min(now_ns.saturating_add(shortest));
+        let Some(timeouts) = self.record_timeouts else {
+            return check;
+        };
+        let check = check.min(now_ns.saturating_add(timeouts.idle.min(timeouts.active)));
+        match self
+            .records
+            .get(slot as usize)
+            .filter(|stats| !stats.is_empty())
+        {
+            Some(stats) => check
+                .min(stats.last_ns().saturating_add(timeouts.idle))
+                .min(stats.first_ns().saturating_add(timeouts.active)),
+            None => check,
+        }
     }
 
-    /// Expires the flow in `slot` if it is due, else reschedules it and updates its membership
-    /// of the eviction FIFO.
-    fn visit(&mut self, slot: u32, now_ns: u64) -> Option<FlowEntry<V>> {
+    /// Why the record of the flow in `slot` is due to end at `now_ns`, if it is.
+    fn record_end_due(&self, slot: u32, now_ns: u64) -> Option<EndReason> {
+        let timeouts = self.record_timeouts?;
+        let stats = self
+            .records
+            .get(slot as usize)
+            .filter(|stats| !stats.is_empty())?;
+        if stats.last_ns().saturating_add(timeouts.idle) <= now_ns {
+            Some(EndReason::of_quiet(&self.entries[slot as usize].0))
+        } else if stats.first_ns().saturating_add(timeouts.active) <= now_ns {
+            Some(EndReason::ActiveTimeout)
+        } else {
+            None
+        }
+    }
+
+    /// Hands the record of the flow in `slot` to `on_end` and starts a new one; the flow stays.
+    fn end_record(&mut self, slot: u32, reason: EndReason, on_end: impl FnOnce(FlowEnd<'_, V>)) {
+        let stats = &mut self.records[slot as usize];
+        on_end(FlowEnd {
+            entry: &self.entries[slot as usize].0,
+            stats: Some(&*stats),
+            reason,
+            flow_removed: false,
+        });
+        *stats = FlowStats::default();
+    }
+
+    /// Expires the flow in `slot` if it is due, or ends its record if that is due; then
+    /// reschedules a flow that stays and updates its membership of the eviction FIFO.
+    fn visit(
+        &mut self,
+        slot: u32,
+        now_ns: u64,
+        on_end: &mut impl FnMut(FlowEnd<'_, V>),
+    ) -> Visited {
         let entry = self.entries[slot as usize].0;
         if self.idle_deadline_ns(&entry) <= now_ns {
-            return Some(self.remove_slot(slot));
+            self.end_slot(slot, EndReason::of_quiet(&entry), on_end);
+            return Visited::Expired;
+        }
+        let mut visited = Visited::Kept;
+        if let Some(reason) = self.record_end_due(slot, now_ns) {
+            self.end_record(slot, reason, on_end);
+            visited = Visited::RecordEnded;
         }
         self.wheel
-            .reschedule_visited(slot, self.next_check_ns(&entry, now_ns));
+            .reschedule_visited(slot, self.next_check_ns(slot, &entry, now_ns));
         match (entry.is_established(), self.unestablished.is_linked(slot)) {
             (true, true) => self.unestablished.unlink(slot),
             (false, false) => self.unestablished.push_back(self.capacity, slot),
             _ => {}
         }
-        None
+        visited
     }
 
-    /// Makes room for one flow by the full-table policy; false when no flow may be evicted.
-    fn evict_one(&mut self, now_ns: u64) -> bool {
+    /// Makes room for one flow by the full-table policy, handing the flow evicted to `on_evicted`;
+    /// false when no flow may be evicted.
+    fn evict_one(&mut self, now_ns: u64, on_evicted: impl FnOnce(FlowEnd<'_, V>)) -> bool {
         let mut candidate = self.wheel.cursor_slot_front();
         for _ in 0..EVICTION_CANDIDATES_MAX {
             let Some(slot) = candidate else { break };
-            if self.idle_deadline_ns(&self.entries[slot as usize].0) <= now_ns {
-                self.remove_slot(slot);
+            let entry = &self.entries[slot as usize].0;
+            if self.idle_deadline_ns(entry) <= now_ns {
+                let reason = EndReason::of_quiet(entry);
+                self.end_slot(slot, reason, on_evicted);
                 self.evictions.idle += 1;
                 return true;
             }
@@ -343,15 +548,29 @@ impl<V: Copy> FlowTable<V> {
                 self.unestablished.unlink(slot);
                 continue;
             }
-            if self.idle_deadline_ns(entry) <= now_ns {
+            let reason = if self.idle_deadline_ns(entry) <= now_ns {
                 self.evictions.idle += 1;
+                EndReason::of_quiet(entry)
             } else {
                 self.evictions.unestablished += 1;
-            }
-            self.remove_slot(slot);
+                EndReason::LackOfResources
+            };
+            self.end_slot(slot, reason, on_evicted);
             return true;
         }
         false
+    }
+
+    /// Removes the flow in `slot` and hands it, with its record, to `on_end`.
+    fn end_slot(&mut self, slot: u32, reason: EndReason, on_end: impl FnOnce(FlowEnd<'_, V>)) {
+        let entry = self.remove_slot(slot);
+        // The record stays in its slot until an insert reuses the slot.
+        on_end(FlowEnd {
+            entry: &entry,
+            stats: self.records.get(slot as usize),
+            reason,
+            flow_removed: true,
+        });
     }
 
     fn remove_slot(&mut self, slot: u32) -> FlowEntry<V> {
@@ -370,6 +589,13 @@ impl<V: Copy> FlowTable<V> {
         self.free_slots.push(slot);
         entry
     }
+}
+
+/// What a visit of the wheel did to a flow.
+enum Visited {
+    Expired,
+    RecordEnded,
+    Kept,
 }
 
 /// The wheel's sentinels follow the flows' nodes: both must fit `u32`.

@@ -8,7 +8,7 @@ use crate::key::Direction;
 use std::ops::BitOr;
 
 /// The flags byte of a TCP header (byte 13), of which the state machine reads FIN, SYN, RST and
-/// ACK.
+/// ACK; the flow statistics count all eight.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TcpFlags(u8);
 
@@ -17,11 +17,20 @@ impl TcpFlags {
     pub const FIN: Self = Self(0x01);
     pub const SYN: Self = Self(0x02);
     pub const RST: Self = Self(0x04);
+    pub const PSH: Self = Self(0x08);
     pub const ACK: Self = Self(0x10);
+    pub const URG: Self = Self(0x20);
+    pub const ECE: Self = Self(0x40);
+    pub const CWR: Self = Self(0x80);
 
     /// Flags as found in the TCP header's flags byte.
     pub const fn from_header_byte(byte: u8) -> Self {
         Self(byte)
+    }
+
+    /// The flags as the TCP header's flags byte holds them.
+    pub const fn header_byte(self) -> u8 {
+        self.0
     }
 
     /// True when every flag of `flags` is set in `self`.

@@ -1,4 +1,4 @@
-//! Idle timeouts per flow class.
+//! Idle timeouts per flow class, and when a flow's statistics record ends while the flow goes on.
 
 use crate::error::NewTableError;
 use crate::key::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
@@ -78,6 +78,52 @@ impl TimeoutsNs {
             PROTO_TCP => self.tcp_established.min(self.tcp_transitory),
             _ => self.idle_timeout_ns(proto, TcpState::None),
         }
+    }
+}
+
+/// When a flow's statistics record ends and is handed over for export while the flow itself may
+/// stay in the table (for the rules' state). Each record covers the packets since the previous
+/// record of the same flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordTimeouts {
+    /// A record ends this long after its last packet (or earlier, when the flow expires by its
+    /// [`Timeouts`] class).
+    pub idle: Duration,
+    /// A record ends this long after its first packet even if packets keep coming: a long flow
+    /// is reported periodically.
+    pub active: Duration,
+    /// A gap between packets longer than this ends an active period and counts as an idle
+    /// period (CICFlowMeter's activity timeout).
+    pub activity: Duration,
+}
+
+impl Default for RecordTimeouts {
+    /// Idle 60 s (UDP's flow timeout: most records end with their flow), active 120 s
+    /// (CICFlowMeter's flow timeout and nProbe's default lifetime), activity 5 s (CICFlowMeter).
+    fn default() -> Self {
+        Self {
+            idle: Duration::from_secs(60),
+            active: Duration::from_secs(120),
+            activity: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Validated record timeouts in nanoseconds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RecordTimeoutsNs {
+    pub(crate) idle: u64,
+    pub(crate) active: u64,
+    pub(crate) activity: u64,
+}
+
+impl RecordTimeoutsNs {
+    pub(crate) fn new(timeouts: &RecordTimeouts) -> Result<Self, NewTableError> {
+        Ok(Self {
+            idle: checked_ns("record idle", timeouts.idle)?,
+            active: checked_ns("record active", timeouts.active)?,
+            activity: checked_ns("record activity", timeouts.activity)?,
+        })
     }
 }
 

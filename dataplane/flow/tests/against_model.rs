@@ -182,9 +182,9 @@ impl Harness {
 
     fn expire(&mut self, budget: usize) -> Result<(), TestCaseError> {
         let mut expired = Vec::new();
-        let progress = self
-            .table
-            .expire(self.now_ns, budget, |entry| expired.push(*entry.key()));
+        let progress = self.table.expire(self.now_ns, budget, |ended| {
+            expired.push(*ended.entry.key())
+        });
         prop_assert!(progress.work <= budget);
         prop_assert_eq!(progress.expired, expired.len());
         for key in expired {

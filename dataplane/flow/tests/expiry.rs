@@ -28,7 +28,7 @@ fn timeouts() -> Timeouts {
 
 fn expired_keys(table: &mut FlowTable<u32>, now_ns: u64) -> Vec<FlowKey> {
     let mut keys = Vec::new();
-    let progress = table.expire(now_ns, BUDGET_ALL, |entry| keys.push(*entry.key()));
+    let progress = table.expire(now_ns, BUDGET_ALL, |ended| keys.push(*ended.entry.key()));
     assert!(progress.caught_up, "budget too small for the test");
     keys
 }
@@ -219,7 +219,7 @@ fn active_flows_are_never_expired() {
         if step % 100 == 0 {
             packet(&mut table, &reply(&established), TcpFlags::ACK, 1, now).unwrap();
         }
-        let progress = table.expire(now, BUDGET_ALL, |entry| panic!("expired {entry:?}"));
+        let progress = table.expire(now, BUDGET_ALL, |ended| panic!("expired {:?}", ended.entry));
         assert!(progress.caught_up);
     }
     assert_eq!(table.len(), 2);

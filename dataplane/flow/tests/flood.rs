@@ -128,7 +128,7 @@ fn flood_after_the_wheel_checked_the_flows_is_never_refused() {
     // the eviction FIFO; the UDP timeout is 60 s, so they are kept active until then.
     let later = START + 70 * SECOND;
     establish(&mut table, 800, START + 50 * SECOND);
-    let progress = table.expire(later, 200_000, |entry| panic!("expired {entry:?}"));
+    let progress = table.expire(later, 200_000, |ended| panic!("expired {:?}", ended.entry));
     assert!(progress.caught_up);
     for index in 0..10 * CAPACITY as u32 {
         packet(

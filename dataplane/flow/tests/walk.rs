@@ -99,7 +99,7 @@ proptest! {
                 }
                 Operation::Expire { elapsed_ns } => {
                     now_ns += elapsed_ns;
-                    table.expire(now_ns, 64, |entry| walk.changed[flow_of(&flows, entry.key())] = true);
+                    table.expire(now_ns, 64, |ended| walk.changed[flow_of(&flows, ended.entry.key())] = true);
                 }
                 Operation::Walk { slots } => {
                     if let Some(cursor) = walk.cursor {

@@ -56,19 +56,24 @@ impl Bench {
 
     /// A bench whose ports check reverse paths with `rp_filter`.
     pub fn build_with(server_mtu: u16, worker: WorkerConfig, rp_filter: RpFilter) -> Bench {
-        Bench::build_with_flows(server_mtu, worker, rp_filter, 1024)
+        Bench::build_with_policy(server_mtu, worker, rp_filter, small_policy_limits(1024))
     }
 
     /// A bench whose worker's flow table holds `flows`.
     pub fn with_flow_capacity(flows: usize) -> Bench {
-        Bench::build_with_flows(1500, WorkerConfig::default(), RpFilter::Strict, flows)
+        Bench::with_policy_limits(small_policy_limits(flows))
     }
 
-    fn build_with_flows(
+    /// A bench whose worker's policy state (flow table, telemetry) has `policy`'s limits.
+    pub fn with_policy_limits(policy: PolicyLimits) -> Bench {
+        Bench::build_with_policy(1500, WorkerConfig::default(), RpFilter::Strict, policy)
+    }
+
+    fn build_with_policy(
         server_mtu: u16,
         worker: WorkerConfig,
         rp_filter: RpFilter,
-        flows: usize,
+        policy: PolicyLimits,
     ) -> Bench {
         let spec = RouterSpec {
             port_count: 2,
@@ -92,10 +97,7 @@ impl Bench {
             neighbour_capacity: 64,
             neighbour_timers: NeighbourTimers::default(),
             worker,
-            policy: PolicyLimits {
-                flows,
-                ..PolicyLimits::default()
-            },
+            policy,
             dynamic_entries: 16,
         };
         let mut router = Router::build(spec, Instant::now(), Box::new(|_| {})).expect("valid");
@@ -164,6 +166,14 @@ impl Bench {
         let accounting = self.worker.io().accounting();
         assert!(accounting.is_balanced(), "{accounting:?}");
         assert_eq!(accounting.in_hand, 0, "{accounting:?}");
+    }
+}
+
+/// Policy limits with a flow table of `flows`.
+pub fn small_policy_limits(flows: usize) -> PolicyLimits {
+    PolicyLimits {
+        flows,
+        ..PolicyLimits::default()
     }
 }
 
