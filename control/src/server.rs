@@ -479,7 +479,8 @@ impl Control for Api {
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let mut matching: Vec<&FlowRecord> =
             snapshot.records().filter(|r| filter.matches(r)).collect();
-        matching.sort_unstable_by_key(|r| std::cmp::Reverse(r.last_seen_ns));
+        // Top flows: the most bytes, then the most recently active.
+        matching.sort_unstable_by_key(|r| std::cmp::Reverse((r.bytes, r.last_seen_ns)));
         let policy = self.dataplane.policy.load_full();
         let view = &self.dataplane;
         let unix_millis = |ns: u64| {
@@ -508,6 +509,8 @@ impl Control for Api {
                     .get(r.ingress)
                     .map(|i| i.name.clone())
                     .unwrap_or_default(),
+                packets: r.packets,
+                bytes: r.bytes,
             })
             .collect();
         Ok(Response::new(proto::QueryFlowsResponse {

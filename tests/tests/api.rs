@@ -955,7 +955,8 @@ fn flows_and_captures_show_what_passes() {
             && f["destination_port"] == 8080
             && f["protocol"] == 6
             && f["rule"] == "web"
-            && f["ingress"] == "p0"),
+            && f["ingress"] == "p0"
+            && f["packets"].as_u64() >= Some(1)),
         "{flows}"
     );
     let none = json(&s.vfnctl(&["-o", "json", "flows", "--prefix", "198.18.2.0/24"]));

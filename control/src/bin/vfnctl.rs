@@ -840,18 +840,20 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .into_inner();
             show(&response, output, |response| {
                 println!(
-                    "{:<46} {:<46} {:>5} {:<12} {:<20} {:>6}",
-                    "SOURCE", "DESTINATION", "PROTO", "TCP", "RULE", "IDLE"
+                    "{:<46} {:<46} {:>5} {:>10} {:>12} {:<12} {:<20} {:>6}",
+                    "SOURCE", "DESTINATION", "PROTO", "PACKETS", "BYTES", "TCP", "RULE", "IDLE"
                 );
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);
                 for flow in &response.flows {
                     println!(
-                        "{:<46} {:<46} {:>5} {:<12} {:<20} {:>5.1}s",
+                        "{:<46} {:<46} {:>5} {:>10} {:>12} {:<12} {:<20} {:>5.1}s",
                         format!("{}:{}", flow.source, flow.source_port),
                         format!("{}:{}", flow.destination, flow.destination_port),
                         flow.protocol,
+                        flow.packets,
+                        flow.bytes,
                         flow.tcp_state,
                         if flow.rule.is_empty() {
                             "(default)"

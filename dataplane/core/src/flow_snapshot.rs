@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError, bounded};
-use vfn_flow::{FlowCursor, FlowEntry, FlowTable, unmapped_address};
+use vfn_flow::{FlowCursor, FlowEntry, FlowStats, FlowTable, unmapped_address};
 
 pub use vfn_flow::TcpState;
 
@@ -62,6 +62,10 @@ pub struct FlowRecord {
     pub rule: Option<u32>,
     /// The interface the initiator's packets arrive on.
     pub ingress: IfIndex,
+    /// Packets and IP bytes, both directions, of the flow's current record (since its last
+    /// exported record; 0 with telemetry off).
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 impl FlowRecord {
@@ -81,6 +85,8 @@ impl FlowRecord {
         generation: 0,
         rule: None,
         ingress: 0,
+        packets: 0,
+        bytes: 0,
     };
 
     /// An empty buffer with room for `room` records whose memory is already written: the
@@ -92,7 +98,7 @@ impl FlowRecord {
         records
     }
 
-    fn of(entry: &FlowEntry<FlowVerdict>, worker: usize) -> FlowRecord {
+    fn of(entry: &FlowEntry<FlowVerdict>, stats: Option<&FlowStats>, worker: usize) -> FlowRecord {
         let key = entry.key();
         let ((src, sport), (dst, dport)) = key.endpoints(entry.initiator());
         let verdict = entry.value;
@@ -110,6 +116,8 @@ impl FlowRecord {
             generation: verdict.generation(),
             rule: Some(verdict.rule()).filter(|&rule| rule != NO_RULE),
             ingress: verdict.ingress(),
+            packets: stats.map_or(0, FlowStats::packets),
+            bytes: stats.map_or(0, FlowStats::bytes),
         }
     }
 }
@@ -174,10 +182,10 @@ struct SnapshotJob {
 }
 
 impl SnapshotJob {
-    fn copy(&mut self, entry: &FlowEntry<FlowVerdict>) {
+    fn copy(&mut self, entry: &FlowEntry<FlowVerdict>, stats: Option<&FlowStats>) {
         if self.flows.records.len() < self.room {
             // Within the capacity the control side reserved: no allocation.
-            let record = FlowRecord::of(entry, self.flows.worker);
+            let record = FlowRecord::of(entry, stats, self.flows.worker);
             self.flows.records.push(record);
         } else {
             self.flows.flows_left_out += 1;
@@ -383,7 +391,9 @@ impl WorkerFlowSnapshots {
             },
         };
         if let Some(cursor) = job.cursor {
-            job.cursor = flows.for_each_from(cursor, FLOW_SLOTS_PER_POLL, |entry| job.copy(entry));
+            job.cursor = flows.for_each_from(cursor, FLOW_SLOTS_PER_POLL, |entry, stats| {
+                job.copy(entry, stats)
+            });
         }
         if job.cursor.is_some() {
             self.job = Some(job);

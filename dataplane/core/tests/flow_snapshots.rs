@@ -105,6 +105,8 @@ fn flows_made_by_traffic_are_recorded_with_key_verdict_and_times() {
     records.sort_by_key(|record| record.proto);
     let first_ns = 1_000_000_000;
     let later_ns = 3_000_000_000;
+    // The SYN's IP length: its frame less the Ethernet header.
+    let syn_ip_length = syn(40000, 443).len() as u64 - 14;
     assert_eq!(
         records,
         [
@@ -122,6 +124,8 @@ fn flows_made_by_traffic_are_recorded_with_key_verdict_and_times() {
                 generation,
                 rule: None,
                 ingress: 0,
+                packets: 1,
+                bytes: syn_ip_length,
             },
             FlowRecord {
                 worker: 0,
@@ -137,6 +141,9 @@ fn flows_made_by_traffic_are_recorded_with_key_verdict_and_times() {
                 generation,
                 rule: Some(0),
                 ingress: 0,
+                // Two datagrams of 20 + 8 + 8 bytes of IP.
+                packets: 2,
+                bytes: 72,
             },
         ],
         "the initiator's view, whoever sent last"

@@ -391,7 +391,7 @@ impl<V: Copy> FlowTable<V> {
         &self,
         cursor: FlowCursor,
         slots_max: usize,
-        mut f: impl FnMut(&FlowEntry<V>),
+        mut f: impl FnMut(&FlowEntry<V>, Option<&FlowStats>),
     ) -> Option<FlowCursor> {
         let start = cursor.next_slot as usize;
         let end = start
@@ -400,7 +400,7 @@ impl<V: Copy> FlowTable<V> {
         for slot in start..end {
             // A slot holds a live flow exactly when the wheel schedules it.
             if self.wheel.is_scheduled(slot as u32) {
-                f(&self.entries[slot].0);
+                f(&self.entries[slot].0, self.records.get(slot));
             }
         }
         // The slab never holds more than `capacity` slots, which fits `u32`.

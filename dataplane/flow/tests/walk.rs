@@ -103,7 +103,7 @@ proptest! {
                 }
                 Operation::Walk { slots } => {
                     if let Some(cursor) = walk.cursor {
-                        walk.cursor = table.for_each_from(cursor, slots, |entry| {
+                        walk.cursor = table.for_each_from(cursor, slots, |entry, _| {
                             let flow = flow_of(&flows, entry.key());
                             walk.visits[flow] += 1;
                             walk.visited_absent |= !present(&table, &flows[flow]);
@@ -142,7 +142,7 @@ fn a_walk_in_small_steps_sees_what_for_each_sees() {
     let mut cursor = Some(FlowCursor::default());
     let mut calls = 0;
     while let Some(at) = cursor {
-        cursor = table.for_each_from(at, 7, |entry| walked.push(entry.value));
+        cursor = table.for_each_from(at, 7, |entry, _| walked.push(entry.value));
         calls += 1;
     }
     all.sort_unstable();
@@ -150,7 +150,7 @@ fn a_walk_in_small_steps_sees_what_for_each_sees() {
     assert_eq!(walked, all);
     assert_eq!(calls, UNIVERSE.div_ceil(7), "seven slots per call");
     let mut visited = 0;
-    let next = table.for_each_from(FlowCursor::default(), 0, |_| visited += 1);
+    let next = table.for_each_from(FlowCursor::default(), 0, |_, _| visited += 1);
     assert!(visited <= 1);
     assert_ne!(
         next,
