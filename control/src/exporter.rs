@@ -418,3 +418,33 @@ pub fn verdict_name(record: &FlowExportRecord) -> &'static str {
         (_, None) => "default",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_file_holds_64_hex_digits() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("key");
+        let hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        std::fs::write(&path, format!("{hex}\n")).expect("write");
+        let key = read_key(0, &path).expect("a key");
+        let address = std::net::Ipv4Addr::new(198, 18, 1, 2);
+        assert_ne!(
+            key.anonymize_ipv4(address),
+            address,
+            "addresses leave anonymized"
+        );
+        for bad in [&hex[..62], &hex.replace('0', "g")] {
+            std::fs::write(&path, bad).expect("write");
+            let error = read_key(3, &path).expect_err("refused").to_string();
+            assert!(
+                error.starts_with("telemetry.collectors[3].anonymize_key_file"),
+                "{error}"
+            );
+        }
+        let missing = read_key(0, &dir.path().join("none")).expect_err("missing");
+        assert!(missing.to_string().contains("none"));
+    }
+}
