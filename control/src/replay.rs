@@ -1,16 +1,29 @@
 //! `vfn replay`: a capture run offline through the same router on in-memory ports; what leaves
-//! each port is written to `<output-dir>/<port>.pcap`.
+//! each port is written to `<output-dir>/<port>.pcap`. `vfn flows-from-pcap`: a capture run
+//! through a worker in replay mode, its flow records written to a CSV file.
 
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use vfn_config::Config;
+use vfn_dataplane::counters::DropReason;
+use vfn_dataplane::fib::FibLimits;
+use vfn_dataplane::iface::{Interface, RpFilter};
 use vfn_dataplane::mem_io::{MemIo, MemIoConfig};
-use vfn_dataplane::neigh::NeighbourKey;
+use vfn_dataplane::neigh::{NeighbourKey, NeighbourTimers};
 use vfn_dataplane::pcap::{self, PcapError};
-use vfn_dataplane::router::{Router, RouterError};
+use vfn_dataplane::pipeline::PipelineMode;
+use vfn_dataplane::policy::{PolicyLimits, TIMEOUT_MAX, Timeouts};
+use vfn_dataplane::router::{Router, RouterError, RouterSpec};
+use vfn_dataplane::telemetry::{FlowExportRecord, RecordTimeouts, TelemetryConfig};
 use vfn_dataplane::wire::LearnPolicy;
+use vfn_dataplane::worker::{BURST_MAX, WorkerConfig};
+
+use crate::exporter::end_reason_name;
 
 use crate::spec::{self, PlanError};
 
@@ -64,6 +77,18 @@ pub enum ReplayError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{path}: {source}")]
+    Output {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "the capture spans {span:?}, beyond the longest flow timeout ({TIMEOUT_MAX:?}): flows \
+         could end before it does"
+    )]
+    CaptureTooLong { span: Duration },
+    #[error("{0} flow records lost: the export queue is too small (a bug)")]
+    RecordsLost(u64),
 }
 
 /// Replays `input` as received on port `port_name`. The ingress port takes the destination MAC of
@@ -139,4 +164,175 @@ pub fn replay(
         written.push((path.display().to_string(), frames.len()));
     }
     Ok(written)
+}
+
+/// Flows `vfn flows-from-pcap` keeps at most by default; its flow table (about 530 bytes per flow,
+/// `docs/flows.md`) holds the smaller of this and the capture's frame count.
+pub const FLOWS_MAX_DEFAULT: usize = 1 << 20;
+
+/// What a capture's replay in flow-accounting mode counted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowsReplayed {
+    pub frames: usize,
+    /// Flow records written (one flow may have several: one per TCP connection it held).
+    pub records: usize,
+    pub flows: usize,
+    /// IP packets counted in the records.
+    pub packets: u64,
+    /// Frames the pipeline refused, by drop reason (non-IP frames, malformed packets).
+    pub not_counted: Vec<(&'static str, u64)>,
+    /// IP packets no flow counted: later fragments, ICMPv6 type 0 code 0, packets a full table
+    /// refused.
+    pub untracked: u64,
+    /// Flows evicted from the full table; a flow that comes back counts as a new one.
+    pub evicted: u64,
+}
+
+/// Replays the capture `input` through one worker in replay mode ([`PipelineMode::Replay`]: no
+/// L2, address or route check, every IP packet counted in its flow at its capture time) with
+/// every flow and record timeout longer than the capture, so each flow lasts to the end, where
+/// its record ends (`forced_end`). Writes one CSV line per record to `output`, by first packet.
+/// The flow table holds the smaller of `flows_max` and the capture's frame count.
+pub fn flows_from_pcap(
+    input: &Path,
+    output: &Path,
+    flows_max: usize,
+) -> Result<FlowsReplayed, ReplayError> {
+    let frames = pcap::read(input)?;
+    let start = frames.first().map_or(Duration::ZERO, |f| f.timestamp);
+    let end = frames.iter().map(|f| f.timestamp).max().unwrap_or(start);
+    let span = end.saturating_sub(start);
+    if span >= TIMEOUT_MAX {
+        return Err(ReplayError::CaptureTooLong { span });
+    }
+    let flows = flows_max.min(frames.len()).max(1);
+    let limits = PolicyLimits::default();
+    let forever = Timeouts {
+        tcp_established: TIMEOUT_MAX,
+        tcp_transitory: TIMEOUT_MAX,
+        udp: TIMEOUT_MAX,
+        icmp: TIMEOUT_MAX,
+        other: TIMEOUT_MAX,
+    };
+    let spec = RouterSpec {
+        port_count: 1,
+        interfaces: vec![Interface {
+            name: "capture".into(),
+            port: 0,
+            vlan: None,
+            mac: [0x02, 0, 0, 0, 0, 1],
+            mtu: 1500,
+            rp_filter: RpFilter::Off,
+            ipv4: Vec::new(),
+            ipv6: Vec::new(),
+        }],
+        routes: Vec::new(),
+        fib_limits: FibLimits::default(),
+        neighbour_capacity: 1,
+        neighbour_timers: NeighbourTimers::default(),
+        worker: WorkerConfig {
+            pipeline: PipelineMode::Replay,
+            ..WorkerConfig::default()
+        },
+        policy: PolicyLimits {
+            flows,
+            timeouts: forever,
+            telemetry: TelemetryConfig {
+                enabled: true,
+                timeouts: RecordTimeouts {
+                    idle: TIMEOUT_MAX,
+                    active: TIMEOUT_MAX,
+                    ..RecordTimeouts::default()
+                },
+                // Drained after every frame: room for the records one frame's loop iteration
+                // can end (one per expiry step, a few for the packet itself) and for the last
+                // records, one per flow.
+                queue_capacity: flows + limits.expiry_budget + BURST_MAX,
+            },
+            ..limits
+        },
+        dynamic_entries: 0,
+    };
+    let mut router = Router::build(spec, Instant::now(), Box::new(|_| {}))?;
+    let largest_frame = frames.iter().map(|f| f.data.len()).max().unwrap_or(0);
+    let io = MemIo::new(MemIoConfig {
+        ports: 1,
+        frame_count: 64,
+        // Every frame fits, however large the capture's (offloaded) frames are.
+        frame_size: largest_frame.max(64),
+        ring_size: 16,
+    });
+    let mut worker = router.worker(io)?;
+    let mut records = pcap::replay_flows(&mut worker, 0, &frames, &router.flow_exports());
+    // Most records end together at the end, in the flow table's (random) order: sorted, the
+    // output is the same for the same capture. A flow's records keep their order (stable sort).
+    records.sort_by_key(|r| (r.stats.first_ns(), r.src, r.sport, r.dst, r.dport, r.proto));
+    let (_, policy_counters) = worker.policy_counters();
+    let lost = policy_counters.flow_records_lost.get();
+    if lost > 0 {
+        return Err(ReplayError::RecordsLost(lost));
+    }
+    write_flows_csv(output, start, &records).map_err(|source| ReplayError::Output {
+        path: output.display().to_string(),
+        source,
+    })?;
+    let counters = worker.counters();
+    Ok(FlowsReplayed {
+        frames: frames.len(),
+        records: records.len(),
+        flows: records
+            .iter()
+            .map(|r| (r.src, r.sport, r.dst, r.dport, r.proto, r.flow_start_ns))
+            .collect::<HashSet<_>>()
+            .len(),
+        packets: records.iter().map(|r| r.stats.packets()).sum(),
+        not_counted: DropReason::ALL
+            .iter()
+            .map(|&reason| (reason.name(), counters.drops_for(reason)))
+            .filter(|&(_, count)| count > 0)
+            .collect(),
+        untracked: policy_counters.packets_untracked.get(),
+        evicted: policy_counters.flows_evicted.get(),
+    })
+}
+
+/// Columns of `vfn flows-from-pcap`'s output (`docs/flows.md`, Replaying a capture).
+const FLOWS_CSV_HEADER: &str = "src,sport,dst,dport,proto,fwd_packets,fwd_bytes,bwd_packets,\
+                                bwd_bytes,first,last,flow_start,end_reason";
+
+fn write_flows_csv(
+    path: &Path,
+    start: Duration,
+    records: &[FlowExportRecord],
+) -> std::io::Result<()> {
+    let mut out = BufWriter::new(File::create(path)?);
+    writeln!(out, "{FLOWS_CSV_HEADER}")?;
+    for record in records {
+        let (forward, reverse) = (record.stats.forward(), record.stats.reverse());
+        writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            record.src,
+            record.sport,
+            record.dst,
+            record.dport,
+            record.proto,
+            forward.packets(),
+            forward.bytes(),
+            reverse.packets(),
+            reverse.bytes(),
+            epoch_seconds(start, record.stats.first_ns()),
+            epoch_seconds(start, record.stats.last_ns()),
+            epoch_seconds(start, record.flow_start_ns),
+            end_reason_name(record.end_reason),
+        )?;
+    }
+    out.flush()
+}
+
+/// `ns` after the capture's first frame as seconds since the Unix epoch, to the nanosecond
+/// (like tshark's `frame.time_epoch`).
+fn epoch_seconds(start: Duration, ns: u64) -> String {
+    let time = start + Duration::from_nanos(ns);
+    format!("{}.{:09}", time.as_secs(), time.subsec_nanos())
 }

@@ -34,7 +34,7 @@ drop_reasons! {
     NotForUs => "not_for_us", "unicast destination MAC is not the port's";
     UnknownVlan => "unknown_vlan", "802.1Q tag of no configured VLAN (or untagged on a VLAN-only port)";
     StackedVlan => "stacked_vlan", "QinQ (802.1ad) or stacked 802.1Q tags";
-    UnsupportedEthertype => "unsupported_ethertype", "neither IPv4, IPv6 nor ARP";
+    UnsupportedEthertype => "unsupported_ethertype", "neither IPv4, IPv6 nor ARP (in replay mode: neither IPv4 nor IPv6)";
     Ipv4Truncated => "ipv4_truncated", "IPv4 header longer than the frame";
     Ipv4BadVersion => "ipv4_bad_version", "IP version field is not 4 in an IPv4 frame";
     Ipv4BadHeaderLength => "ipv4_bad_header_length", "IPv4 IHL below 5";

@@ -1,17 +1,20 @@
 //! Offline replay: frames from a pcap file run through the very same worker on a [`MemIo`], and
-//! what leaves each port is written to a pcap file of its own.
+//! what leaves each port is written to a pcap file of its own ([`replay`]); or, with the
+//! pipeline in replay mode, the flow records of the capture ([`replay_flows`]).
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::Path;
 use std::time::Duration;
 
+use crossbeam_channel::Receiver;
 use pcap_file::DataLink;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
 
 use crate::io::{PacketIo, PortIndex};
 use crate::mem_io::MemIo;
 use crate::slowpath::SlowPath;
+use crate::telemetry::FlowExportRecord;
 use crate::worker::Worker;
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +98,28 @@ pub fn write(path: &Path, frames: &[CapturedFrame]) -> Result<(), PcapError> {
     Ok(())
 }
 
+/// A replay's clock: each frame's capture time since the capture's first frame. A frame stamped
+/// earlier than the frame before it is replayed at that frame's time: the workers' clock never
+/// goes back (the flow table's expiry relies on it).
+struct CaptureClock {
+    start: Duration,
+    now: Duration,
+}
+
+impl CaptureClock {
+    fn new(input: &[CapturedFrame]) -> CaptureClock {
+        CaptureClock {
+            start: input.first().map_or(Duration::ZERO, |f| f.timestamp),
+            now: Duration::ZERO,
+        }
+    }
+
+    fn at(&mut self, frame: &CapturedFrame) -> Duration {
+        self.now = self.now.max(frame.timestamp.saturating_sub(self.start));
+        self.now
+    }
+}
+
 /// Runs `input` (frames received on `port`, in capture order) through `worker` and its slow path
 /// and returns what left each port, stamped with the capture time of the frame that caused it.
 /// The capture's timestamps are the clock, so timers (neighbour resolution, ICMP rate limits) run
@@ -107,9 +132,9 @@ pub fn replay(
 ) -> Vec<Vec<CapturedFrame>> {
     let port_count = worker.io().port_count();
     let mut output: Vec<Vec<CapturedFrame>> = vec![Vec::new(); port_count];
-    let start = input.first().map_or(Duration::ZERO, |f| f.timestamp);
+    let mut clock = CaptureClock::new(input);
     for frame in input {
-        let now = frame.timestamp.saturating_sub(start);
+        let now = clock.at(frame);
         // Each poll takes everything injected before it, so the port always has room.
         let _ = worker.io_mut().inject(port, &frame.data);
         // Twice: the second poll sends what the slow path answered to the first.
@@ -127,4 +152,35 @@ pub fn replay(
         }
     }
     output
+}
+
+/// Runs `input` (frames received on `port`, in capture order) through `worker`, whose pipeline
+/// is in replay mode ([`PipelineMode::Replay`]), one frame per loop iteration at its capture
+/// time, then ends every flow's record ([`Worker::end_flow_records`]). Returns the records in
+/// the order they ended, taken from `records` (the router's export queue,
+/// [`Router::flow_exports`]) after every frame: the queue needs room for one frame's records and
+/// then one record per flow in the table. Record times count from the capture's first frame.
+/// What the worker sends back out of `port` is discarded. A frame larger than a frame buffer is
+/// not replayed.
+///
+/// [`PipelineMode::Replay`]: crate::pipeline::PipelineMode::Replay
+/// [`Router::flow_exports`]: crate::router::Router::flow_exports
+pub fn replay_flows(
+    worker: &mut Worker<MemIo>,
+    port: PortIndex,
+    input: &[CapturedFrame],
+    records: &Receiver<FlowExportRecord>,
+) -> Vec<FlowExportRecord> {
+    worker.io_mut().discard_sent(port);
+    let mut clock = CaptureClock::new(input);
+    let mut ended = Vec::new();
+    for frame in input {
+        // Each poll takes the frame injected before it, so the port always has room.
+        let _ = worker.io_mut().inject(port, &frame.data);
+        worker.poll_once(clock.at(frame));
+        ended.extend(records.try_iter());
+    }
+    worker.end_flow_records();
+    ended.extend(records.try_iter());
+    ended
 }

@@ -4,9 +4,10 @@
 //! (Ethernet header with the egress VLAN tag, TTL or hop limit, IPv4 checksum per RFC 1624) and
 //! returns a closed [`Verdict`]. It reads the FIB and the neighbour index of the current burst,
 //! never allocates, and never panics on any input: every malformed packet becomes a counted
-//! [`DropReason`].
+//! [`DropReason`]. In [`PipelineMode::Replay`] it is a flow meter instead: the same parser and
+//! policy, none of a router's checks.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,18 +84,43 @@ struct Link {
     group_destination: bool,
 }
 
-/// Packet processing of one worker: the interfaces and the shared neighbour slots.
+/// What the pipeline does with frames.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PipelineMode {
+    /// A router's checks and forwarding (`docs/dataplane.md`).
+    #[default]
+    Route,
+    /// Flow accounting of a capture taken on another network (`vfn flows-from-pcap`), whose
+    /// MAC addresses, VLANs and IP addresses are not the router's. Every IP packet the parser
+    /// accepts, whatever its destination MAC or VLAN, is judged by the policy, which counts it
+    /// in its flow, and sent back unchanged out of the port it arrived on. No address,
+    /// reverse-path, TTL, route, MTU or neighbour check; nothing goes to the router itself
+    /// and no ICMP error is sent. Frames of any other EtherType, ARP included, are dropped as
+    /// [`DropReason::UnsupportedEthertype`].
+    Replay,
+}
+
+/// Packet processing of one worker: the interfaces, the shared neighbour slots and the mode.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     ifaces: Arc<Interfaces>,
     neighbours: Arc<NeighbourTable>,
+    mode: PipelineMode,
 }
 
 type Decision<T> = Result<T, Verdict>;
 
 impl Pipeline {
-    pub fn new(ifaces: Arc<Interfaces>, neighbours: Arc<NeighbourTable>) -> Pipeline {
-        Pipeline { ifaces, neighbours }
+    pub fn new(
+        ifaces: Arc<Interfaces>,
+        neighbours: Arc<NeighbourTable>,
+        mode: PipelineMode,
+    ) -> Pipeline {
+        Pipeline {
+            ifaces,
+            neighbours,
+            mode,
+        }
     }
 
     pub fn interfaces(&self) -> &Arc<Interfaces> {
@@ -126,6 +152,9 @@ impl Pipeline {
         port: PortIndex,
     ) -> Decision<Verdict> {
         let len = len.min(buf.len());
+        if self.mode == PipelineMode::Replay {
+            return self.replay(view, policy, buf, len, port);
+        }
         let link = self.link(&buf[..len], port)?;
         match wire::read_u16(buf, link.l3 - 2) {
             wire::ETHERTYPE_ARP => Ok(self.to_host(buf, len, &link)),
@@ -137,32 +166,11 @@ impl Pipeline {
 
     #[inline]
     fn link(&self, frame: &[u8], port: PortIndex) -> Decision<Link> {
-        if frame.len() < ETHERNET_HEADER_LEN {
-            return Err(Verdict::Drop(DropReason::EthernetTruncated));
-        }
+        let (vlan, l3) = ethernet_layout(frame)?;
         let group_destination = frame[0] & 1 == 1;
         if !group_destination && frame[0..6] != self.ifaces.port_mac(port) {
             return Err(Verdict::Drop(DropReason::NotForUs));
         }
-        let (vlan, l3) = match wire::read_u16(frame, 12) {
-            wire::ETHERTYPE_QINQ => return Err(Verdict::Drop(DropReason::StackedVlan)),
-            wire::ETHERTYPE_VLAN => {
-                if frame.len() < ETHERNET_HEADER_LEN + VLAN_TAG_LEN {
-                    return Err(Verdict::Drop(DropReason::EthernetTruncated));
-                }
-                if matches!(
-                    wire::read_u16(frame, 16),
-                    wire::ETHERTYPE_VLAN | wire::ETHERTYPE_QINQ
-                ) {
-                    return Err(Verdict::Drop(DropReason::StackedVlan));
-                }
-                (
-                    Some(wire::read_u16(frame, 14) & 0x0fff),
-                    ETHERNET_HEADER_LEN + VLAN_TAG_LEN,
-                )
-            }
-            _ => (None, ETHERNET_HEADER_LEN),
-        };
         let iface = self
             .ifaces
             .ingress(port, vlan)
@@ -172,6 +180,46 @@ impl Pipeline {
             l3,
             group_destination,
         })
+    }
+
+    /// Replay mode ([`PipelineMode::Replay`]): the frame's IP packet, if the parser accepts it,
+    /// is judged by the policy and the frame goes back out unchanged.
+    fn replay(
+        &self,
+        view: &BurstView<'_>,
+        policy: &mut PolicyState,
+        buf: &[u8],
+        len: usize,
+        port: PortIndex,
+    ) -> Decision<Verdict> {
+        let frame = &buf[..len];
+        let (_, l3) = ethernet_layout(frame)?;
+        // The capture's VLANs are not the router's: every frame arrives on the port itself.
+        let iface = self
+            .ifaces
+            .ingress(port, None)
+            .ok_or(Verdict::Drop(DropReason::UnknownVlan))?;
+        let path = PacketPath {
+            ingress: iface,
+            egress: iface,
+            back: Some(iface),
+        };
+        // A packet the rules reject is dropped: the capture's hosts are not on the router's links.
+        let drop = |reason, _| Verdict::Drop(reason);
+        let ip = &frame[l3..];
+        match wire::read_u16(frame, l3 - 2) {
+            wire::ETHERTYPE_IPV4 => {
+                let packet = Ipv4Packet::parse(ip)?;
+                judge(view, policy, || packet.facts(ip, path), drop)?;
+            }
+            wire::ETHERTYPE_IPV6 => {
+                let packet = Ipv6Packet::parse(ip)?;
+                let transport = Ipv6Transport::parse(&ip[..packet.total_len])?;
+                judge(view, policy, || packet.facts(ip, &transport, path), drop)?;
+            }
+            _ => return Err(Verdict::Drop(DropReason::UnsupportedEthertype)),
+        }
+        Ok(Verdict::Forward { port, len })
     }
 
     /// Hands the frame to the slow path untagged: a tag is removed by moving the MAC addresses
@@ -204,42 +252,8 @@ impl Pipeline {
         link: &Link,
     ) -> Decision<Verdict> {
         let l3 = link.l3;
-        let header = Ipv4HeaderSlice::from_slice(&buf[l3..len]).map_err(|e| {
-            Verdict::Drop(match e {
-                ipv4_err::HeaderSliceError::Len(_) => DropReason::Ipv4Truncated,
-                ipv4_err::HeaderSliceError::Content(ipv4_err::HeaderError::UnexpectedVersion {
-                    ..
-                }) => DropReason::Ipv4BadVersion,
-                ipv4_err::HeaderSliceError::Content(
-                    ipv4_err::HeaderError::HeaderLengthSmallerThanHeader { .. },
-                ) => DropReason::Ipv4BadHeaderLength,
-            })
-        })?;
-        let header_len = header.slice().len();
-        let total_len = usize::from(header.total_len());
-        if total_len < header_len || l3 + total_len > len {
-            return Err(Verdict::Drop(DropReason::Ipv4BadTotalLength));
-        }
-        if !checksum::is_valid(header.slice()) {
-            return Err(Verdict::Drop(DropReason::Ipv4BadChecksum));
-        }
-        let src = header.source_addr();
-        let dst = header.destination_addr();
-        let protocol = header.protocol().0;
-        let fragment_word = wire::read_u16(buf, l3 + ipv4::FLAGS_FRAGMENT);
-        let first_fragment = fragment_word & ipv4::FRAGMENT_OFFSET_MASK == 0;
-        let more_fragments = fragment_word & ipv4::FLAG_MORE_FRAGMENTS != 0;
-        // RFC 1858: a TCP fragment at offset 8 bytes can rewrite the flags of the first.
-        if protocol == wire::PROTO_TCP && fragment_word & ipv4::FRAGMENT_OFFSET_MASK == 1 {
-            return Err(Verdict::Drop(DropReason::TcpBadHeader));
-        }
-        if first_fragment {
-            check_l4(
-                protocol,
-                &buf[l3 + header_len..l3 + total_len],
-                !more_fragments,
-            )?;
-        }
+        let packet = Ipv4Packet::parse(&buf[l3..len])?;
+        let (src, dst, total_len) = (packet.src, packet.dst, packet.total_len);
 
         if wire::is_martian_v4(src) || src.is_multicast() || src.is_broadcast() {
             return Err(Verdict::Drop(DropReason::MartianSource));
@@ -276,35 +290,15 @@ impl Pipeline {
         if let NextHop::Broadcast { .. } = next_hop {
             return Err(Verdict::Drop(DropReason::DirectedBroadcast));
         }
-        let fragment = match (first_fragment, more_fragments) {
-            (false, _) => Fragment::Later {
-                id: u32::from(header.identification()),
-            },
-            (true, true) => Fragment::First {
-                id: u32::from(header.identification()),
-            },
-            (true, false) => Fragment::Whole,
-        };
-        let facts = || PacketFacts {
-            src: IpAddr::V4(src),
-            dst: IpAddr::V4(dst),
-            proto: protocol,
+        let path = PacketPath {
             ingress: link.iface,
             egress: next_hop.iface(),
-            back_iface: back.map(|n| n.iface()),
-            bytes: total_len as u32,
-            fragment,
-            ..transport_facts(
-                protocol,
-                &buf[l3 + header_len..l3 + total_len],
-                first_fragment,
-                (8, 0),
-            )
+            back: back.map(|n| n.iface()),
         };
-        judge(view, policy, facts, error)?;
+        judge(view, policy, || packet.facts(&buf[l3..], path), error)?;
         let egress = self.interface(next_hop.iface())?;
         let fragment_mtu = if total_len > usize::from(egress.mtu) {
-            if fragment_word & ipv4::FLAG_DONT_FRAGMENT != 0 {
+            if packet.fragment_word & ipv4::FLAG_DONT_FRAGMENT != 0 {
                 return Err(error(
                     DropReason::TooBig,
                     ErrorReply::TooBig { mtu: egress.mtu },
@@ -368,25 +362,8 @@ impl Pipeline {
         link: &Link,
     ) -> Decision<Verdict> {
         let l3 = link.l3;
-        let header = Ipv6HeaderSlice::from_slice(&buf[l3..len]).map_err(|e| {
-            Verdict::Drop(match e {
-                ipv6_err::HeaderSliceError::Len(_) => DropReason::Ipv6Truncated,
-                ipv6_err::HeaderSliceError::Content(_) => DropReason::Ipv6BadVersion,
-            })
-        })?;
-        let payload_len = usize::from(header.payload_length());
-        let total_len = IPV6_HEADER_LEN + payload_len;
-        // A payload length of 0 with a hop-by-hop header would be a jumbogram: not supported.
-        if l3 + total_len > len || (payload_len == 0 && header.next_header().0 == 0) {
-            return Err(Verdict::Drop(DropReason::Ipv6BadPayloadLength));
-        }
-        let src = header.source_addr();
-        let dst = header.destination_addr();
-        check_l4(
-            header.next_header().0,
-            &buf[l3 + IPV6_HEADER_LEN..l3 + total_len],
-            true,
-        )?;
+        let packet = Ipv6Packet::parse(&buf[l3..len])?;
+        let (src, dst, total_len) = (packet.src, packet.dst, packet.total_len);
 
         if src.is_multicast() || src.is_loopback() || is_ipv4_mapped(src) {
             return Err(Verdict::Drop(DropReason::MartianSource));
@@ -431,42 +408,18 @@ impl Pipeline {
             return Err(error(DropReason::TtlExceeded, ErrorReply::TimeExceeded));
         }
         let next_hop = dst_route.ok_or(error(DropReason::NoRoute, ErrorReply::NetUnreachable))?;
-        let layers = wire::ipv6_layers(&buf[l3..l3 + total_len])
-            .ok_or(Verdict::Drop(DropReason::Ipv6BadPayloadLength))?;
-        let (fragment, has_transport_header) = match layers.fragment {
-            None => (Fragment::Whole, true),
-            Some(f) if f.offset == 0 && f.more => (Fragment::First { id: f.id }, true),
-            Some(f) if f.offset == 0 => (Fragment::Whole, true),
-            Some(f) => (Fragment::Later { id: f.id }, false),
-        };
-        // Without extension headers the transport header was checked above.
-        if has_transport_header && layers.offset != IPV6_HEADER_LEN {
-            // Behind extension headers too: a first fragment must hold the whole transport
-            // header (RFC 7112), or rules would read ports and flags that are not there.
-            let complete = !matches!(fragment, Fragment::First { .. });
-            check_l4(
-                layers.protocol,
-                &buf[l3 + layers.offset..l3 + total_len],
-                complete,
-            )?;
-        }
-        let facts = || PacketFacts {
-            src: IpAddr::V6(src),
-            dst: IpAddr::V6(dst),
-            proto: layers.protocol,
+        let transport = Ipv6Transport::parse(&buf[l3..l3 + total_len])?;
+        let path = PacketPath {
             ingress: link.iface,
             egress: next_hop.iface(),
-            back_iface: back.map(|n| n.iface()),
-            bytes: total_len as u32,
-            fragment,
-            ..transport_facts(
-                layers.protocol,
-                &buf[l3 + layers.offset..l3 + total_len],
-                has_transport_header,
-                (128, 129),
-            )
+            back: back.map(|n| n.iface()),
         };
-        judge(view, policy, facts, error)?;
+        judge(
+            view,
+            policy,
+            || packet.facts(&buf[l3..], &transport, path),
+            error,
+        )?;
         let egress = self.interface(next_hop.iface())?;
         if total_len > usize::from(egress.mtu) {
             return Err(error(
@@ -563,6 +516,248 @@ impl Pipeline {
                 len,
                 key,
             },
+        })
+    }
+}
+
+/// The 802.1Q VLAN id of a frame (`None`: untagged) and where its L3 header starts. Frames
+/// shorter than their Ethernet header and QinQ or stacked tags are dropped.
+#[inline]
+fn ethernet_layout(frame: &[u8]) -> Decision<(Option<u16>, usize)> {
+    if frame.len() < ETHERNET_HEADER_LEN {
+        return Err(Verdict::Drop(DropReason::EthernetTruncated));
+    }
+    match wire::read_u16(frame, 12) {
+        wire::ETHERTYPE_QINQ => Err(Verdict::Drop(DropReason::StackedVlan)),
+        wire::ETHERTYPE_VLAN => {
+            if frame.len() < ETHERNET_HEADER_LEN + VLAN_TAG_LEN {
+                return Err(Verdict::Drop(DropReason::EthernetTruncated));
+            }
+            if matches!(
+                wire::read_u16(frame, 16),
+                wire::ETHERTYPE_VLAN | wire::ETHERTYPE_QINQ
+            ) {
+                return Err(Verdict::Drop(DropReason::StackedVlan));
+            }
+            Ok((
+                Some(wire::read_u16(frame, 14) & 0x0fff),
+                ETHERNET_HEADER_LEN + VLAN_TAG_LEN,
+            ))
+        }
+        _ => Ok((None, ETHERNET_HEADER_LEN)),
+    }
+}
+
+/// The interfaces a packet arrives on and leaves by, and the one the route back to its source
+/// leaves by (`None`: no route back): what the policy reads besides the packet.
+#[derive(Clone, Copy, Debug)]
+struct PacketPath {
+    ingress: IfIndex,
+    egress: IfIndex,
+    back: Option<IfIndex>,
+}
+
+/// An IPv4 packet the parser accepted.
+#[derive(Clone, Copy, Debug)]
+struct Ipv4Packet {
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: u8,
+    header_len: usize,
+    total_len: usize,
+    /// Flags and fragment offset.
+    fragment_word: u16,
+    identification: u16,
+}
+
+impl Ipv4Packet {
+    /// Checks the IPv4 header at the start of `ip` (which runs to the frame's end) as RFC 1812
+    /// section 5.2.2 asks (version, header length, total length within the frame, checksum),
+    /// then the transport header of an unfragmented packet or first fragment.
+    #[inline]
+    fn parse(ip: &[u8]) -> Decision<Ipv4Packet> {
+        let header = Ipv4HeaderSlice::from_slice(ip).map_err(|e| {
+            Verdict::Drop(match e {
+                ipv4_err::HeaderSliceError::Len(_) => DropReason::Ipv4Truncated,
+                ipv4_err::HeaderSliceError::Content(ipv4_err::HeaderError::UnexpectedVersion {
+                    ..
+                }) => DropReason::Ipv4BadVersion,
+                ipv4_err::HeaderSliceError::Content(
+                    ipv4_err::HeaderError::HeaderLengthSmallerThanHeader { .. },
+                ) => DropReason::Ipv4BadHeaderLength,
+            })
+        })?;
+        let header_len = header.slice().len();
+        let total_len = usize::from(header.total_len());
+        if total_len < header_len || total_len > ip.len() {
+            return Err(Verdict::Drop(DropReason::Ipv4BadTotalLength));
+        }
+        if !checksum::is_valid(header.slice()) {
+            return Err(Verdict::Drop(DropReason::Ipv4BadChecksum));
+        }
+        let packet = Ipv4Packet {
+            src: header.source_addr(),
+            dst: header.destination_addr(),
+            protocol: header.protocol().0,
+            header_len,
+            total_len,
+            fragment_word: wire::read_u16(ip, ipv4::FLAGS_FRAGMENT),
+            identification: header.identification(),
+        };
+        // RFC 1858: a TCP fragment at offset 8 bytes can rewrite the flags of the first.
+        if packet.protocol == wire::PROTO_TCP
+            && packet.fragment_word & ipv4::FRAGMENT_OFFSET_MASK == 1
+        {
+            return Err(Verdict::Drop(DropReason::TcpBadHeader));
+        }
+        if packet.is_first_fragment() {
+            check_l4(
+                packet.protocol,
+                &ip[header_len..total_len],
+                !packet.has_more_fragments(),
+            )?;
+        }
+        Ok(packet)
+    }
+
+    /// An unfragmented packet or the first fragment: the one that holds the transport header.
+    fn is_first_fragment(&self) -> bool {
+        self.fragment_word & ipv4::FRAGMENT_OFFSET_MASK == 0
+    }
+
+    fn has_more_fragments(&self) -> bool {
+        self.fragment_word & ipv4::FLAG_MORE_FRAGMENTS != 0
+    }
+
+    fn fragment(&self) -> Fragment {
+        let id = u32::from(self.identification);
+        match (self.is_first_fragment(), self.has_more_fragments()) {
+            (false, _) => Fragment::Later { id },
+            (true, true) => Fragment::First { id },
+            (true, false) => Fragment::Whole,
+        }
+    }
+
+    /// The policy's facts of this packet, which starts `ip`, on `path`.
+    #[inline]
+    fn facts(&self, ip: &[u8], path: PacketPath) -> PacketFacts {
+        PacketFacts {
+            src: IpAddr::V4(self.src),
+            dst: IpAddr::V4(self.dst),
+            proto: self.protocol,
+            ingress: path.ingress,
+            egress: path.egress,
+            back_iface: path.back,
+            bytes: self.total_len as u32,
+            fragment: self.fragment(),
+            ..transport_facts(
+                self.protocol,
+                &ip[self.header_len..self.total_len],
+                self.is_first_fragment(),
+                (8, 0),
+            )
+        }
+    }
+}
+
+/// An IPv6 packet whose fixed header the parser accepted.
+#[derive(Clone, Copy, Debug)]
+struct Ipv6Packet {
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    /// The fixed header and the payload.
+    total_len: usize,
+}
+
+impl Ipv6Packet {
+    /// Checks the IPv6 header at the start of `ip` (which runs to the frame's end): version,
+    /// payload length within the frame, no jumbogram; and the transport header when no
+    /// extension header comes first ([`Ipv6Transport::parse`] checks the others).
+    #[inline]
+    fn parse(ip: &[u8]) -> Decision<Ipv6Packet> {
+        let header = Ipv6HeaderSlice::from_slice(ip).map_err(|e| {
+            Verdict::Drop(match e {
+                ipv6_err::HeaderSliceError::Len(_) => DropReason::Ipv6Truncated,
+                ipv6_err::HeaderSliceError::Content(_) => DropReason::Ipv6BadVersion,
+            })
+        })?;
+        let payload_len = usize::from(header.payload_length());
+        let total_len = IPV6_HEADER_LEN + payload_len;
+        // A payload length of 0 with a hop-by-hop header would be a jumbogram: not supported.
+        if total_len > ip.len() || (payload_len == 0 && header.next_header().0 == 0) {
+            return Err(Verdict::Drop(DropReason::Ipv6BadPayloadLength));
+        }
+        check_l4(
+            header.next_header().0,
+            &ip[IPV6_HEADER_LEN..total_len],
+            true,
+        )?;
+        Ok(Ipv6Packet {
+            src: header.source_addr(),
+            dst: header.destination_addr(),
+            total_len,
+        })
+    }
+
+    /// The policy's facts of this packet, which starts `ip`, with its upper layer `transport`,
+    /// on `path`.
+    #[inline]
+    fn facts(&self, ip: &[u8], transport: &Ipv6Transport, path: PacketPath) -> PacketFacts {
+        PacketFacts {
+            src: IpAddr::V6(self.src),
+            dst: IpAddr::V6(self.dst),
+            proto: transport.protocol,
+            ingress: path.ingress,
+            egress: path.egress,
+            back_iface: path.back,
+            bytes: self.total_len as u32,
+            fragment: transport.fragment,
+            ..transport_facts(
+                transport.protocol,
+                &ip[transport.offset..self.total_len],
+                transport.has_header,
+                (128, 129),
+            )
+        }
+    }
+}
+
+/// The upper layer of an IPv6 packet, past its extension headers.
+#[derive(Clone, Copy, Debug)]
+struct Ipv6Transport {
+    protocol: u8,
+    /// Where it starts in the packet.
+    offset: usize,
+    fragment: Fragment,
+    /// False for a later fragment: its upper-layer bytes are the middle of the payload.
+    has_header: bool,
+}
+
+impl Ipv6Transport {
+    /// Walks the extension headers of `packet` (exactly one IPv6 packet) and checks the
+    /// transport header behind them.
+    #[inline]
+    fn parse(packet: &[u8]) -> Decision<Ipv6Transport> {
+        let layers =
+            wire::ipv6_layers(packet).ok_or(Verdict::Drop(DropReason::Ipv6BadPayloadLength))?;
+        let (fragment, has_header) = match layers.fragment {
+            None => (Fragment::Whole, true),
+            Some(f) if f.offset == 0 && f.more => (Fragment::First { id: f.id }, true),
+            Some(f) if f.offset == 0 => (Fragment::Whole, true),
+            Some(f) => (Fragment::Later { id: f.id }, false),
+        };
+        // Without extension headers `Ipv6Packet::parse` checked the transport header.
+        if has_header && layers.offset != IPV6_HEADER_LEN {
+            // Behind extension headers too: a first fragment must hold the whole transport
+            // header (RFC 7112), or rules would read ports and flags that are not there.
+            let complete = !matches!(fragment, Fragment::First { .. });
+            check_l4(layers.protocol, &packet[layers.offset..], complete)?;
+        }
+        Ok(Ipv6Transport {
+            protocol: layers.protocol,
+            offset: layers.offset,
+            fragment,
+            has_header,
         })
     }
 }

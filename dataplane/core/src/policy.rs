@@ -16,8 +16,8 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use vfn_flow::{
     Direction, EndReason, FlowKey, FlowSlot, FlowTable, Orientation, PROTO_ICMP, PROTO_ICMPV6,
-    PROTO_SCTP, PROTO_TCP, PROTO_UDP, PacketSample, PacketTuple, TcpFlags, Timeouts,
-    mapped_address, unmapped_address,
+    PROTO_SCTP, PROTO_TCP, PROTO_UDP, PacketSample, PacketTuple, TcpFlags, mapped_address,
+    unmapped_address,
 };
 use vfn_rules::{Action, DefaultAction, Key, RateLimitSpec, RuleSet};
 
@@ -25,6 +25,9 @@ use crate::counters::{Counter, DropReason};
 use crate::overlay::{DynamicAction, Overlay};
 use crate::ratelimit::TokenBucket;
 use crate::telemetry::{FlowExportRecord, FlowExporter, TelemetryConfig};
+
+/// The flow classes' idle timeouts ([`PolicyLimits::timeouts`]) and their upper bound.
+pub use vfn_flow::{TIMEOUT_MAX, Timeouts};
 
 /// A rule set as published, with its generation (1, 2, ...; 0 is "no rule set").
 #[derive(Debug)]

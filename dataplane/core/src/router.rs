@@ -180,7 +180,11 @@ impl Router {
         self.worker_count = self.worker_count.saturating_add(1);
         Ok(Worker::new(
             io,
-            Pipeline::new(self.interfaces.clone(), self.neighbours.clone()),
+            Pipeline::new(
+                self.interfaces.clone(),
+                self.neighbours.clone(),
+                self.worker_config.pipeline,
+            ),
             self.fib.clone(),
             self.neighbours.clone(),
             self.worker_config,

@@ -20,7 +20,7 @@ use crate::iface::IfIndex;
 use crate::io::{FrameId, Packet, PacketIo, PortIndex, TransmitRefused};
 use crate::neigh::{NeighbourKey, NeighbourTable, Resolution};
 use crate::overlay::SharedOverlay;
-use crate::pipeline::{BurstView, Pipeline, Verdict};
+use crate::pipeline::{BurstView, Pipeline, PipelineMode, Verdict};
 use crate::policy::{PolicyCounters, PolicyState, RuleCounters, SharedPolicy};
 use crate::ratelimit::TokenBucket;
 use crate::slowpath::{HostFrame, Outbound, ToSlowPath};
@@ -71,6 +71,8 @@ pub struct WorkerConfig {
     /// Frames for the router itself handed to the slow path, per second and in a burst.
     pub punts_per_second: u64,
     pub punt_burst: u64,
+    /// A router (the default), or a flow meter over a replayed capture.
+    pub pipeline: PipelineMode,
 }
 
 impl Default for WorkerConfig {
@@ -86,6 +88,7 @@ impl Default for WorkerConfig {
             icmp_errors_burst: 50,
             punts_per_second: 10_000,
             punt_burst: 1_000,
+            pipeline: PipelineMode::Route,
         }
     }
 }
@@ -236,6 +239,13 @@ impl<P: PacketIo> Worker<P> {
                 self.idle_iterations = 0;
             }
         }
+        self.end_flow_records();
+    }
+
+    /// Ends every flow's record and hands the records to the exporter with
+    /// [`EndReason::ForcedEnd`](crate::telemetry::EndReason::ForcedEnd), as many as its queue
+    /// takes; the flows stay. Walks the whole table: for a worker that stops.
+    pub fn end_flow_records(&mut self) {
         self.policy.state.end_records();
     }
 

@@ -94,7 +94,7 @@ impl Lab {
         }
         manager.publish();
         Lab {
-            pipeline: Pipeline::new(ifaces, table),
+            pipeline: Pipeline::new(ifaces, table, PipelineMode::Route),
             fib,
             manager,
             policy: None,
@@ -350,6 +350,7 @@ fn reverse_path_strict_loose_off() {
     lab.pipeline = Pipeline::new(
         Arc::new(Interfaces::new(2, ifaces.clone()).expect("valid")),
         lab.manager.table().clone(),
+        PipelineMode::Route,
     );
     assert!(
         matches!(lab.run(0, &spoofed).0, Verdict::Forward { .. }),
@@ -364,6 +365,7 @@ fn reverse_path_strict_loose_off() {
     lab.pipeline = Pipeline::new(
         Arc::new(Interfaces::new(2, ifaces).expect("valid")),
         lab.manager.table().clone(),
+        PipelineMode::Route,
     );
     assert!(
         matches!(lab.run(0, &unroutable).0, Verdict::Forward { .. }),
@@ -808,4 +810,82 @@ fn unresolved_next_hop_waits_and_failed_one_is_unreachable() {
         icmp_error(&lab, &frame),
         (DropReason::NeighbourFailed, ErrorReply::HostUnreachable)
     );
+}
+
+/// The lab's interfaces and neighbours with the pipeline in replay mode.
+fn replay_lab() -> Lab {
+    let mut lab = Lab::new();
+    lab.pipeline = Pipeline::new(
+        lab.pipeline.interfaces().clone(),
+        lab.manager.table().clone(),
+        PipelineMode::Replay,
+    );
+    lab
+}
+
+#[test]
+fn replay_mode_counts_any_parsed_ip_packet_and_sends_it_back_unchanged() {
+    let lab = replay_lab();
+    let foreign = |mut frame: Vec<u8>| {
+        frame[0..6].copy_from_slice(&[0x02, 9, 9, 9, 9, 9]);
+        frame
+    };
+    let mut padded = udp4([10, 0, 0, 9], [10, 0, 0, 10], 64, 2);
+    padded.resize(60, 0);
+    // Each would be dropped, answered or kept by a router; each is a flow of its own here.
+    let frames = [
+        foreign(udp4([10, 0, 0, 1], [10, 0, 0, 2], 64, 10)),
+        tagged(101, &udp4([10, 0, 0, 1], [10, 0, 0, 3], 64, 10)),
+        udp4([10, 0, 0, 1], [10, 0, 0, 4], 1, 10),
+        udp4([0, 0, 0, 0], [255, 255, 255, 255], 64, 10),
+        udp4(CLIENT, [224, 0, 0, 251], 64, 10),
+        udp4(CLIENT, [198, 18, 1, 1], 64, 10),
+        udp4([127, 0, 0, 1], [169, 254, 0, 1], 64, 10),
+        padded,
+        foreign(udp6("fe80::1", "ff02::fb", 1, 10)),
+        udp6("2001:db8::1", "2001:2:0:1::1", 64, 10),
+    ];
+    for (count, frame) in frames.iter().enumerate() {
+        for port in [0, 1] {
+            let (verdict, out) = lab.run(port, frame);
+            assert_eq!(
+                verdict,
+                Verdict::Forward {
+                    port,
+                    len: frame.len()
+                },
+                "frame {count} on port {port}"
+            );
+            assert_eq!(&out[..frame.len()], &frame[..], "frame {count} unchanged");
+        }
+        assert_eq!(lab.state.borrow().flow_count(), count + 1);
+    }
+}
+
+#[test]
+fn replay_mode_counts_nothing_the_parser_refuses() {
+    let lab = replay_lab();
+    let mut bad_checksum = udp4(CLIENT, REMOTE, 64, 20);
+    bad_checksum[24] ^= 0xff;
+    let mut short_udp = udp4(CLIENT, REMOTE, 64, 20);
+    short_udp[38..40].copy_from_slice(&7u16.to_be_bytes());
+    let mut arp_frame = udp4(CLIENT, REMOTE, 64, 20);
+    arp_frame[12..14].copy_from_slice(&[0x08, 0x06]);
+    let good = udp4(CLIENT, REMOTE, 64, 20);
+    let cases = [
+        (good[..10].to_vec(), DropReason::EthernetTruncated),
+        (tagged(100, &tagged(100, &good)), DropReason::StackedVlan),
+        (arp_frame, DropReason::UnsupportedEthertype),
+        (good[..14 + 12].to_vec(), DropReason::Ipv4Truncated),
+        (bad_checksum, DropReason::Ipv4BadChecksum),
+        (short_udp, DropReason::UdpBadLength),
+        (
+            udp6("2001:db8::1", "2001:db8::2", 64, 20)[..14 + 30].to_vec(),
+            DropReason::Ipv6Truncated,
+        ),
+    ];
+    for (frame, reason) in cases {
+        assert_eq!(drop_reason(&lab, 0, &frame), reason);
+    }
+    assert_eq!(lab.state.borrow().flow_count(), 0);
 }
