@@ -64,7 +64,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "generator,kernel,nft-linear,nft-set,conntrack,xdp,testpmd,af-xdp,vfn,vfn-rules"
+        default_value = "generator,kernel,nft-linear,nft-set,conntrack,xdp,testpmd,af-xdp,vfn,vfn-rules,vfn-features"
     )]
     rows: Vec<Row>,
     /// Seconds of traffic per measurement.
@@ -121,6 +121,9 @@ enum Row {
     /// The VFN enforcing a ClassBench set of about 10k rules (default allow, so every flow is
     /// classified once and forwarded), in a fourth lab.
     VfnRules,
+    /// The VFN enforcing the same rules with flow telemetry on (statistics per flow, records to
+    /// the exporter), in a lab of its own. The other VFN rows run with telemetry off.
+    VfnFeatures,
     /// The VFN's AF_XDP backend alone: frames moved from one port to the other, MACs rewritten,
     /// nothing else, on the router's core: the bound AF_XDP puts on the VFN here.
     AfXdp,
@@ -141,6 +144,7 @@ impl Row {
             Row::Vfn => "VFN, forwarding only (AF_XDP, copy mode on veth)",
             Row::Testpmd => "dpdk-testpmd, af_packet, MAC forwarding",
             Row::VfnRules => "VFN, ClassBench rules (--rules), flow table",
+            Row::VfnFeatures => "VFN, ClassBench rules (--rules), flow table and flow features",
             Row::AfXdp => "AF_XDP alone, port to port (the VFN's bound)",
         }
     }
@@ -155,6 +159,7 @@ impl Row {
         match self {
             Row::Vfn => Some("vfnbenchv"),
             Row::VfnRules => Some("vfnbenchr"),
+            Row::VfnFeatures => Some("vfnbenchf"),
             Row::Testpmd => Some("vfnbencht"),
             Row::AfXdp => Some("vfnbencha"),
             _ => None,
@@ -182,6 +187,7 @@ impl Row {
             | Row::Vfn
             | Row::Testpmd
             | Row::VfnRules
+            | Row::VfnFeatures
             | Row::AfXdp => {
                 return None;
             }
@@ -338,6 +344,7 @@ fn measure(
         | Row::Xdp
         | Row::Vfn
         | Row::VfnRules
+        | Row::VfnFeatures
         | Row::AfXdp
         | Row::Testpmd => (
             topology
@@ -504,7 +511,7 @@ pub fn run_all(args: &Args) -> Result<(), String> {
         let placement = match row {
             Row::Generator => "generator and sink on the generator's core".to_string(),
             Row::Xdp => "XDP and the sink's receive on the generator's core (veth NAPI)".into(),
-            Row::Vfn | Row::VfnRules => format!(
+            Row::Vfn | Row::VfnRules | Row::VfnFeatures => format!(
                 "VFN worker on core {}; ingress copy (veth NAPI) on core {}",
                 args.router_core, args.generator_core
             ),
@@ -532,6 +539,11 @@ pub fn run_all(args: &Args) -> Result<(), String> {
             "| {} | {} |{lossless} {placement} |",
             if row == Row::VfnRules {
                 format!("VFN, the {} rules, flow table", args.rules)
+            } else if row == Row::VfnFeatures {
+                format!(
+                    "VFN, the {} rules, flow table and flow features",
+                    args.rules
+                )
             } else {
                 row.name().to_string()
             },
@@ -555,11 +567,16 @@ fn measure_rows(lab: &Lab, own_labs: &[(Row, Lab)], args: &Args) -> Result<Table
     let mut prepared = Vec::with_capacity(own_labs.len());
     for (row, own_lab) in own_labs {
         let vfn = match row {
-            Row::Vfn => Some(start_vfn(own_lab, args, None)?),
-            Row::VfnRules => {
+            Row::Vfn => Some(start_vfn(own_lab, args, None, false)?),
+            Row::VfnRules | Row::VfnFeatures => {
                 let (policy, _) =
                     crate::rulesets::classbench_policy(&args.classbench, &args.rules)?;
-                Some(start_vfn(own_lab, args, Some(policy))?)
+                Some(start_vfn(
+                    own_lab,
+                    args,
+                    Some(policy),
+                    *row == Row::VfnFeatures,
+                )?)
             }
             _ => {
                 receive_through_napi(own_lab)?;
@@ -609,9 +626,15 @@ fn measure_rows(lab: &Lab, own_labs: &[(Row, Lab)], args: &Args) -> Result<Table
 }
 
 /// The VFN on `lab`'s router namespace, one worker on the router's core, enforcing `policy` if
-/// given, ready to forward.
-fn start_vfn(lab: &Lab, args: &Args, policy: Option<RuleSetSpec>) -> Result<RunningVfn, String> {
+/// given, with flow telemetry if `telemetry`, ready to forward.
+fn start_vfn(
+    lab: &Lab,
+    args: &Args,
+    policy: Option<RuleSetSpec>,
+    telemetry: bool,
+) -> Result<RunningVfn, String> {
     let mut config = lab_config(lab.topology()).map_err(|e| e.to_string())?;
+    config.telemetry.enabled = telemetry;
     config.workers.cores = vec![u16::try_from(args.router_core).map_err(|e| e.to_string())?];
     config.policy = policy.map(PolicySource::Inline);
     let binary = vfn_binary().map_err(|e| e.to_string())?;

@@ -1,15 +1,16 @@
 //! `vfn-perf`: benchmarks of the VFN.
 //!
-//! `pipeline` (the whole worker in memory), `classbench` (the classifier against DPDK's
-//! rte_acl), `lab` (routers between lab namespaces, with an XDP generator and sink) and `apply`
-//! (rule-set apply latency through the control API, under traffic, against `nft -f`); each
-//! module says what it measures.
+//! `pipeline` (the whole worker in memory), `telemetry` (what flow telemetry costs it),
+//! `classbench` (the classifier against DPDK's rte_acl), `lab` (routers between lab namespaces,
+//! with an XDP generator and sink) and `apply` (rule-set apply latency through the control API,
+//! under traffic, against `nft -f`); each module says what it measures.
 
 mod apply;
 mod classify;
 mod lab;
 mod pipeline;
 mod rulesets;
+mod telemetry;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Forwarding rate of the in-memory pipeline, one core.
     Pipeline(pipeline::Args),
+    /// What flow telemetry costs the in-memory pipeline: 1k to 1M flows, off and on, interleaved.
+    Telemetry(telemetry::Args),
     /// The packet classifier on ClassBench sets, against DPDK's rte_acl.
     Classbench(classify::Args),
     /// Routers between two lab namespaces, measured with an XDP generator and sink (root).
@@ -39,6 +42,7 @@ fn main() -> std::process::ExitCode {
             Ok(())
         }
         Command::Pipeline(args) => pipeline::run(&args),
+        Command::Telemetry(args) => telemetry::run(&args),
         Command::Lab(args) => lab::run_all(&args),
         Command::Apply(args) => apply::run(&args),
     };
