@@ -6,15 +6,11 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use etherparse::PacketBuilder;
 use vfn_dataplane::capture::{
     CAPTURE_FRAMES_PER_WORKER, CaptureDirection, CaptureError, CaptureFilter, CaptureSession,
     CaptureSpec, CapturedFrame, FrameDirection,
 };
 use vfn_dataplane::wire::{self, PROTO_UDP};
-
-const CLIENT: [u8; 4] = [198, 18, 1, 2];
-const SERVER: [u8; 4] = [198, 19, 0, 1];
 
 fn spec(port: u16, direction: CaptureDirection, filter: CaptureFilter) -> CaptureSpec {
     CaptureSpec {
@@ -37,21 +33,6 @@ fn capture_all(bench: &Bench, port: u16, direction: CaptureDirection) -> Capture
 
 fn drain(session: &mut CaptureSession) -> Vec<CapturedFrame> {
     std::iter::from_fn(|| session.try_next()).collect()
-}
-
-fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
-    let (src_mac, dst_mac) = if src == CLIENT {
-        (CLIENT_MAC, P0_MAC)
-    } else {
-        (SERVER_MAC, P1_MAC)
-    };
-    let mut frame = Vec::new();
-    PacketBuilder::ethernet2(src_mac, dst_mac)
-        .ipv4(src, dst, 64)
-        .udp(sport, dport)
-        .write(&mut frame, &[0x33; 40])
-        .expect("build");
-    frame
 }
 
 #[test]

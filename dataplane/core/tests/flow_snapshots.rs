@@ -17,8 +17,6 @@ use vfn_rules::{
     RuleSpec,
 };
 
-const CLIENT: [u8; 4] = [198, 18, 1, 2];
-const SERVER: [u8; 4] = [198, 19, 0, 1];
 const WAIT: Duration = Duration::from_secs(1);
 
 /// Rule 0 allows DNS to the server network; anything else is allowed by default.
@@ -46,21 +44,6 @@ fn publish(bench: &mut Bench) -> u32 {
     )
     .expect("valid rule set");
     bench.router.policy.publish(Some(rules))
-}
-
-fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
-    let (src_mac, dst_mac) = if src == CLIENT {
-        (CLIENT_MAC, P0_MAC)
-    } else {
-        (SERVER_MAC, P1_MAC)
-    };
-    let mut frame = Vec::new();
-    PacketBuilder::ethernet2(src_mac, dst_mac)
-        .ipv4(src, dst, 64)
-        .udp(sport, dport)
-        .write(&mut frame, &[0x22; 8])
-        .expect("build");
-    frame
 }
 
 fn syn(sport: u16, dport: u16) -> Vec<u8> {

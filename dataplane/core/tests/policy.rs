@@ -17,9 +17,6 @@ use vfn_rules::{
     RateLimitSpec, RuleSetSpec, RuleSpec, TcpFlagsMatch,
 };
 
-const CLIENT: [u8; 4] = [198, 18, 1, 2];
-const SERVER: [u8; 4] = [198, 19, 0, 1];
-
 fn publish(bench: &mut Bench, spec: &RuleSetSpec) -> u32 {
     let interfaces = bench.router.interfaces.clone();
     let lookup = |name: &str| interfaces.by_name(name);
@@ -49,21 +46,6 @@ fn tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, syn: bool, ack: bool)
     }
     let mut frame = Vec::new();
     builder.write(&mut frame, &[0x11; 8]).expect("build");
-    frame
-}
-
-fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
-    let (src_mac, dst_mac) = if src == CLIENT {
-        (CLIENT_MAC, P0_MAC)
-    } else {
-        (SERVER_MAC, P1_MAC)
-    };
-    let mut frame = Vec::new();
-    PacketBuilder::ethernet2(src_mac, dst_mac)
-        .ipv4(src, dst, 64)
-        .udp(sport, dport)
-        .write(&mut frame, &[0x22; 8])
-        .expect("build");
     frame
 }
 

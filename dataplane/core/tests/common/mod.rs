@@ -20,6 +20,9 @@ pub const P0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
 pub const P1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0xc1, 0, 0, 0, 2];
 pub const SERVER_MAC: [u8; 6] = [0x02, 0x5e, 0, 0, 0, 2];
+/// A client behind p0 and a server (a remote address) behind p1.
+pub const CLIENT: [u8; 4] = [198, 18, 1, 2];
+pub const SERVER: [u8; 4] = [198, 19, 0, 1];
 
 pub struct Bench {
     pub worker: Worker<MemIo>,
@@ -221,4 +224,21 @@ pub fn client_resolves_router(bench: &mut Bench) -> [Vec<Vec<u8>>; 2] {
             [0xff; 6],
         ),
     )
+}
+
+/// A UDP datagram with 8 bytes of payload between the client and the server, framed for the port
+/// its source sits behind (a source other than the client is behind p1).
+pub fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    let (src_mac, dst_mac) = if src == CLIENT {
+        (CLIENT_MAC, P0_MAC)
+    } else {
+        (SERVER_MAC, P1_MAC)
+    };
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src, dst, 64)
+        .udp(sport, dport)
+        .write(&mut frame, &[0x22; 8])
+        .expect("build");
+    frame
 }
