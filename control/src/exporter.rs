@@ -145,13 +145,13 @@ impl FlowExporter {
     /// Exports until `stop` is set, then sends what is left.
     pub fn run(mut self, stop: &AtomicBool) {
         let mut last_flush = Instant::now();
+        // A handle of our own, so that records are taken while `self` exports them.
+        let records = self.records.clone();
         while !stop.load(Ordering::Relaxed) {
-            if let Ok(first) = self.records.recv_timeout(Duration::from_millis(100)) {
+            if let Ok(first) = records.recv_timeout(Duration::from_millis(100)) {
                 self.export(&first);
-                let more: Vec<FlowExportRecord> =
-                    self.records.try_iter().take(RECORDS_PER_TURN - 1).collect();
-                for record in &more {
-                    self.export(record);
+                for record in records.try_iter().take(RECORDS_PER_TURN - 1) {
+                    self.export(&record);
                 }
             }
             if last_flush.elapsed() >= FLUSH_INTERVAL {
@@ -159,7 +159,7 @@ impl FlowExporter {
                 self.flush();
             }
         }
-        for record in self.records.try_iter().collect::<Vec<_>>() {
+        for record in records.try_iter() {
             self.export(&record);
         }
         self.flush();
