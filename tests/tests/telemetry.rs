@@ -143,8 +143,13 @@ fn records_reach_nfcapd_and_tshark_decodes_them() {
     )
     .expect("flood runs");
     assert!(flood.received > 500, "the router forwards: {flood:?}");
-    // The record ends 0.5 s after the last datagram; the exporter sends within a second.
-    std::thread::sleep(Duration::from_secs(3));
+    // The record ends 0.5 s after the last datagram and is queued for the exporter, which
+    // sends partly filled messages within a second.
+    vfn.wait_for_counters(Duration::from_secs(10), |c| {
+        c.total("vfn_flow_records_exported_total", &[]) >= 1
+    })
+    .expect("the flood's record is queued");
+    std::thread::sleep(Duration::from_millis(2500));
     capture.stop().expect("tshark stops");
     // Stopped by its PID, nfcapd writes its file.
     collector.stop().expect("nfcapd stops");
