@@ -11,17 +11,14 @@ use std::time::{Duration, Instant};
 
 use vfn_config::Config;
 use vfn_dataplane::counters::DropReason;
-use vfn_dataplane::fib::FibLimits;
-use vfn_dataplane::iface::{Interface, RpFilter};
 use vfn_dataplane::mem_io::{MemIo, MemIoConfig};
-use vfn_dataplane::neigh::{NeighbourKey, NeighbourTimers};
+use vfn_dataplane::neigh::NeighbourKey;
 use vfn_dataplane::pcap::{self, PcapError};
-use vfn_dataplane::pipeline::PipelineMode;
 use vfn_dataplane::policy::{PolicyLimits, TIMEOUT_MAX, Timeouts};
-use vfn_dataplane::router::{Router, RouterError, RouterSpec};
+use vfn_dataplane::router::{Router, RouterError};
 use vfn_dataplane::telemetry::{FlowExportRecord, RecordTimeouts, TelemetryConfig};
 use vfn_dataplane::wire::LearnPolicy;
-use vfn_dataplane::worker::{BURST_MAX, WorkerConfig};
+use vfn_dataplane::worker::BURST_MAX;
 
 use crate::exporter::end_reason_name;
 
@@ -214,45 +211,23 @@ pub fn flows_from_pcap(
         icmp: TIMEOUT_MAX,
         other: TIMEOUT_MAX,
     };
-    let spec = RouterSpec {
-        port_count: 1,
-        interfaces: vec![Interface {
-            name: "capture".into(),
-            port: 0,
-            vlan: None,
-            mac: [0x02, 0, 0, 0, 0, 1],
-            mtu: 1500,
-            rp_filter: RpFilter::Off,
-            ipv4: Vec::new(),
-            ipv6: Vec::new(),
-        }],
-        routes: Vec::new(),
-        fib_limits: FibLimits::default(),
-        neighbour_capacity: 1,
-        neighbour_timers: NeighbourTimers::default(),
-        worker: WorkerConfig {
-            pipeline: PipelineMode::Replay,
-            ..WorkerConfig::default()
-        },
-        policy: PolicyLimits {
-            flows,
-            timeouts: forever,
-            telemetry: TelemetryConfig {
-                enabled: true,
-                timeouts: RecordTimeouts {
-                    idle: TIMEOUT_MAX,
-                    active: TIMEOUT_MAX,
-                    ..RecordTimeouts::default()
-                },
-                // Drained after every frame: room for the records one frame's loop iteration
-                // can end (one per expiry step, a few for the packet itself) and for the last
-                // records, one per flow.
-                queue_capacity: flows + limits.expiry_budget + BURST_MAX,
+    let spec = pcap::replay_router_spec(PolicyLimits {
+        flows,
+        timeouts: forever,
+        telemetry: TelemetryConfig {
+            enabled: true,
+            timeouts: RecordTimeouts {
+                idle: TIMEOUT_MAX,
+                active: TIMEOUT_MAX,
+                ..RecordTimeouts::default()
             },
-            ..limits
+            // Drained after every frame: room for the records one frame's loop iteration can
+            // end (one per expiry step, a few for the packet itself) and for the last records,
+            // one per flow.
+            queue_capacity: flows + limits.expiry_budget + BURST_MAX,
         },
-        dynamic_entries: 0,
-    };
+        ..limits
+    });
     let mut router = Router::build(spec, Instant::now(), Box::new(|_| {}))?;
     let largest_frame = frames.iter().map(|f| f.data.len()).max().unwrap_or(0);
     let io = MemIo::new(MemIoConfig {

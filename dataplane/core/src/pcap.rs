@@ -11,11 +11,17 @@ use crossbeam_channel::Receiver;
 use pcap_file::DataLink;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
 
+use crate::fib::FibLimits;
+use crate::iface::{Interface, RpFilter};
 use crate::io::{PacketIo, PortIndex};
 use crate::mem_io::MemIo;
+use crate::neigh::NeighbourTimers;
+use crate::pipeline::PipelineMode;
+use crate::policy::PolicyLimits;
+use crate::router::RouterSpec;
 use crate::slowpath::SlowPath;
 use crate::telemetry::FlowExportRecord;
-use crate::worker::Worker;
+use crate::worker::{Worker, WorkerConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PcapError {
@@ -152,6 +158,34 @@ pub fn replay(
         }
     }
     output
+}
+
+/// A router of one port, `capture`, whose worker runs the pipeline's replay mode (no L2 or
+/// route checks): the set-up of [`replay_flows`], with `policy` sizing its flow table and records.
+pub fn replay_router_spec(policy: PolicyLimits) -> RouterSpec {
+    RouterSpec {
+        port_count: 1,
+        interfaces: vec![Interface {
+            name: "capture".into(),
+            port: 0,
+            vlan: None,
+            mac: [0x02, 0, 0, 0, 0, 1],
+            mtu: 1500,
+            rp_filter: RpFilter::Off,
+            ipv4: Vec::new(),
+            ipv6: Vec::new(),
+        }],
+        routes: Vec::new(),
+        fib_limits: FibLimits::default(),
+        neighbour_capacity: 1,
+        neighbour_timers: NeighbourTimers::default(),
+        worker: WorkerConfig {
+            pipeline: PipelineMode::Replay,
+            ..WorkerConfig::default()
+        },
+        policy,
+        dynamic_entries: 0,
+    }
 }
 
 /// Runs `input` (frames received on `port`, in capture order) through `worker`, whose pipeline

@@ -6,17 +6,12 @@ use std::time::{Duration, Instant};
 
 use etherparse::PacketBuilder;
 use vfn_dataplane::counters::DropReason;
-use vfn_dataplane::fib::FibLimits;
-use vfn_dataplane::iface::{Interface, RpFilter};
 use vfn_dataplane::io::PacketIo;
 use vfn_dataplane::mem_io::{MemIo, MemIoConfig};
-use vfn_dataplane::neigh::NeighbourTimers;
 use vfn_dataplane::pcap::{self, CapturedFrame};
-use vfn_dataplane::pipeline::PipelineMode;
 use vfn_dataplane::policy::PolicyLimits;
-use vfn_dataplane::router::{Router, RouterSpec};
+use vfn_dataplane::router::Router;
 use vfn_dataplane::telemetry::EndReason;
-use vfn_dataplane::worker::WorkerConfig;
 
 const HOST_A: [u8; 4] = [10, 1, 0, 1];
 const HOST_B: [u8; 4] = [10, 2, 0, 1];
@@ -47,32 +42,10 @@ fn at(ms: u64, data: Vec<u8>) -> CapturedFrame {
 
 #[test]
 fn a_capture_replays_into_flow_records() {
-    let spec = RouterSpec {
-        port_count: 1,
-        interfaces: vec![Interface {
-            name: "capture".into(),
-            port: 0,
-            vlan: None,
-            mac: [0x02, 0, 0, 0, 0, 1],
-            mtu: 1500,
-            rp_filter: RpFilter::Strict,
-            ipv4: Vec::new(),
-            ipv6: Vec::new(),
-        }],
-        routes: Vec::new(),
-        fib_limits: FibLimits::default(),
-        neighbour_capacity: 1,
-        neighbour_timers: NeighbourTimers::default(),
-        worker: WorkerConfig {
-            pipeline: PipelineMode::Replay,
-            ..WorkerConfig::default()
-        },
-        policy: PolicyLimits {
-            flows: 16,
-            ..PolicyLimits::default()
-        },
-        dynamic_entries: 0,
-    };
+    let spec = pcap::replay_router_spec(PolicyLimits {
+        flows: 16,
+        ..PolicyLimits::default()
+    });
     let mut router = Router::build(spec, Instant::now(), Box::new(|_| {})).expect("valid");
     let io = MemIo::new(MemIoConfig {
         ports: 1,
