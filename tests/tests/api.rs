@@ -945,6 +945,12 @@ fn flows_and_captures_show_what_passes() {
         }),
         ..RuleSpec::new("ping", Action::Allow)
     });
+    // And a UDP stream, whose flow stays open (its record holds every datagram).
+    web.rules.push(RuleSpec {
+        protocol: Some(Protocol::Udp),
+        destination_ports: vec![PortRange::single(7400)],
+        ..RuleSpec::new("stream", Action::Allow)
+    });
     let s = setup("vfnapi10", web, |_, _| {});
     assert_eq!(s.web(), Connect::Connected);
     let flows = json(&s.vfnctl(&["-o", "json", "flows", "--port", "8080"]));
@@ -955,8 +961,26 @@ fn flows_and_captures_show_what_passes() {
             && f["destination_port"] == 8080
             && f["protocol"] == 6
             && f["rule"] == "web"
-            && f["ingress"] == "p0"
-            && f["packets"].as_u64() >= Some(1)),
+            && f["ingress"] == "p0"),
+        "{flows}"
+    );
+    let stream = vfn_lab::udp_flood(
+        s.lab.netns("c1").expect("c1"),
+        s.lab.netns("srv").expect("srv"),
+        addr(SRV),
+        7400,
+        200,
+        Duration::from_millis(500),
+    )
+    .expect("flood runs");
+    let flows = json(&s.vfnctl(&["-o", "json", "flows", "--port", "7400"]));
+    let flow = &flows["flows"][0];
+    assert_eq!(flow["rule"], "stream", "{flows}");
+    // Each datagram is 20 + 8 + 64 bytes of IP; none was answered.
+    assert_eq!(flow["packets"].as_u64(), Some(stream.received), "{flows}");
+    assert_eq!(
+        flow["bytes"].as_u64(),
+        Some(stream.received * 92),
         "{flows}"
     );
     let none = json(&s.vfnctl(&["-o", "json", "flows", "--prefix", "198.18.2.0/24"]));
