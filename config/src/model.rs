@@ -320,6 +320,19 @@ impl Default for IcmpConfig {
 pub struct WorkerConfig {
     /// CPU ids, one pinned worker per core; non-empty, unique, each below 1024.
     pub cores: Vec<u16>,
+    /// How both directions of a flow reach one worker when there are several.
+    pub flow_steering: FlowSteering,
+}
+
+/// How both directions of a flow reach one worker (`docs/dataplane.md`, "Several workers").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowSteering {
+    /// The receiving worker hands each packet to the worker that owns its flow.
+    #[default]
+    Handoff,
+    /// The NIC's RSS is configured to hash both directions alike (by addresses): no handoff.
+    Nic,
 }
 
 /// A physical (or veth) interface the router owns.

@@ -7,9 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    ApiConfig, ApiRole, Config, DEFAULT_PORT_MTU, DEFAULT_PORT_QUEUES, DataplaneConfig, IcmpConfig,
-    MetricsConfig, PortConfig, RouteConfig, RpFilter, StateConfig, TableConfig, TelemetryConfig,
-    VlanConfig, WithoutPolicy, XdpMode, ZeroCopy,
+    ApiConfig, ApiRole, Config, DEFAULT_PORT_MTU, DEFAULT_PORT_QUEUES, DataplaneConfig,
+    FlowSteering, IcmpConfig, MetricsConfig, PortConfig, RouteConfig, RpFilter, StateConfig,
+    TableConfig, TelemetryConfig, VlanConfig, WithoutPolicy, XdpMode, ZeroCopy,
 };
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -195,6 +195,8 @@ pub(crate) struct RawIcmp {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawWorkers {
     pub cores: Vec<i64>,
+    #[serde(default)]
+    pub flow_steering: FlowSteering,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -340,6 +342,7 @@ impl From<&Config> for RawConfig {
                     .iter()
                     .map(|&core| core.into())
                     .collect(),
+                flow_steering: config.workers.flow_steering,
             },
             ports: config.ports.iter().map(RawPort::from).collect(),
             routes: config.routes.iter().map(RawRoute::from).collect(),

@@ -5,9 +5,9 @@ use ipnet::IpNet;
 use proptest::prelude::*;
 
 use crate::{
-    ApiConfig, Config, ConfigError, DataplaneConfig, FieldError, IcmpConfig, InterfaceRef,
-    PortConfig, RouteConfig, RpFilter, StateConfig, TableConfig, VlanConfig, WorkerConfig, XdpMode,
-    ZeroCopy,
+    ApiConfig, Config, ConfigError, DataplaneConfig, FieldError, FlowSteering, IcmpConfig,
+    InterfaceRef, PortConfig, RouteConfig, RpFilter, StateConfig, TableConfig, VlanConfig,
+    WorkerConfig, XdpMode, ZeroCopy,
 };
 
 /// The smallest valid file; tests append sections to it.
@@ -228,9 +228,16 @@ fn workers_section() {
     assert_eq!(
         config.workers,
         WorkerConfig {
-            cores: vec![0, 3, 1023]
+            cores: vec![0, 3, 1023],
+            flow_steering: FlowSteering::Handoff,
         }
     );
+    let config = parse(&BASE.replace("cores = [1]", "cores = [0, 1]\nflow_steering = \"nic\""));
+    assert_eq!(config.workers.flow_steering, FlowSteering::Nic);
+    let error =
+        Config::from_toml_str(&BASE.replace("cores = [1]", "cores = [1]\nflow_steering = \"rss\""))
+            .expect_err("unknown steering");
+    assert!(error.to_string().contains("flow_steering"), "{error}");
 }
 
 #[test]
@@ -1033,12 +1040,15 @@ fn config() -> impl Strategy<Value = Config> {
             1_024u32..=67_108_864,
         ),
         (0u32..=1_000_000, 1u32..=100_000),
-        proptest::collection::btree_set(0u16..1024, 1..=8),
+        (
+            proptest::collection::btree_set(0u16..1024, 1..=8),
+            any::<bool>(),
+        ),
         (1u8..=4).prop_flat_map(|count| (0..count).map(port_config).collect::<Vec<_>>()),
         proptest::collection::vec(any::<(bool, bool)>(), 0..=8),
     )
         .prop_map(
-            |(dataplane, tables, icmp, cores, ports, route_choices)| Config {
+            |(dataplane, tables, icmp, (cores, steer_by_nic), ports, route_choices)| Config {
                 dataplane,
                 tables: TableConfig {
                     neighbours: tables.0,
@@ -1053,6 +1063,11 @@ fn config() -> impl Strategy<Value = Config> {
                 },
                 workers: WorkerConfig {
                     cores: cores.into_iter().collect(),
+                    flow_steering: if steer_by_nic {
+                        FlowSteering::Nic
+                    } else {
+                        FlowSteering::Handoff
+                    },
                 },
                 routes: routes_over(&ports, &route_choices),
                 ports,

@@ -59,6 +59,7 @@ pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let icmp = icmp(&mut errors, &raw.icmp);
     let workers = WorkerConfig {
         cores: cores(&mut errors, &raw.workers.cores),
+        flow_steering: raw.workers.flow_steering,
     };
     let mut connected = Vec::new();
     let ports = ports(&mut errors, &raw.ports, &mut connected);

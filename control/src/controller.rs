@@ -330,11 +330,6 @@ impl Controller {
     }
 
     fn compile(&self, spec: &RuleSetSpec) -> Result<vfn_rules::RuleSet, ControlError> {
-        if self.sources.workers.len() > 1 {
-            return Err(ControlError::Precondition(
-                "stateful rules need both directions of a flow on one worker, and nothing steers them there yet: run one worker with a policy".into(),
-            ));
-        }
         crate::policy::compile_spec(spec, &self.router.interfaces, &self.limits).map_err(|e| {
             let over_limit = e.errors.iter().any(|error| error.over_limit);
             let violations = e
@@ -901,6 +896,8 @@ impl Controller {
                     .get(worker_index)
                     .map_or(0, |(_, policy)| policy.flows_in_table.get()),
                 icmp_errors_sent: worker.icmp_errors_sent.get(),
+                handed_off: worker.handed_off.get(),
+                handed_in: worker.handed_in.get(),
             });
             for &reason in vfn_dataplane::counters::DropReason::ALL {
                 response.drops.push(proto::DropCount {

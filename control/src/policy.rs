@@ -26,10 +26,6 @@ pub enum PolicyError {
         "the reloaded config has no [policy]: refusing to switch filtering off (restart to run without a policy)"
     )]
     PolicyRemoved,
-    #[error(
-        "workers.cores: stateful rules need both directions of a flow on one worker, and nothing steers them there yet (symmetric RSS): run one worker with a policy"
-    )]
-    ManyWorkers,
 }
 
 /// Where the policy of a config file is read from, relative paths taken from the config's folder.
@@ -97,7 +93,6 @@ pub fn compile(
 /// Compiles the policy of `config` against the interface names the config declares, for `vfn
 /// check`; returns a summary (empty without a policy).
 pub fn check(config: &Config, config_path: &Path) -> Result<String, PolicyError> {
-    check_workers(config)?;
     let names: Vec<String> = config
         .ports
         .iter()
@@ -141,13 +136,4 @@ pub fn reload(config_path: &Path) -> Result<RuleSetSpec, PolicyError> {
         source,
     })?;
     load_spec(&config, config_path)?.ok_or(PolicyError::PolicyRemoved)
-}
-
-/// A policy keeps per-flow state on each worker; both directions of a flow must reach the same
-/// worker, which only a single worker guarantees until flows are steered (symmetric RSS).
-pub fn check_workers(config: &Config) -> Result<(), PolicyError> {
-    if config.policy.is_some() && config.workers.cores.len() > 1 {
-        return Err(PolicyError::ManyWorkers);
-    }
-    Ok(())
 }

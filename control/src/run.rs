@@ -201,7 +201,6 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
         Box::new(move |change| report_neighbour_change(&neighbour_events, change)),
     )?;
     // The rule set is in force before the first packet is received.
-    crate::policy::check_workers(config)?;
     let apply_duration = stats::apply_duration_histogram();
     let mut controller = Controller::start(
         router,

@@ -8,6 +8,7 @@ use vfn_config::{
     Config, RpFilter as ConfigRpFilter, XdpMode as ConfigXdpMode, ZeroCopy as ConfigZeroCopy,
 };
 use vfn_dataplane::fib::{FibLimits, StaticRoute};
+use vfn_dataplane::handoff::FlowSteering;
 use vfn_dataplane::iface::{Interface, RpFilter};
 use vfn_dataplane::neigh::NeighbourTimers;
 use vfn_dataplane::policy::PolicyLimits;
@@ -151,6 +152,10 @@ pub fn plan(
             pending_per_neighbour: config.tables.pending_per_neighbour as usize,
             icmp_errors_per_second: u64::from(config.icmp.errors_per_second),
             icmp_errors_burst: u64::from(config.icmp.errors_burst),
+            flow_steering: match config.workers.flow_steering {
+                vfn_config::FlowSteering::Handoff => FlowSteering::Handoff,
+                vfn_config::FlowSteering::Nic => FlowSteering::Nic,
+            },
             ..WorkerConfig::default()
         },
         policy: PolicyLimits {

@@ -182,7 +182,7 @@ impl Collected {
             });
         counters(encoder, "vfn_drops", "Packets dropped, by reason.", drops)?;
         type WorkerField = fn(&WorkerCounters) -> u64;
-        let fields: [(&str, &str, WorkerField); 4] = [
+        let fields: [(&str, &str, WorkerField); 6] = [
             ("vfn_icmp_errors_sent", "ICMP errors sent.", |w| {
                 w.icmp_errors_sent.get()
             }),
@@ -200,6 +200,16 @@ impl Collected {
                 "vfn_worker_idle_waits",
                 "Times a worker blocked in poll(2) for lack of traffic.",
                 |w| w.idle_waits.get(),
+            ),
+            (
+                "vfn_handed_off_packets",
+                "Packets a worker received and handed to the worker owning their flow.",
+                |w| w.handed_off.get(),
+            ),
+            (
+                "vfn_handed_in_packets",
+                "Packets other workers handed to this worker, which owns their flow.",
+                |w| w.handed_in.get(),
             ),
         ];
         for (name, help, field) in fields {

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use vfn_config::{
-    ApiConfig, Config, DataplaneConfig, IcmpConfig, MetricsConfig, PortConfig, RouteConfig,
-    StateConfig, TableConfig, TelemetryConfig, WorkerConfig,
+    ApiConfig, Config, DataplaneConfig, FlowSteering, IcmpConfig, MetricsConfig, PortConfig,
+    RouteConfig, StateConfig, TableConfig, TelemetryConfig, WorkerConfig,
 };
 
 use crate::error::LabError;
@@ -79,7 +79,10 @@ pub fn lab_config(topology: &Topology) -> Result<Config, LabError> {
         dataplane: DataplaneConfig::default(),
         tables: TableConfig::default(),
         icmp: IcmpConfig::default(),
-        workers: WorkerConfig { cores },
+        workers: WorkerConfig {
+            cores,
+            flow_steering: FlowSteering::default(),
+        },
         ports,
         routes,
         policy: None,

@@ -461,3 +461,100 @@ fn swapping_rule_sets_at_half_the_lossless_rate_loses_nothing() {
         counters.total("vfn_policy_generation", &[])
     );
 }
+
+/// Two workers, each on its own queue of every port: the kernel spreads a connection's two
+/// directions over the queues by hashes of its own, so replies often arrive at the worker that did
+/// not see the request. Handoff brings them to the flow's owner, where the state that lets them
+/// pass is; without it, replies arriving at the other worker would meet the default deny.
+#[test]
+fn two_workers_pass_the_replies_of_every_allowed_flow() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let prefix = "vfnpol2w";
+    vfn_lab::remove_stale(prefix).expect("remove namespaces of crashed runs");
+    let spec = TopologySpec::default_lab(prefix)
+        .with_queues(2)
+        .expect("valid queue count");
+    let lab = Lab::create(&spec).expect("lab");
+    let config = vfn_lab::lab_config(lab.topology()).expect("config");
+    assert_eq!(config.workers.cores.len(), 2);
+    let opens = |id: &str, sources: &[&str], destinations: &[&str]| RuleSpec {
+        source: prefixes(sources),
+        destination: prefixes(destinations),
+        protocol: Some(Protocol::Tcp),
+        destination_ports: vec![PortRange {
+            first: 8000,
+            last: 8999,
+        }],
+        ..RuleSpec::new(id, Action::Allow)
+    };
+    let config = with_policy(
+        &config,
+        RuleSetSpec {
+            version: "clients-open".into(),
+            default_action: DefaultAction::Deny,
+            rules: vec![
+                opens("clients", &[C1, C2], &[SRV]),
+                opens("clients6", &[C1_V6], &[SRV_V6]),
+            ],
+            ..RuleSetSpec::default()
+        },
+    );
+    let vfn = RunningVfn::start(
+        &lab,
+        &vfn_lab::vfn_binary().expect("binary"),
+        &config,
+        READY,
+    )
+    .expect("router starts");
+    let s = Setup { vfn, lab, config };
+
+    // Each connection has its own source port, so its own queue on the way there.
+    for n in 0..24 {
+        for (client, server, port) in [
+            ("c1", SRV, 8100 + n),
+            ("c2", SRV, 8200 + n),
+            ("c1", SRV_V6, 8300 + n),
+        ] {
+            assert_eq!(
+                s.connect(client, "srv", server, port),
+                Connect::Connected,
+                "{client} -> {server} port {port}\n{}",
+                s.vfn.log()
+            );
+        }
+    }
+    let transfer = vfn_lab::tcp_transfer(
+        s.lab.netns("c2").expect("c2"),
+        s.lab.netns("srv").expect("srv"),
+        addr(SRV),
+        8400,
+        2 << 20,
+        Duration::from_secs(30),
+    )
+    .expect("transfer runs");
+    assert!(transfer.is_intact(), "{transfer:?}");
+    assert_eq!(
+        s.connect("srv", "c1", C1, 8080),
+        Connect::TimedOut,
+        "unsolicited: no flow lets it through"
+    );
+
+    let counters = s
+        .vfn
+        .wait_for_counters(Duration::from_secs(3), |c| {
+            c.total("vfn_handed_off_packets_total", &[]) > 0
+                && c.total("vfn_handed_off_packets_total", &[])
+                    == c.total("vfn_handed_in_packets_total", &[])
+        })
+        .unwrap_or_else(|e| panic!("both queues carried traffic, handed over: {e}"));
+    for worker in ["0", "1"] {
+        assert!(
+            counters.total(
+                "vfn_port_packets_total",
+                &[("worker", worker), ("direction", "rx")]
+            ) > 0,
+            "worker {worker} received nothing: the kernel used one queue"
+        );
+    }
+    assert_eq!(counters.drops("handoff_full"), 0);
+}

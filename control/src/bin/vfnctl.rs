@@ -909,17 +909,25 @@ async fn run(cli: Cli) -> Result<(), String> {
                     );
                 }
                 println!(
-                    "{:<6} {:>12} {:>12} {:>10} {:>12}",
-                    "WORKER", "BURSTS", "IDLE WAITS", "FLOWS", "ICMP ERRORS"
+                    "{:<6} {:>12} {:>12} {:>10} {:>12} {:>12} {:>12}",
+                    "WORKER",
+                    "BURSTS",
+                    "IDLE WAITS",
+                    "FLOWS",
+                    "ICMP ERRORS",
+                    "HANDED OFF",
+                    "HANDED IN"
                 );
                 for worker in &response.workers {
                     println!(
-                        "{:<6} {:>12} {:>12} {:>10} {:>12}",
+                        "{:<6} {:>12} {:>12} {:>10} {:>12} {:>12} {:>12}",
                         worker.worker,
                         worker.bursts,
                         worker.idle_waits,
                         worker.flows_in_table,
-                        worker.icmp_errors_sent
+                        worker.icmp_errors_sent,
+                        worker.handed_off,
+                        worker.handed_in
                     );
                 }
                 println!("{:<28} {:>6} {:>12}", "DROP REASON", "WORKER", "PACKETS");

@@ -69,6 +69,7 @@ drop_reasons! {
     PuntTooLarge => "punt_too_large", "packet for the router itself is larger than the slow path takes";
     TransmitRingFull => "transmit_ring_full", "egress port's transmit ring or share is full";
     NoFreeFrame => "no_free_frame", "no frame free for a generated packet";
+    HandoffFull => "handoff_full", "the worker that owns the packet's flow has no free handoff slot (it is overloaded)";
     OutboundTooLarge => "outbound_too_large", "frame from the slow path larger than a frame buffer";
 }
 
@@ -120,6 +121,10 @@ pub struct WorkerCounters {
     pub resolve_requests_lost: Counter,
     pub bursts: Counter,
     pub idle_waits: Counter,
+    /// Packets handed to the worker that owns their flow (`handoff.rs`).
+    pub handed_off: Counter,
+    /// Packets other workers handed to this one.
+    pub handed_in: Counter,
 }
 
 impl WorkerCounters {
@@ -132,6 +137,8 @@ impl WorkerCounters {
             resolve_requests_lost: Counter::default(),
             bursts: Counter::default(),
             idle_waits: Counter::default(),
+            handed_off: Counter::default(),
+            handed_in: Counter::default(),
         }
     }
 

@@ -16,6 +16,7 @@ pub mod checksum;
 pub mod counters;
 pub mod fib;
 pub mod flow_snapshot;
+pub mod handoff;
 pub mod icmp;
 pub mod iface;
 pub mod io;

@@ -523,7 +523,7 @@ impl Pipeline {
 /// The 802.1Q VLAN id of a frame (`None`: untagged) and where its L3 header starts. Frames
 /// shorter than their Ethernet header and QinQ or stacked tags are dropped.
 #[inline]
-fn ethernet_layout(frame: &[u8]) -> Decision<(Option<u16>, usize)> {
+pub(crate) fn ethernet_layout(frame: &[u8]) -> Decision<(Option<u16>, usize)> {
     if frame.len() < ETHERNET_HEADER_LEN {
         return Err(Verdict::Drop(DropReason::EthernetTruncated));
     }
@@ -818,12 +818,7 @@ fn transport_facts(protocol: u8, l4: &[u8], has_header: bool, echo: (u8, u8)) ->
 /// The packet an ICMP or ICMPv6 error (`icmp`, from its header on) quotes: its addresses,
 /// protocol and ports (or echo identifier), when the error carries enough of it.
 fn quoted_packet(protocol: u8, icmp: &[u8]) -> Option<Quoted> {
-    const ICMP_HEADER_LEN: usize = 8;
-    let is_error = match protocol {
-        wire::PROTO_ICMP => matches!(icmp.first(), Some(3 | 4 | 5 | 11 | 12)),
-        _ => matches!(icmp.first(), Some(1..=4)),
-    };
-    let inner = icmp.get(ICMP_HEADER_LEN..).filter(|_| is_error)?;
+    let inner = quoted_ip(protocol, icmp)?;
     let (src, dst, proto, l4): (IpAddr, IpAddr, u8, &[u8]) = match inner.first()? >> 4 {
         4 => {
             let header_len = usize::from(inner[0] & 0x0f) * 4;
@@ -866,6 +861,18 @@ fn quoted_packet(protocol: u8, icmp: &[u8]) -> Option<Quoted> {
         dport: ports.1,
         echo_id,
     })
+}
+
+/// The IP packet an ICMP or ICMPv6 error (`icmp`, from its header on) quotes, from its IP header
+/// to the end of the message; `None` for a message that is not an error.
+#[inline]
+pub(crate) fn quoted_ip(protocol: u8, icmp: &[u8]) -> Option<&[u8]> {
+    const ICMP_HEADER_LEN: usize = 8;
+    let is_error = match protocol {
+        wire::PROTO_ICMP => matches!(icmp.first(), Some(3 | 4 | 5 | 11 | 12)),
+        _ => matches!(icmp.first(), Some(1..=4)),
+    };
+    icmp.get(ICMP_HEADER_LEN..).filter(|_| is_error)
 }
 
 /// Checks the UDP or TCP header of a packet whose transport header starts `payload`. `complete`:

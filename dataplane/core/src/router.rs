@@ -16,6 +16,7 @@ use crate::capture::CaptureHub;
 use crate::change::{self, ChangeError, PendingChange, Reply};
 use crate::fib::{Fib, FibError, FibLimits, FibPublisher, RoutesApplied, SharedFib, StaticRoute};
 use crate::flow_snapshot::FlowSnapshots;
+use crate::handoff::{FlowSteering, HandoffHub};
 use crate::iface::{IfIndex, Interface, InterfaceError, Interfaces};
 use crate::io::PacketIo;
 use crate::neigh::{
@@ -60,6 +61,8 @@ pub enum RouterError {
     Fib(#[from] FibError),
     #[error("flow table: {0}")]
     Flows(#[from] vfn_flow::NewTableError),
+    #[error("drawing the flow steering key: {0}")]
+    Randomness(getrandom::Error),
 }
 
 /// Why a replacement of the routes was not made.
@@ -102,6 +105,8 @@ pub struct Router {
     worker_count: u16,
     capture: CaptureHub,
     flow_snapshots: FlowSnapshots,
+    /// Hands packets to the workers that own their flows (several workers steered by handoff).
+    handoff: Option<HandoffHub>,
     slow_path: Option<SlowPath>,
 }
 
@@ -134,6 +139,14 @@ impl Router {
             0
         });
         let fib = publisher.shared();
+        let handoff =
+            if spec.policy.workers > 1 && spec.worker.flow_steering == FlowSteering::Handoff {
+                let mut key = [0u8; 16];
+                getrandom::fill(&mut key).map_err(RouterError::Randomness)?;
+                Some(HandoffHub::new(spec.policy.workers, key))
+            } else {
+                None
+            };
         let slow_path = SlowPath::new(
             interfaces.clone(),
             manager,
@@ -161,6 +174,7 @@ impl Router {
             worker_count: 0,
             capture: CaptureHub::new(spec.port_count, epoch),
             flow_snapshots: FlowSnapshots::new(spec.policy.flows),
+            handoff,
             slow_path: Some(slow_path),
         })
     }
@@ -177,6 +191,10 @@ impl Router {
             snapshots: self.flow_snapshots.register_worker(),
         };
         let capture = self.capture.register_worker(io.frame_capacity());
+        let handoff = self
+            .handoff
+            .as_ref()
+            .and_then(|hub| hub.worker(usize::from(self.worker_count), io.frame_capacity()));
         self.worker_count = self.worker_count.saturating_add(1);
         Ok(Worker::new(
             io,
@@ -194,6 +212,7 @@ impl Router {
             },
             policy,
             capture,
+            handoff,
             self.epoch,
         ))
     }

@@ -15,6 +15,7 @@ use crate::capture::{CaptureCopy, FrameDirection, WorkerCapture};
 use crate::counters::{DropReason, WorkerCounters};
 use crate::fib::SharedFib;
 use crate::flow_snapshot::WorkerFlowSnapshots;
+use crate::handoff::{FlowSteering, WorkerHandoff};
 use crate::icmp::{self, ErrorLink, ErrorReply};
 use crate::iface::IfIndex;
 use crate::io::{FrameId, Packet, PacketIo, PortIndex, TransmitRefused};
@@ -73,6 +74,8 @@ pub struct WorkerConfig {
     pub punt_burst: u64,
     /// A router (the default), or a flow meter over a replayed capture.
     pub pipeline: PipelineMode,
+    /// How both directions of a flow reach one worker when there are several.
+    pub flow_steering: FlowSteering,
 }
 
 impl Default for WorkerConfig {
@@ -89,6 +92,7 @@ impl Default for WorkerConfig {
             punts_per_second: 10_000,
             punt_burst: 1_000,
             pipeline: PipelineMode::Route,
+            flow_steering: FlowSteering::Handoff,
         }
     }
 }
@@ -132,6 +136,9 @@ pub struct Worker<P: PacketIo> {
     idle_iterations: u32,
     policy: WorkerPolicy,
     capture: WorkerCapture,
+    /// Packets to and from the workers that own their flows (`None`: one worker, or the NIC
+    /// steers).
+    handoff: Option<WorkerHandoff>,
     /// The router's clock origin, shared with the slow path and the control side.
     epoch: Instant,
 }
@@ -161,6 +168,7 @@ impl<P: PacketIo> Worker<P> {
         link: SlowPathLink,
         policy: WorkerPolicy,
         capture: WorkerCapture,
+        handoff: Option<WorkerHandoff>,
         epoch: Instant,
     ) -> Worker<P> {
         let counters = Arc::new(WorkerCounters::new(io.port_count()));
@@ -185,6 +193,7 @@ impl<P: PacketIo> Worker<P> {
             idle_iterations: 0,
             policy,
             capture,
+            handoff,
             epoch,
         }
     }
@@ -229,7 +238,11 @@ impl<P: PacketIo> Worker<P> {
     pub fn run(&mut self, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
             let processed = self.poll_once(self.epoch.elapsed());
-            if processed == 0 && self.pending.is_empty() && self.link.outbound.is_empty() {
+            if processed == 0
+                && self.pending.is_empty()
+                && self.link.outbound.is_empty()
+                && self.handoff.as_ref().is_none_or(WorkerHandoff::is_empty)
+            {
                 self.idle_iterations = self.idle_iterations.saturating_add(1);
                 if self.idle_iterations > self.config.idle_spin_iterations {
                     self.counters.idle_waits.add(1);
@@ -275,6 +288,11 @@ impl<P: PacketIo> Worker<P> {
             frame: FrameId(0),
             len: 0,
         }; BURST_MAX];
+        // Only the flow table needs both directions of a flow on one worker.
+        let steer = self.handoff.is_some()
+            && (view.policy.is_some()
+                || !view.overlay.is_empty()
+                || self.policy.state.tracks_flows());
         let mut received = 0;
         for port in 0..self.io.port_count() as PortIndex {
             let count = self.io.receive(port, &mut burst[..self.config.burst_size]);
@@ -292,6 +310,9 @@ impl<P: PacketIo> Worker<P> {
                 if let Some(copy) = self.capture_frame(port, FrameDirection::Received, packet) {
                     self.capture.deliver(copy);
                 }
+                if steer && self.hand_off(port, packet) {
+                    continue;
+                }
                 let buf = self.io.buffer(packet.frame);
                 let verdict = self.pipeline.process(
                     &view,
@@ -304,6 +325,7 @@ impl<P: PacketIo> Worker<P> {
             }
             received += count;
         }
+        received += self.take_handed(&view, now);
         if !self.pending.is_empty() {
             self.service_pending(&view, now);
         }
@@ -318,6 +340,70 @@ impl<P: PacketIo> Worker<P> {
         self.io.flush();
         self.capture.end();
         received
+    }
+
+    /// Hands `packet`, received on `port`, to the worker that owns its flow if that is another
+    /// one; true when the packet left this worker (handed off, or dropped for want of a slot).
+    #[inline]
+    fn hand_off(&mut self, port: PortIndex, packet: Packet) -> bool {
+        let Some(handoff) = &self.handoff else {
+            return false;
+        };
+        let frame = &self.io.buffer(packet.frame)[..packet.len as usize];
+        let Some(owner) = handoff.other_owner(frame) else {
+            return false;
+        };
+        if handoff.send(owner, port, frame) {
+            self.counters.handed_off.add(1);
+        } else {
+            self.counters
+                .count_drop(usize::from(port), DropReason::HandoffFull);
+        }
+        self.io.release(packet.frame);
+        true
+    }
+
+    /// Processes the packets other workers handed to this one, at most a burst per port; returns
+    /// how many it took.
+    fn take_handed(&mut self, view: &BurstView<'_>, now: Duration) -> usize {
+        let limit = self.config.burst_size * self.io.port_count();
+        let mut taken = 0;
+        while taken < limit {
+            let Some(handed) = self.handoff.as_ref().and_then(WorkerHandoff::receive) else {
+                break;
+            };
+            taken += 1;
+            let frame = self.io.allocate();
+            if let Some(frame) = frame {
+                self.io.buffer(frame)[..handed.len].copy_from_slice(&handed.bytes[..handed.len]);
+            }
+            if let Some(handoff) = &self.handoff {
+                handoff.give_back(handed.bytes);
+            }
+            let Some(frame) = frame else {
+                self.counters
+                    .count_drop(usize::from(handed.port), DropReason::NoFreeFrame);
+                continue;
+            };
+            self.counters.handed_in.add(1);
+            let verdict = self.pipeline.process(
+                view,
+                &mut self.policy.state,
+                self.io.buffer(frame),
+                handed.len,
+                handed.port,
+            );
+            self.act(
+                handed.port,
+                Packet {
+                    frame,
+                    len: handed.len as u32,
+                },
+                verdict,
+                now,
+            );
+        }
+        taken
     }
 
     /// A copy of `packet` if the running capture takes it, to deliver or give back.
