@@ -31,5 +31,6 @@ pub mod retire;
 pub mod router;
 pub mod slowpath;
 pub mod telemetry;
+pub mod warm;
 pub mod wire;
 pub mod worker;

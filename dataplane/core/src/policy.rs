@@ -497,6 +497,20 @@ impl PolicyState {
         self.flows.len()
     }
 
+    /// Brings the flows of a burst's `tuples` into the cache ([`crate::warm`]): keys and hashes
+    /// first, then the lookups one after the other, whose misses overlap.
+    #[inline]
+    pub fn warm(&self, tuples: &[Option<PacketTuple>]) {
+        let mut keys = [None; crate::worker::BURST_MAX];
+        for (slot, tuple) in keys.iter_mut().zip(tuples) {
+            *slot = tuple.map(|tuple| {
+                let (key, _) = FlowKey::from_packet(&tuple);
+                (key, self.flows.hash(&key))
+            });
+        }
+        self.flows.warm(&keys);
+    }
+
     /// The flow table, for snapshots.
     pub(crate) fn flows(&self) -> &FlowTable<FlowVerdict> {
         &self.flows

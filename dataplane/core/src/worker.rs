@@ -25,6 +25,7 @@ use crate::pipeline::{BurstView, Pipeline, PipelineMode, Verdict};
 use crate::policy::{PolicyCounters, PolicyState, RuleCounters, SharedPolicy};
 use crate::ratelimit::TokenBucket;
 use crate::slowpath::{HostFrame, Outbound, ToSlowPath};
+use crate::warm::{self, WARM_FLOWS_MIN};
 use crate::wire::{self, IPV4_HEADER_LEN};
 
 /// Largest burst taken from one RX ring.
@@ -288,11 +289,11 @@ impl<P: PacketIo> Worker<P> {
             frame: FrameId(0),
             len: 0,
         }; BURST_MAX];
+        let uses_flows =
+            view.policy.is_some() || !view.overlay.is_empty() || self.policy.state.tracks_flows();
         // Only the flow table needs both directions of a flow on one worker.
-        let steer = self.handoff.is_some()
-            && (view.policy.is_some()
-                || !view.overlay.is_empty()
-                || self.policy.state.tracks_flows());
+        let steer = self.handoff.is_some() && uses_flows;
+        let warm = uses_flows && self.policy.state.flow_count() >= WARM_FLOWS_MIN;
         let mut received = 0;
         for port in 0..self.io.port_count() as PortIndex {
             let count = self.io.receive(port, &mut burst[..self.config.burst_size]);
@@ -305,6 +306,14 @@ impl<P: PacketIo> Worker<P> {
             port_counters
                 .rx_bytes
                 .add(burst[..count].iter().map(|p| u64::from(p.len)).sum());
+            if warm {
+                let mut tuples = [None; BURST_MAX];
+                for (tuple, packet) in tuples.iter_mut().zip(&burst[..count]) {
+                    *tuple =
+                        warm::frame_tuple(&self.io.buffer(packet.frame)[..packet.len as usize]);
+                }
+                self.policy.state.warm(&tuples[..count]);
+            }
             for &packet in &burst[..count] {
                 // As it arrived: the pipeline rewrites it in place.
                 if let Some(copy) = self.capture_frame(port, FrameDirection::Received, packet) {

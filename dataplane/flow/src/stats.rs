@@ -221,6 +221,18 @@ pub struct FlowStats {
 }
 
 impl FlowStats {
+    /// A word from each cache line a packet's update writes, for [`crate::FlowTable::warm`].
+    #[inline]
+    pub(crate) fn touch(&self) -> u64 {
+        self.forward.lengths.count
+            ^ self.forward.last_ns
+            ^ self.reverse.lengths.count
+            ^ self.reverse.last_ns
+            ^ self.inter_arrival.count
+            ^ self.idle.count
+            ^ self.last_ns
+    }
+
     /// Whether the record has no packet yet.
     pub fn is_empty(&self) -> bool {
         self.packets() == 0

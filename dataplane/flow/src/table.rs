@@ -158,6 +158,29 @@ impl<V: Copy> FlowTable<V> {
             .copied()
     }
 
+    /// Reads the index, the entries and the statistics records of the flows of `keys` (with
+    /// their hashes) and throws them away, so that they are in the cache when the packets are
+    /// processed: the flows of a burst, before its first packet is processed. The lookups of
+    /// different packets do not wait for each other, so the processor overlaps their cache
+    /// misses, which it cannot when each lookup sits amid a packet's processing; the records are
+    /// read in a second pass, for the same reason.
+    #[inline]
+    pub fn warm<const N: usize>(&self, keys: &[Option<(FlowKey, u64)>; N]) {
+        let mut slots = [u32::MAX; N];
+        for (slot, key) in slots.iter_mut().zip(keys) {
+            if let Some((key, hash)) = key {
+                *slot = self.find_slot(key, *hash).unwrap_or(u32::MAX);
+            }
+        }
+        let mut touched = 0;
+        for slot in slots {
+            if let Some(record) = self.records.get(slot as usize) {
+                touched ^= record.touch();
+            }
+        }
+        std::hint::black_box(touched);
+    }
+
     /// The flow of `key`, if present.
     pub fn get(&self, key: &FlowKey, hash: u64) -> Option<&FlowEntry<V>> {
         let slot = self.find_slot(key, hash)?;
