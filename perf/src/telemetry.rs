@@ -13,7 +13,7 @@
 
 use std::path::PathBuf;
 
-use vfn_dataplane::telemetry::FlowStats;
+use vfn_flow::{FlowTable, RecordTimeouts, TableMemory, Timeouts};
 use vfn_rules::RuleSetSpec;
 
 use crate::pipeline::{Measurement, Setup, measure, synthetic, trace_flows};
@@ -225,49 +225,6 @@ fn print_rates(rows: &[Row<'_>]) {
     }
 }
 
-/// The flow table's memory, by part, for a capacity: computed from the sizes that
-/// `FlowTable::build` (`dataplane/flow/src/table.rs`) allocates, since the table keeps no
-/// account of its own. All of it is allocated when the worker starts; the entries' slab is
-/// reserved then and touched as flows arrive, the rest written then.
-struct TableMemory {
-    /// The slab: each entry in a 64-byte, 64-aligned line of its own (`CacheLine`).
-    entries: usize,
-    /// One [`FlowStats`] per slot, with telemetry only.
-    statistics: usize,
-    /// hashbrown `HashTable<u32>` made with room for twice the capacity: its buckets are the
-    /// next power of two of 8/7 of that, each a 4-byte slot and a control byte, plus one SSE2
-    /// group (16 bytes) of control bytes (hashbrown 0.17; for 8 flows or more).
-    index: usize,
-    /// The timer wheel: a link (two `u32`) per flow and per slot of its 65,536.
-    wheel: usize,
-    /// The FIFO of flows not established: a link per flow, and its sentinel.
-    fifo: usize,
-    /// The free list: a `u32` per slot.
-    free_list: usize,
-}
-
-impl TableMemory {
-    fn new(capacity: usize, statistics: bool) -> TableMemory {
-        let index_buckets = 2 * capacity * 8 / 7;
-        TableMemory {
-            entries: capacity * 64,
-            statistics: if statistics {
-                capacity * size_of::<FlowStats>()
-            } else {
-                0
-            },
-            index: index_buckets.next_power_of_two() * (size_of::<u32>() + 1) + 16,
-            wheel: (capacity + 65_536) * 8,
-            fifo: (capacity + 1) * 8,
-            free_list: capacity * size_of::<u32>(),
-        }
-    }
-
-    fn total(&self) -> usize {
-        self.entries + self.statistics + self.index + self.wheel + self.fifo + self.free_list
-    }
-}
-
 fn print_memory(capacity: usize) {
     let per_flow = |bytes: usize| bytes as f64 / capacity as f64;
     println!(
@@ -275,7 +232,7 @@ fn print_memory(capacity: usize) {
     );
     println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|");
     for statistics in [false, true] {
-        let memory = TableMemory::new(capacity, statistics);
+        let memory = table_memory(capacity, statistics);
         println!(
             "| telemetry {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
             if statistics { "on" } else { "off" },
@@ -289,5 +246,15 @@ fn print_memory(capacity: usize) {
             per_flow(memory.free_list),
         );
     }
-    println!("(computed from the sizes the table allocates, see perf/src/telemetry.rs)");
+    println!("(as the tables report it: FlowTable::memory)");
+}
+
+/// What a flow table of `capacity` flows allocates, with or without statistics.
+fn table_memory(capacity: usize, statistics: bool) -> TableMemory {
+    let table = if statistics {
+        FlowTable::<u64>::with_statistics(capacity, Timeouts::default(), RecordTimeouts::default())
+    } else {
+        FlowTable::<u64>::new(capacity, Timeouts::default())
+    };
+    table.map(|table| table.memory()).unwrap_or_default()
 }

@@ -304,6 +304,8 @@ pub struct PolicyCounters {
     pub log_events_lost: Counter,
     /// Flows in the worker's table now: a gauge, set once per loop iteration.
     pub flows_in_table: Counter,
+    /// Bytes the worker's flow table allocated at start (a gauge, [`vfn_flow::TableMemory`]).
+    pub flow_table_bytes: Counter,
     /// Flows removed from a full table to make room for new ones.
     pub flows_evicted: Counter,
     /// Flow records queued for the exporter.
@@ -452,6 +454,10 @@ impl PolicyState {
         } else {
             FlowTable::new(limits.flows, limits.timeouts)?
         };
+        let policy_counters = Arc::new(PolicyCounters::default());
+        policy_counters
+            .flow_table_bytes
+            .set(flows.memory().total() as u64);
         Ok(PolicyState {
             flows,
             rule_buckets: Vec::with_capacity(limits.max_rules),
@@ -461,7 +467,7 @@ impl PolicyState {
             limits,
             generation: 0,
             counters: Arc::new(RuleCounters::new(limits.max_rules)),
-            policy_counters: Arc::default(),
+            policy_counters,
             events: None,
             exporter: FlowExporter::default(),
         })

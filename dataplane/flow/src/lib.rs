@@ -150,7 +150,7 @@ pub use key::{
 pub use stats::{DirectionStats, FlowStats, PacketSample, RunningStats, TcpFlagCounts};
 pub use table::{
     CAPACITY_MAX, EVICTION_CANDIDATES_MAX, EvictionCounts, ExpireProgress, FlowCursor, FlowSlot,
-    FlowTable,
+    FlowTable, TableMemory,
 };
 pub use tcp::{TcpFlags, TcpState, update_tcp_state};
 pub use timeouts::{RecordTimeouts, TIMEOUT_MAX, Timeouts};

@@ -27,6 +27,11 @@ impl LinkArena {
         }
     }
 
+    /// Bytes allocated for the links.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.links.capacity() * size_of::<Link>()
+    }
+
     pub(crate) fn next(&self, node: u32) -> u32 {
         self.links[node as usize].next
     }

@@ -59,6 +59,31 @@ pub struct FlowCursor {
     next_slot: u32,
 }
 
+/// The memory a flow table allocated, by part, in bytes. All of it is allocated when the table
+/// is made; the entries' slab is reserved then and touched as flows arrive, the rest is written
+/// then.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableMemory {
+    /// The slab: each entry in a 64-byte line of its own.
+    pub entries: usize,
+    /// One [`FlowStats`] per slot, with statistics only.
+    pub statistics: usize,
+    /// The hash index (hashbrown), made with room for twice the capacity.
+    pub index: usize,
+    /// The timer wheel: a link per flow and per slot.
+    pub wheel: usize,
+    /// The FIFO of flows not established: a link per flow, and its sentinel.
+    pub fifo: usize,
+    /// The free list: a slot number per flow.
+    pub free_list: usize,
+}
+
+impl TableMemory {
+    pub fn total(&self) -> usize {
+        self.entries + self.statistics + self.index + self.wheel + self.fifo + self.free_list
+    }
+}
+
 /// One worker's flow table. See the crate documentation for the design and the full-table
 /// policy.
 pub struct FlowTable<V> {
@@ -143,6 +168,18 @@ impl<V: Copy> FlowTable<V> {
             hasher: SipHasher13::new_with_key(&hash_key),
             evictions: EvictionCounts::default(),
         })
+    }
+
+    /// What the table allocated, by part.
+    pub fn memory(&self) -> TableMemory {
+        TableMemory {
+            entries: self.entries.capacity() * size_of::<CacheLine<FlowEntry<V>>>(),
+            statistics: self.records.capacity() * size_of::<FlowStats>(),
+            index: self.index.allocation_size(),
+            wheel: self.wheel.memory_bytes(),
+            fifo: self.unestablished.memory_bytes(),
+            free_list: self.free_slots.capacity() * size_of::<u32>(),
+        }
     }
 
     /// The key's hash under this table's secret key (SipHash-1-3): compute it once per packet and

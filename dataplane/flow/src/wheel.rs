@@ -50,6 +50,11 @@ impl TimerWheel {
         }
     }
 
+    /// Bytes allocated for the wheel (a link per node and per slot).
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.links.memory_bytes()
+    }
+
     fn sentinel(&self, tick: u64) -> u32 {
         // The remainder is below SLOT_COUNT, a u32.
         self.first_sentinel + (tick % u64::from(SLOT_COUNT)) as u32

@@ -35,6 +35,7 @@ fn flood_packet(index: u32) -> PacketTuple {
 fn flood(established: u32) -> (FlowTable<u32>, usize) {
     let mut table = FlowTable::new(CAPACITY, Timeouts::default()).expect("valid configuration");
     let buckets = table.index_bucket_count();
+    let memory = table.memory();
     establish(&mut table, established, START);
     let mut refused = 0;
     for index in 0..10 * CAPACITY as u32 {
@@ -55,6 +56,7 @@ fn flood(established: u32) -> (FlowTable<u32>, usize) {
         let progress = table.expire(now, 64, |_| {});
         assert_eq!(progress.expired, 0, "a flow expired during the flood");
         assert_eq!(table.index_bucket_count(), buckets, "the index grew");
+        assert_eq!(table.memory(), memory, "the table allocated");
         assert!(table.len() <= CAPACITY);
     }
     (table, refused)
@@ -176,4 +178,28 @@ fn idle_flows_are_evicted_before_active_unestablished_ones() {
     assert!(!support::contains(&table, &idle));
     assert!(support::contains(&table, &newcomer));
     assert_eq!(table.evictions().idle, 1);
+}
+
+#[test]
+fn the_table_reports_what_it_allocated() {
+    let table: FlowTable<u32> = FlowTable::new(CAPACITY, Timeouts::default()).expect("valid");
+    let memory = table.memory();
+    assert_eq!(memory.entries, CAPACITY * 64, "an entry per 64-byte line");
+    assert_eq!(memory.statistics, 0);
+    // At least a 4-byte slot and a control byte per bucket, twice the capacity in buckets.
+    assert!(memory.index >= table.index_bucket_count() * 5, "{memory:?}");
+    assert!(table.index_bucket_count() >= 2 * CAPACITY);
+    assert_eq!(memory.free_list, CAPACITY * 4);
+    let with_statistics: FlowTable<u32> = FlowTable::with_statistics(
+        CAPACITY,
+        Timeouts::default(),
+        vfn_flow::RecordTimeouts::default(),
+    )
+    .expect("valid");
+    let statistics = with_statistics.memory().statistics;
+    assert_eq!(statistics, CAPACITY * size_of::<vfn_flow::FlowStats>());
+    assert_eq!(
+        with_statistics.memory().total(),
+        memory.total() + statistics
+    );
 }
