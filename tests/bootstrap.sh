@@ -54,6 +54,8 @@ test)
     cargo fmt --all -- --check
     cargo build --workspace --all-targets
     cargo clippy --workspace --all-targets -- -D warnings
+    # The documentation's links resolve (a renamed item breaks them silently otherwise).
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
     # Root tests (namespaces, AF_XDP) live in their own test binaries, which cargo runs one
     # after another; inside a binary they take a lock, so none overlap.
     cargo test --workspace

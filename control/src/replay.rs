@@ -185,7 +185,7 @@ pub struct FlowsReplayed {
     pub evicted: u64,
 }
 
-/// Replays the capture `input` through one worker in replay mode ([`PipelineMode::Replay`]: no
+/// Replays the capture `input` through one worker in replay mode ([`PipelineMode::Replay`](vfn_dataplane::pipeline::PipelineMode::Replay): no
 /// L2, address or route check, every IP packet counted in its flow at its capture time) with
 /// every flow and record timeout longer than the capture, so each flow lasts to the end, where
 /// its record ends (`forced_end`). Writes one CSV line per record to `output`, by first packet.

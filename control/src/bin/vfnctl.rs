@@ -88,7 +88,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum RulesetCommand {
-    /// Apply a policy file (the shape of the config's [policy] section), replacing the rule set
+    /// Apply a policy file (the shape of the config's policy section), replacing the rule set
     /// in force atomically.
     Apply {
         file: PathBuf,

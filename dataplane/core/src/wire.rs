@@ -93,7 +93,7 @@ pub struct Ipv6Layers {
 const EXTENSION_HEADERS_MAX: usize = 8;
 
 /// Walks hop-by-hop, routing, destination-options and fragment headers; `None` when they run
-/// past the packet or there are more than [`EXTENSION_HEADERS_MAX`].
+/// past the packet or there are more than `EXTENSION_HEADERS_MAX` (8).
 pub fn ipv6_layers(packet: &[u8]) -> Option<Ipv6Layers> {
     let mut next = *packet.get(ipv6::NEXT_HEADER)?;
     let mut offset = IPV6_HEADER_LEN;

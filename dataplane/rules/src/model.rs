@@ -1,5 +1,5 @@
 //! The rule model: what the config file and, later, the API carry. Plain data; the compiler
-//! ([`crate::compile`]) validates it whole and turns it into classifiers.
+//! ([`crate::compile()`]) validates it whole and turns it into classifiers.
 
 use ipnet::IpNet;
 
