@@ -347,7 +347,6 @@ impl Collected {
             let flows = i64::try_from(policy.flows_in_table.get()).unwrap_or(i64::MAX);
             ConstGauge::new(flows).encode(occupancy.encode_family(&labels)?)?;
         }
-        drop(occupancy);
         let mut table_bytes = encoder.encode_descriptor(
             "vfn_flow_table_bytes",
             "Memory a worker's flow table allocated at start (entries, statistics, index, timers).",
@@ -359,7 +358,7 @@ impl Collected {
             let bytes = i64::try_from(policy.flow_table_bytes.get()).unwrap_or(i64::MAX);
             ConstGauge::new(bytes).encode(table_bytes.encode_family(&labels)?)?;
         }
-        drop(table_bytes);
+
         let Some(policy) = self.policy.load_full() else {
             return Ok(());
         };

@@ -547,8 +547,9 @@ pub fn run_all(args: &Args) -> Result<(), String> {
         } else {
             format!(" {} |", median_min_max(lossless))
         };
+        let offered_mpps = mpps_median_min_max(offered).0;
         println!(
-            "| {} | {} |{lossless} {} | {placement} |",
+            "| {} | {} |{lossless} {offered_mpps:.3} | {placement} |",
             if row == Row::VfnRules {
                 format!("VFN, the {} rules, flow table", args.rules)
             } else if row == Row::VfnFeatures {
@@ -560,7 +561,6 @@ pub fn run_all(args: &Args) -> Result<(), String> {
                 row.name().to_string()
             },
             median_min_max(full),
-            format!("{:.3}", mpps_median_min_max(offered).0)
         );
     }
     Ok(())

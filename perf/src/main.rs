@@ -1,12 +1,14 @@
 //! `vfn-perf`: benchmarks of the VFN.
 //!
 //! `pipeline` (the whole worker in memory), `telemetry` (what flow telemetry costs it),
+//! `handoff` (what handing packets between workers costs),
 //! `classbench` (the classifier against DPDK's rte_acl), `lab` (routers between lab namespaces,
 //! with an XDP generator and sink) and `apply` (rule-set apply latency through the control API,
 //! under traffic, against `nft -f`); each module says what it measures.
 
 mod apply;
 mod classify;
+mod handoff;
 mod lab;
 mod pipeline;
 mod rulesets;
@@ -27,6 +29,8 @@ enum Command {
     Pipeline(pipeline::Args),
     /// What flow telemetry costs the in-memory pipeline: 1k to 1M flows, off and on, interleaved.
     Telemetry(telemetry::Args),
+    /// What handing packets to the worker that owns their flow costs, in memory, one core.
+    Handoff(handoff::Args),
     /// The packet classifier on ClassBench sets, against DPDK's rte_acl.
     Classbench(classify::Args),
     /// Routers between two lab namespaces, measured with an XDP generator and sink (root).
@@ -43,6 +47,7 @@ fn main() -> std::process::ExitCode {
         }
         Command::Pipeline(args) => pipeline::run(&args),
         Command::Telemetry(args) => telemetry::run(&args),
+        Command::Handoff(args) => handoff::run(&args),
         Command::Lab(args) => lab::run_all(&args),
         Command::Apply(args) => apply::run(&args),
     };

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use etherparse::PacketBuilder;
 use vfn_dataplane::fib::{FibLimits, StaticRoute};
+use vfn_dataplane::handoff::FlowSteering;
 use vfn_dataplane::iface::{Interface, RpFilter};
 use vfn_dataplane::mem_io::{MemIo, MemIoConfig};
 use vfn_dataplane::neigh::{NeighbourKey, NeighbourTimers};
@@ -17,7 +18,7 @@ use vfn_dataplane::policy::PolicyLimits;
 use vfn_dataplane::router::{Router, RouterSpec};
 use vfn_dataplane::telemetry::TelemetryConfig;
 use vfn_dataplane::wire::LearnPolicy;
-use vfn_dataplane::worker::WorkerConfig;
+use vfn_dataplane::worker::{Worker, WorkerConfig};
 use vfn_rules::{CompileLimits, Context, RuleSetSpec};
 
 #[derive(clap::Args)]
@@ -128,6 +129,9 @@ pub(crate) struct Setup<'a> {
     /// The flow table's capacity (`PolicyLimits::flows`).
     pub table_flows: usize,
     pub seconds: f64,
+    /// `None`: one worker. Some: two workers, both polled by this thread, steering flows so;
+    /// all traffic arrives at the first (`vfn-perf handoff`).
+    pub two_workers: Option<FlowSteering>,
 }
 
 /// What one [`measure`] saw.
@@ -139,6 +143,8 @@ pub(crate) struct Measurement {
     pub elapsed: Duration,
     /// Flows in the table after the warm-up (0 without telemetry and without rules).
     pub flows_in_table: usize,
+    /// Packets handed from one worker to the other in the measured time.
+    pub handed_off: u64,
 }
 
 impl Measurement {
@@ -183,9 +189,13 @@ pub(crate) fn measure(setup: Setup<'_>) -> Result<Measurement, String> {
         fib_limits: FibLimits::default(),
         neighbour_capacity: 64,
         neighbour_timers: NeighbourTimers::default(),
-        worker: WorkerConfig::default(),
+        worker: WorkerConfig {
+            flow_steering: setup.two_workers.unwrap_or_default(),
+            ..WorkerConfig::default()
+        },
         policy: PolicyLimits {
             flows: setup.table_flows,
+            workers: if setup.two_workers.is_some() { 2 } else { 1 },
             telemetry: TelemetryConfig {
                 enabled: setup.telemetry,
                 ..TelemetryConfig::default()
@@ -215,24 +225,40 @@ pub(crate) fn measure(setup: Setup<'_>) -> Result<Measurement, String> {
         .map_err(|e| e.to_string())?;
         router.policy.publish(Some(rules));
     }
-    let mut io = MemIo::new(MemIoConfig {
-        ports: 2,
-        frame_count: 4096,
-        frame_size: 2048,
-        ring_size: 1024,
-    });
-    io.generate(0, setup.templates);
-    io.discard_sent(1);
-    let mut worker = router.worker(io).map_err(|e| e.to_string())?;
+    let mut workers = Vec::with_capacity(2);
+    for index in 0..if setup.two_workers.is_some() { 2 } else { 1 } {
+        let mut io = MemIo::new(MemIoConfig {
+            ports: 2,
+            frame_count: 4096,
+            frame_size: 2048,
+            ring_size: 1024,
+        });
+        if index == 0 {
+            io.generate(0, setup.templates.clone());
+        }
+        io.discard_sent(1);
+        workers.push(router.worker(io).map_err(|e| e.to_string())?);
+    }
+    let poll_all = |workers: &mut [Worker<MemIo>], now: Duration| -> u64 {
+        workers
+            .iter_mut()
+            .map(|worker| worker.poll_once(now) as u64)
+            .sum()
+    };
+    let forwarded =
+        |workers: &[Worker<MemIo>]| -> u64 { workers.iter().map(|w| w.io().sent_packets(1)).sum() };
+    let handed_off = |workers: &[Worker<MemIo>]| -> u64 {
+        workers.iter().map(|w| w.counters().handed_off.get()).sum()
+    };
     // Warm up caches, branch predictors and the flow table: every flow is in the table before
     // the measured time, which sees established flows only.
     let warm_until = Instant::now() + Duration::from_millis(300);
     let mut warm_received = 0;
     while Instant::now() < warm_until || warm_received < template_count {
-        warm_received += worker.poll_once(Duration::ZERO) as u64;
+        warm_received += poll_all(&mut workers, Duration::ZERO);
     }
-    let flows_in_table = worker.flow_count();
-    let before = worker.io().sent_packets(1);
+    let flows_in_table = workers.iter().map(Worker::flow_count).sum();
+    let (forwarded_before, handed_before) = (forwarded(&workers), handed_off(&workers));
     let mut received = 0;
     let start = Instant::now();
     let deadline = Duration::from_secs_f64(setup.seconds);
@@ -240,13 +266,14 @@ pub(crate) fn measure(setup: Setup<'_>) -> Result<Measurement, String> {
     while now < deadline {
         // The clock is read once per burst, as the worker loop does.
         now = start.elapsed();
-        received += worker.poll_once(now) as u64;
+        received += poll_all(&mut workers, now);
     }
     Ok(Measurement {
-        forwarded: worker.io().sent_packets(1) - before,
+        forwarded: forwarded(&workers) - forwarded_before,
         received,
         elapsed: start.elapsed(),
         flows_in_table,
+        handed_off: handed_off(&workers) - handed_before,
     })
 }
 
@@ -295,6 +322,7 @@ pub fn run(args: &Args) -> Result<(), String> {
                 telemetry: args.telemetry,
                 table_flows,
                 seconds: args.seconds,
+                two_workers: None,
             })?;
             rates.push(measured.mpps());
         }

@@ -161,6 +161,7 @@ impl<'a> Row<'a> {
             telemetry,
             table_flows,
             seconds: args.seconds,
+            two_workers: None,
         })
     }
 }

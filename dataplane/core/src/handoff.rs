@@ -6,11 +6,13 @@
 //! that lets them pass, and telemetry would report two one-way flows. So, whenever the flow table
 //! is in use (a rule set, dynamic entries or flow telemetry), the worker that receives an IP
 //! packet computes the worker that owns its flow and, when that is another worker, copies the
-//! packet into one of the owner's handoff slots and frees its own frame. The owner takes handed
-//! packets once per loop iteration, copies each into a frame of its own pool and processes it as
-//! if it had received it on the same port (ports have the same index on every worker).
+//! packet into a batch for the owner and frees its own frame; a batch goes to the owner when it
+//! is full or at the end of the sender's loop iteration (as VPP's handoff queues carry frames of
+//! buffers, not buffers: one queue operation per batch). The owner takes handed batches once per
+//! loop iteration, copies each packet into a frame of its own pool and processes it as if it had
+//! received it on the same port (ports have the same index on every worker).
 //!
-//! The owner is a keyed hash of the unordered pair of IP addresses, so it is symmetric; for an
+//! The owner is a seeded hash of the unordered pair of IP addresses, so it is symmetric; for an
 //! ICMP error, of the pair of the packet it quotes, so that the error meets the flow it belongs
 //! to. Addresses rather than ports, because later fragments carry no ports and must meet their
 //! first fragment's verdict: the same choice as symmetric RSS configured to hash addresses only
@@ -18,22 +20,24 @@
 //! worker. A NIC already configured that way can spare the copies: [`FlowSteering::Nic`] trusts
 //! it and hands nothing off.
 //!
-//! Slots are allocated when a worker is built: [`HANDOFF_SLOTS`] of a frame's size per worker,
-//! circulating between its inbound queue and its free list. A sender that finds the owner's free
-//! list empty (the owner is overloaded) drops the packet and counts it
+//! Batches are allocated when a worker is built: [`HANDOFF_BATCHES`] of [`HANDOFF_BATCH`] frames
+//! per worker, circulating between its inbound queue and its free list. A sender that finds the
+//! owner's free list empty (the owner is overloaded) drops the packet and counts it
 //! ([`DropReason::HandoffFull`](crate::counters::DropReason::HandoffFull)); nobody waits.
 
-use std::hash::Hasher;
+use std::hash::{BuildHasher, Hasher};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
-use siphasher::sip::SipHasher13;
+use hashbrown::DefaultHashBuilder;
 
 use crate::io::PortIndex;
 use crate::pipeline::{ethernet_layout, quoted_ip};
 use crate::wire;
 
-/// Packets in flight to one worker (and slots it owns).
-pub const HANDOFF_SLOTS: usize = 1024;
+/// Packets in one batch handed from a worker to another.
+pub const HANDOFF_BATCH: usize = 32;
+/// Batches in flight to one worker (and batches it owns): 2,048 packets.
+pub const HANDOFF_BATCHES: usize = 64;
 
 /// How the two directions of a flow reach one worker when there are several.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,26 +50,21 @@ pub enum FlowSteering {
     Nic,
 }
 
-/// A packet on its way to the worker that owns its flow.
-pub struct Handed {
-    /// The port it arrived on.
-    pub port: PortIndex,
-    pub len: usize,
-    /// One of the owner's slots.
-    pub bytes: Slot,
-}
-
-/// The keyed, symmetric hash that names a packet's owner; the same key on every worker.
+/// The keyed, symmetric hash that names a packet's owner; the same key on every worker. The
+/// hash is foldhash (hashbrown's default), seeded at random per start: fast, and an outsider
+/// who cannot learn the seed cannot aim a flood at one worker (a hash that must also resist
+/// someone who learns outputs, as the flow table's SipHash does, costs several times more on
+/// every packet, and a worker it would overload only drops, counted).
 #[derive(Clone, Debug)]
 pub struct Steering {
-    hasher: SipHasher13,
+    hasher: DefaultHashBuilder,
     workers: u64,
 }
 
 impl Steering {
-    pub fn new(key: [u8; 16], workers: usize) -> Steering {
+    pub fn new(hasher: DefaultHashBuilder, workers: usize) -> Steering {
         Steering {
-            hasher: SipHasher13::new_with_key(&key),
+            hasher,
             workers: workers as u64,
         }
     }
@@ -76,7 +75,7 @@ impl Steering {
     pub fn owner(&self, frame: &[u8]) -> Option<usize> {
         let (a, b) = flow_addresses(frame)?;
         let (low, high) = if a <= b { (a, b) } else { (b, a) };
-        let mut hasher = self.hasher;
+        let mut hasher = self.hasher.build_hasher();
         hasher.write(low);
         hasher.write(high);
         // Multiply-shift maps the hash onto 0..workers without a division.
@@ -130,37 +129,100 @@ fn ipv6_addresses(ip: &[u8]) -> Option<(&[u8], &[u8])> {
     .filter(|_| ip[0] >> 4 == 6)
 }
 
-/// A slot: a frame's worth of bytes.
-type Slot = Box<[u8]>;
+/// A batch of packets on its way to the worker that owns their flows: up to [`HANDOFF_BATCH`]
+/// frames, copied one after the other (a batch of small packets touches few cache lines).
+pub struct Batch {
+    count: usize,
+    ports: [PortIndex; HANDOFF_BATCH],
+    /// Where each packet ends in `bytes`; the first starts at 0, the others where the previous
+    /// ends.
+    ends: [usize; HANDOFF_BATCH],
+    /// The largest frame a batch takes (the workers' frame size).
+    frame_capacity: usize,
+    /// Room for [`HANDOFF_BATCH`] frames of the largest size.
+    bytes: Box<[u8]>,
+}
+
+impl Batch {
+    fn new(frame_capacity: usize) -> Batch {
+        Batch {
+            count: 0,
+            ports: [0; HANDOFF_BATCH],
+            ends: [0; HANDOFF_BATCH],
+            frame_capacity,
+            bytes: vec![0u8; HANDOFF_BATCH * frame_capacity].into_boxed_slice(),
+        }
+    }
+
+    fn used(&self) -> usize {
+        self.count.checked_sub(1).map_or(0, |last| self.ends[last])
+    }
+
+    /// Appends `frame`, received on `port`; false when it is full or the frame does not fit.
+    fn push(&mut self, port: PortIndex, frame: &[u8]) -> bool {
+        let start = self.used();
+        let Some(room) = self.bytes.get_mut(start..start + frame.len()) else {
+            return false;
+        };
+        if self.count == HANDOFF_BATCH || frame.len() > self.frame_capacity {
+            return false;
+        }
+        room.copy_from_slice(frame);
+        self.ports[self.count] = port;
+        self.ends[self.count] = start + frame.len();
+        self.count += 1;
+        true
+    }
+
+    fn is_full(&self) -> bool {
+        self.count == HANDOFF_BATCH
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Packet `index`: the port it arrived on and its bytes.
+    pub fn packet(&self, index: usize) -> Option<(PortIndex, &[u8])> {
+        let start = index
+            .checked_sub(1)
+            .map_or(0, |previous| self.ends[previous]);
+        (index < self.count).then(|| (self.ports[index], &self.bytes[start..self.ends[index]]))
+    }
+}
 
 /// The queues of every worker, made when the router is built; each worker takes its end.
 pub struct HandoffHub {
     steering: Steering,
-    /// Per worker: packets handed to it.
-    inbound: Vec<(Sender<Handed>, Receiver<Handed>)>,
-    /// Per worker: its free slots, which senders take and it gives back.
-    free: Vec<(Sender<Slot>, Receiver<Slot>)>,
+    /// Per worker: batches handed to it.
+    inbound: Vec<(Sender<Batch>, Receiver<Batch>)>,
+    /// Per worker: its empty batches, which senders take and it gives back.
+    free: Vec<(Sender<Batch>, Receiver<Batch>)>,
 }
 
 impl HandoffHub {
-    /// The queues of `workers` workers steered by `key` (the same on all of them).
-    pub fn new(workers: usize, key: [u8; 16]) -> HandoffHub {
+    /// The queues of `workers` workers, steered by a hash seeded now (the same on all of them).
+    pub fn new(workers: usize) -> HandoffHub {
         HandoffHub {
-            steering: Steering::new(key, workers),
-            inbound: (0..workers).map(|_| bounded(HANDOFF_SLOTS)).collect(),
-            free: (0..workers).map(|_| bounded(HANDOFF_SLOTS)).collect(),
+            steering: Steering::new(DefaultHashBuilder::default(), workers),
+            inbound: (0..workers).map(|_| bounded(HANDOFF_BATCHES)).collect(),
+            free: (0..workers).map(|_| bounded(HANDOFF_BATCHES)).collect(),
         }
     }
 
-    /// Worker `index`'s end, with its slots of `frame_capacity` bytes allocated now; `None` for an
-    /// index beyond the workers the hub was made for.
+    /// Worker `index`'s end, with its batches for frames of `frame_capacity` bytes allocated
+    /// now; `None` for an index beyond the workers the hub was made for.
     pub fn worker(&self, index: usize, frame_capacity: usize) -> Option<WorkerHandoff> {
         let (inbound_sender, inbound) = self.inbound.get(index)?;
         let (give_back, free) = &self.free[index];
         debug_assert!(inbound_sender.is_empty() && free.is_empty());
-        for _ in 0..HANDOFF_SLOTS {
-            // The list holds exactly HANDOFF_SLOTS: this never fails.
-            let _ = give_back.try_send(vec![0u8; frame_capacity].into_boxed_slice());
+        for _ in 0..HANDOFF_BATCHES {
+            // The list holds exactly HANDOFF_BATCHES: this never fails.
+            let _ = give_back.try_send(Batch::new(frame_capacity));
         }
         Some(WorkerHandoff {
             index,
@@ -175,6 +237,7 @@ impl HandoffHub {
                     inbound: sender.clone(),
                     free: free.clone(),
                     give_back: give_back.clone(),
+                    open: None,
                 })
                 .collect(),
         })
@@ -182,17 +245,19 @@ impl HandoffHub {
 }
 
 struct Peer {
-    inbound: Sender<Handed>,
-    free: Receiver<Slot>,
-    give_back: Sender<Slot>,
+    inbound: Sender<Batch>,
+    free: Receiver<Batch>,
+    give_back: Sender<Batch>,
+    /// The batch this worker is filling for the peer.
+    open: Option<Batch>,
 }
 
 /// One worker's end of the handoff.
 pub struct WorkerHandoff {
     index: usize,
     steering: Steering,
-    inbound: Receiver<Handed>,
-    give_back: Sender<Slot>,
+    inbound: Receiver<Batch>,
+    give_back: Sender<Batch>,
     /// Every worker's queues, this one's included (never used), by worker index.
     peers: Box<[Peer]>,
 }
@@ -206,47 +271,65 @@ impl WorkerHandoff {
             .filter(|&owner| owner != self.index)
     }
 
-    /// Copies `frame`, received on `port`, to worker `owner`; false when the owner has no free
-    /// slot (or the frame does not fit one), and nothing was sent.
-    pub fn send(&self, owner: usize, port: PortIndex, frame: &[u8]) -> bool {
-        let Some(peer) = self.peers.get(owner) else {
+    /// Copies `frame`, received on `port`, into the batch for worker `owner`, sending the batch
+    /// when it is full; false when the owner has no empty batch (or the frame does not fit one),
+    /// and nothing was copied.
+    pub fn send(&mut self, owner: usize, port: PortIndex, frame: &[u8]) -> bool {
+        let Some(peer) = self.peers.get_mut(owner) else {
             return false;
         };
-        let Ok(mut bytes) = peer.free.try_recv() else {
+        if peer.open.is_none() {
+            peer.open = peer.free.try_recv().ok();
+        }
+        let Some(batch) = &mut peer.open else {
             return false;
         };
-        let Some(slot) = bytes.get_mut(..frame.len()) else {
-            // Every worker's frames have the same size: only a misconfiguration gets here.
-            let _ = peer.give_back.try_send(bytes);
+        if !batch.push(port, frame) {
             return false;
-        };
-        slot.copy_from_slice(frame);
-        // A slot taken from the free list always has room in the inbound queue (both hold
-        // HANDOFF_SLOTS, and a slot is in one or the other or in a worker's hands).
-        peer.inbound
-            .try_send(Handed {
-                port,
-                len: frame.len(),
-                bytes,
-            })
-            .is_ok()
+        }
+        if batch.is_full() {
+            Self::send_open(peer);
+        }
+        true
     }
 
-    /// The next packet handed to this worker.
+    /// Sends every batch begun for another worker: once per loop iteration, so that handed
+    /// packets wait at most one iteration of the sender.
+    pub fn flush(&mut self) {
+        for peer in &mut self.peers {
+            if peer.open.as_ref().is_some_and(|batch| !batch.is_empty()) {
+                Self::send_open(peer);
+            }
+        }
+    }
+
+    fn send_open(peer: &mut Peer) {
+        if let Some(batch) = peer.open.take() {
+            // A batch taken from the free list always has room in the inbound queue (both hold
+            // HANDOFF_BATCHES, and a batch is in one or the other or in a worker's hands); were
+            // it refused, it goes back to the free list and its packets are lost.
+            if let Err(refused) = peer.inbound.try_send(batch) {
+                let _ = peer.give_back.try_send(refused.into_inner());
+            }
+        }
+    }
+
+    /// The next batch handed to this worker.
     #[inline]
-    pub fn receive(&self) -> Option<Handed> {
+    pub fn receive(&self) -> Option<Batch> {
         self.inbound.try_recv().ok()
     }
 
-    /// Whether packets wait to be taken.
+    /// Whether batches wait to be taken.
     pub fn is_empty(&self) -> bool {
         self.inbound.is_empty()
     }
 
-    /// Returns a slot taken by [`WorkerHandoff::receive`] to this worker's free list.
-    pub fn give_back(&self, bytes: Slot) {
-        // The list has room for every slot this worker owns.
-        let _ = self.give_back.try_send(bytes);
+    /// Returns a batch taken by [`WorkerHandoff::receive`], emptied, to this worker's free list.
+    pub fn give_back(&self, mut batch: Batch) {
+        batch.count = 0;
+        // The list has room for every batch this worker owns.
+        let _ = self.give_back.try_send(batch);
     }
 }
 
@@ -290,7 +373,7 @@ mod tests {
 
     #[test]
     fn both_directions_have_one_owner_and_pairs_spread_over_workers() {
-        let steering = Steering::new([7; 16], 4);
+        let steering = Steering::new(DefaultHashBuilder::default(), 4);
         let mut seen = [0usize; 4];
         for host in 0..=255u8 {
             let there = ipv4_frame(
@@ -318,7 +401,7 @@ mod tests {
 
     #[test]
     fn an_icmp_error_goes_where_the_flow_it_quotes_goes() {
-        let steering = Steering::new([3; 16], 8);
+        let steering = Steering::new(DefaultHashBuilder::default(), 8);
         let flow = ipv4_frame([198, 18, 0, 2], [198, 19, 0, 9], wire::PROTO_UDP, &[0; 8]);
         // Time exceeded from a router on the way, quoting the flow's packet.
         let mut error = vec![11, 0, 0, 0, 0, 0, 0, 0];
@@ -335,7 +418,7 @@ mod tests {
 
     #[test]
     fn a_later_fragment_goes_where_its_first_fragment_goes() {
-        let steering = Steering::new([9; 16], 8);
+        let steering = Steering::new(DefaultHashBuilder::default(), 8);
         let first = ipv4_frame([198, 18, 0, 2], [198, 19, 0, 9], wire::PROTO_UDP, &[0; 8]);
         let mut later = first.clone();
         // Offset 185 * 8 bytes, no more fragments: its payload is no UDP header.
@@ -346,7 +429,7 @@ mod tests {
 
     #[test]
     fn frames_that_are_not_ip_have_no_owner() {
-        let steering = Steering::new([1; 16], 2);
+        let steering = Steering::new(DefaultHashBuilder::default(), 2);
         let mut arp = vec![0u8; 42];
         arp[12..14].copy_from_slice(&wire::ETHERTYPE_ARP.to_be_bytes());
         assert_eq!(steering.owner(&arp), None);
@@ -356,22 +439,34 @@ mod tests {
     }
 
     #[test]
-    fn slots_circulate_and_an_overloaded_owner_refuses() {
-        let hub = HandoffHub::new(2, [5; 16]);
-        let zero = hub.worker(0, 64).expect("worker 0");
+    fn batches_circulate_and_an_overloaded_owner_refuses() {
+        let hub = HandoffHub::new(2);
+        let mut zero = hub.worker(0, 64).expect("worker 0");
         let one = hub.worker(1, 64).expect("worker 1");
         assert!(hub.worker(2, 64).is_none());
-        let frame = [0xabu8; 60];
         assert!(!zero.send(1, 3, &[0u8; 65]), "larger than a slot");
-        for _ in 0..HANDOFF_SLOTS {
-            assert!(zero.send(1, 3, &frame));
+        // A batch leaves when full, or at the flush.
+        for n in 0..HANDOFF_BATCH + 1 {
+            assert!(zero.send(1, 3, &[n as u8; 60]));
         }
-        // Every slot of worker 1 is in its inbound queue: the next is refused.
-        assert!(!zero.send(1, 3, &frame));
-        let handed = one.receive().expect("handed");
-        assert_eq!((handed.port, &handed.bytes[..handed.len]), (3, &frame[..]));
-        one.give_back(handed.bytes);
-        assert!(zero.send(1, 3, &frame));
+        let full = one.receive().expect("a full batch");
+        assert_eq!(full.len(), HANDOFF_BATCH);
+        assert_eq!(full.packet(5), Some((3, &[5u8; 60][..])));
+        assert!(
+            one.receive().is_none(),
+            "the open batch waits for the flush"
+        );
+        zero.flush();
+        let last = one.receive().expect("the flushed batch");
+        assert_eq!(last.packet(0), Some((3, &[HANDOFF_BATCH as u8; 60][..])));
+        assert_eq!(last.packet(1), None);
+        one.give_back(full);
+        one.give_back(last);
+        // Every batch of worker 1 filled and unread: the next packet is refused.
+        for _ in 0..HANDOFF_BATCHES * HANDOFF_BATCH {
+            assert!(zero.send(1, 3, &[0u8; 60]));
+        }
+        assert!(!zero.send(1, 3, &[0u8; 60]));
         assert!(zero.receive().is_none());
     }
 }

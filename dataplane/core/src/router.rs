@@ -61,8 +61,6 @@ pub enum RouterError {
     Fib(#[from] FibError),
     #[error("flow table: {0}")]
     Flows(#[from] vfn_flow::NewTableError),
-    #[error("drawing the flow steering key: {0}")]
-    Randomness(getrandom::Error),
 }
 
 /// Why a replacement of the routes was not made.
@@ -139,14 +137,9 @@ impl Router {
             0
         });
         let fib = publisher.shared();
-        let handoff =
-            if spec.policy.workers > 1 && spec.worker.flow_steering == FlowSteering::Handoff {
-                let mut key = [0u8; 16];
-                getrandom::fill(&mut key).map_err(RouterError::Randomness)?;
-                Some(HandoffHub::new(spec.policy.workers, key))
-            } else {
-                None
-            };
+        let handoff = (spec.policy.workers > 1
+            && spec.worker.flow_steering == FlowSteering::Handoff)
+            .then(|| HandoffHub::new(spec.policy.workers));
         let slow_path = SlowPath::new(
             interfaces.clone(),
             manager,

@@ -334,6 +334,10 @@ impl<P: PacketIo> Worker<P> {
             }
             received += count;
         }
+        // What this burst handed to other workers leaves now, what they handed here is taken.
+        if let Some(handoff) = &mut self.handoff {
+            handoff.flush();
+        }
         received += self.take_handed(&view, now);
         if !self.pending.is_empty() {
             self.service_pending(&view, now);
@@ -352,10 +356,10 @@ impl<P: PacketIo> Worker<P> {
     }
 
     /// Hands `packet`, received on `port`, to the worker that owns its flow if that is another
-    /// one; true when the packet left this worker (handed off, or dropped for want of a slot).
+    /// one; true when the packet left this worker (handed off, or dropped for want of room).
     #[inline]
     fn hand_off(&mut self, port: PortIndex, packet: Packet) -> bool {
-        let Some(handoff) = &self.handoff else {
+        let Some(handoff) = &mut self.handoff else {
             return false;
         };
         let frame = &self.io.buffer(packet.frame)[..packet.len as usize];
@@ -372,45 +376,43 @@ impl<P: PacketIo> Worker<P> {
         true
     }
 
-    /// Processes the packets other workers handed to this one, at most a burst per port; returns
-    /// how many it took.
+    /// Processes the packets other workers handed to this one, whole batches until at least a
+    /// burst per port is taken; returns how many packets it took.
     fn take_handed(&mut self, view: &BurstView<'_>, now: Duration) -> usize {
         let limit = self.config.burst_size * self.io.port_count();
         let mut taken = 0;
         while taken < limit {
-            let Some(handed) = self.handoff.as_ref().and_then(WorkerHandoff::receive) else {
+            let Some(batch) = self.handoff.as_ref().and_then(WorkerHandoff::receive) else {
                 break;
             };
-            taken += 1;
-            let frame = self.io.allocate();
-            if let Some(frame) = frame {
-                self.io.buffer(frame)[..handed.len].copy_from_slice(&handed.bytes[..handed.len]);
-            }
-            if let Some(handoff) = &self.handoff {
-                handoff.give_back(handed.bytes);
-            }
-            let Some(frame) = frame else {
-                self.counters
-                    .count_drop(usize::from(handed.port), DropReason::NoFreeFrame);
-                continue;
-            };
-            self.counters.handed_in.add(1);
-            let verdict = self.pipeline.process(
-                view,
-                &mut self.policy.state,
-                self.io.buffer(frame),
-                handed.len,
-                handed.port,
-            );
-            self.act(
-                handed.port,
-                Packet {
+            for index in 0..batch.len() {
+                let Some((port, bytes)) = batch.packet(index) else {
+                    break;
+                };
+                let Some(frame) = self.io.allocate() else {
+                    self.counters
+                        .count_drop(usize::from(port), DropReason::NoFreeFrame);
+                    continue;
+                };
+                self.io.buffer(frame)[..bytes.len()].copy_from_slice(bytes);
+                self.counters.handed_in.add(1);
+                let verdict = self.pipeline.process(
+                    view,
+                    &mut self.policy.state,
+                    self.io.buffer(frame),
+                    bytes.len(),
+                    port,
+                );
+                let packet = Packet {
                     frame,
-                    len: handed.len as u32,
-                },
-                verdict,
-                now,
-            );
+                    len: bytes.len() as u32,
+                };
+                self.act(port, packet, verdict, now);
+            }
+            taken += batch.len();
+            if let Some(handoff) = &self.handoff {
+                handoff.give_back(batch);
+            }
         }
         taken
     }
