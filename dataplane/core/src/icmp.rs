@@ -111,18 +111,16 @@ fn write_error_v4(
     let total = IPV4_HEADER_LEN + ICMP_HEADER_LEN + quoted;
     let l2 = wire::write_ethernet(out, link.dst_mac, link.src_mac, link.vlan, ETHERTYPE_IPV4);
     let ip = out.get_mut(l2..l2 + total)?;
-    ip[0] = 0x45;
-    ip[1] = 0xc0; // precedence: internetwork control, as Linux sends errors
-    wire::write_u16(ip, wire::ipv4::TOTAL_LENGTH, total as u16);
-    // Identification 0 with DF set: an atomic datagram (RFC 6864), never fragmented.
-    ip[4..8].copy_from_slice(&[0, 0, 0x40, 0]);
-    ip[wire::ipv4::TTL] = ORIGINATED_TTL;
-    ip[wire::ipv4::PROTOCOL] = PROTO_ICMP;
-    wire::write_u16(ip, wire::ipv4::CHECKSUM, 0);
-    ip[12..16].copy_from_slice(&source.octets());
-    ip[16..20].copy_from_slice(&src.octets());
-    let header_checksum = checksum::checksum(&ip[..IPV4_HEADER_LEN]);
-    wire::write_u16(ip, wire::ipv4::CHECKSUM, header_checksum);
+    // Precedence internetwork control, as Linux sends errors.
+    wire::write_ipv4_header(
+        ip,
+        0xc0,
+        total,
+        ORIGINATED_TTL,
+        PROTO_ICMP,
+        source.octets(),
+        src.octets(),
+    );
     let icmp = &mut ip[IPV4_HEADER_LEN..];
     icmp[0] = icmp_type;
     icmp[1] = code;
@@ -172,12 +170,14 @@ fn write_error_v6(
     let payload = ICMP_HEADER_LEN + quoted;
     let l2 = wire::write_ethernet(out, link.dst_mac, link.src_mac, link.vlan, ETHERTYPE_IPV6);
     let ip = out.get_mut(l2..l2 + IPV6_HEADER_LEN + payload)?;
-    ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
-    wire::write_u16(ip, wire::ipv6::PAYLOAD_LENGTH, payload as u16);
-    ip[wire::ipv6::NEXT_HEADER] = PROTO_ICMPV6;
-    ip[wire::ipv6::HOP_LIMIT] = ORIGINATED_TTL;
-    ip[8..24].copy_from_slice(&source.octets());
-    ip[24..40].copy_from_slice(&src.octets());
+    wire::write_ipv6_header(
+        ip,
+        payload,
+        PROTO_ICMPV6,
+        ORIGINATED_TTL,
+        source.octets(),
+        src.octets(),
+    );
     let icmp = &mut ip[IPV6_HEADER_LEN..];
     icmp[0] = icmp_type;
     icmp[1] = code;
@@ -269,31 +269,27 @@ fn write_tcp_reset(out: &mut [u8], original: &[u8], link: ErrorLink) -> Option<u
     reset[13] = reset_flags;
     reset[14..20].fill(0); // window, checksum, urgent pointer
     let pseudo = if ethertype == ETHERTYPE_IPV4 {
-        ip[0] = 0x45;
-        ip[1] = 0;
-        wire::write_u16(
+        wire::write_ipv4_header(
             ip,
-            wire::ipv4::TOTAL_LENGTH,
-            (IPV4_HEADER_LEN + TCP_HEADER_LEN) as u16,
+            0,
+            IPV4_HEADER_LEN + TCP_HEADER_LEN,
+            ORIGINATED_TTL,
+            wire::PROTO_TCP,
+            original[16..20].try_into().ok()?,
+            original[12..16].try_into().ok()?,
         );
-        ip[4..8].copy_from_slice(&[0, 0, 0x40, 0]);
-        ip[wire::ipv4::TTL] = ORIGINATED_TTL;
-        ip[wire::ipv4::PROTOCOL] = wire::PROTO_TCP;
-        wire::write_u16(ip, wire::ipv4::CHECKSUM, 0);
-        ip[12..16].copy_from_slice(&original[16..20]);
-        ip[16..20].copy_from_slice(&original[12..16]);
-        let header_checksum = checksum::checksum(ip);
-        wire::write_u16(ip, wire::ipv4::CHECKSUM, header_checksum);
         u32::from(checksum::ones_complement_sum(&ip[12..20], 0))
             + u32::from(wire::PROTO_TCP)
             + TCP_HEADER_LEN as u32
     } else {
-        ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
-        wire::write_u16(ip, wire::ipv6::PAYLOAD_LENGTH, TCP_HEADER_LEN as u16);
-        ip[wire::ipv6::NEXT_HEADER] = wire::PROTO_TCP;
-        ip[wire::ipv6::HOP_LIMIT] = ORIGINATED_TTL;
-        ip[8..24].copy_from_slice(&original[24..40]);
-        ip[24..40].copy_from_slice(&original[8..24]);
+        wire::write_ipv6_header(
+            ip,
+            TCP_HEADER_LEN,
+            wire::PROTO_TCP,
+            ORIGINATED_TTL,
+            original[24..40].try_into().ok()?,
+            original[8..24].try_into().ok()?,
+        );
         let (source, destination): ([u8; 16], [u8; 16]) =
             (ip[8..24].try_into().ok()?, ip[24..40].try_into().ok()?);
         checksum::ipv6_pseudo_header_sum(
@@ -327,16 +323,16 @@ pub fn write_echo_reply(out: &mut [u8], request: &[u8]) -> Option<usize> {
             }
             let len = IPV4_HEADER_LEN + icmp.len();
             let ip = out.get_mut(..len)?;
-            ip[..IPV4_HEADER_LEN].copy_from_slice(&request[..IPV4_HEADER_LEN]);
-            ip[0] = 0x45;
-            wire::write_u16(ip, wire::ipv4::TOTAL_LENGTH, len as u16);
-            ip[6..8].copy_from_slice(&[0x40, 0]); // DF, an atomic datagram
-            ip[wire::ipv4::TTL] = ORIGINATED_TTL;
-            ip[12..16].copy_from_slice(&request[16..20]);
-            ip[16..20].copy_from_slice(&request[12..16]);
-            wire::write_u16(ip, wire::ipv4::CHECKSUM, 0);
-            let header_checksum = checksum::checksum(&ip[..IPV4_HEADER_LEN]);
-            wire::write_u16(ip, wire::ipv4::CHECKSUM, header_checksum);
+            // The request's type of service, its options left out.
+            wire::write_ipv4_header(
+                ip,
+                request[1],
+                len,
+                ORIGINATED_TTL,
+                PROTO_ICMP,
+                request[16..20].try_into().ok()?,
+                request[12..16].try_into().ok()?,
+            );
             let reply = &mut ip[IPV4_HEADER_LEN..];
             reply.copy_from_slice(icmp);
             reply[0] = 0;

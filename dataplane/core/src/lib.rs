@@ -21,6 +21,7 @@ pub mod icmp;
 pub mod iface;
 pub mod io;
 pub mod mem_io;
+pub mod mirror;
 pub mod neigh;
 pub mod overlay;
 pub mod pcap;

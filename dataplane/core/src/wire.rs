@@ -178,6 +178,49 @@ pub fn write_ethernet(
     }
 }
 
+/// Writes the 20-byte header of an IPv4 packet the router originates at the start of `ip`: no
+/// options, identification 0 with DF set (an atomic datagram, RFC 6864, never fragmented), TTL
+/// `ttl`, the header checksum computed.
+pub fn write_ipv4_header(
+    ip: &mut [u8],
+    tos: u8,
+    total_len: usize,
+    ttl: u8,
+    protocol: u8,
+    source: [u8; 4],
+    destination: [u8; 4],
+) {
+    ip[0] = 0x45;
+    ip[1] = tos;
+    write_u16(ip, ipv4::TOTAL_LENGTH, total_len as u16);
+    ip[4..8].copy_from_slice(&[0, 0, 0x40, 0]);
+    ip[ipv4::TTL] = ttl;
+    ip[ipv4::PROTOCOL] = protocol;
+    write_u16(ip, ipv4::CHECKSUM, 0);
+    ip[ipv4::SOURCE..ipv4::SOURCE + 4].copy_from_slice(&source);
+    ip[ipv4::DESTINATION..ipv4::DESTINATION + 4].copy_from_slice(&destination);
+    let sum = checksum::checksum(&ip[..IPV4_HEADER_LEN]);
+    write_u16(ip, ipv4::CHECKSUM, sum);
+}
+
+/// Writes the 40-byte header of an IPv6 packet the router originates at the start of `ip`:
+/// traffic class and flow label 0.
+pub fn write_ipv6_header(
+    ip: &mut [u8],
+    payload_len: usize,
+    next_header: u8,
+    hop_limit: u8,
+    source: [u8; 16],
+    destination: [u8; 16],
+) {
+    ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
+    write_u16(ip, ipv6::PAYLOAD_LENGTH, payload_len as u16);
+    ip[ipv6::NEXT_HEADER] = next_header;
+    ip[ipv6::HOP_LIMIT] = hop_limit;
+    ip[ipv6::SOURCE..ipv6::SOURCE + 16].copy_from_slice(&source);
+    ip[ipv6::DESTINATION..ipv6::DESTINATION + 16].copy_from_slice(&destination);
+}
+
 /// The solicited-node multicast address of `target` (RFC 4291 section 2.7.1).
 pub fn solicited_node(target: Ipv6Addr) -> Ipv6Addr {
     let t = target.octets();
@@ -245,12 +288,15 @@ pub fn write_neighbour_solicitation(
     let l2 = write_ethernet(buf, dst_mac, src_mac, vlan, ETHERTYPE_IPV6);
     const ICMP_LEN: usize = 32; // header 4 + reserved 4 + target 16 + option 8
     let ip = &mut buf[l2..l2 + IPV6_HEADER_LEN + ICMP_LEN];
-    ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
-    write_u16(ip, ipv6::PAYLOAD_LENGTH, ICMP_LEN as u16);
-    ip[ipv6::NEXT_HEADER] = PROTO_ICMPV6;
-    ip[ipv6::HOP_LIMIT] = 255;
-    ip[ipv6::SOURCE..ipv6::SOURCE + 16].copy_from_slice(&src_ip.octets());
-    ip[ipv6::DESTINATION..ipv6::DESTINATION + 16].copy_from_slice(&dst_ip.octets());
+    // Hop limit 255: neighbour discovery messages must arrive with it (RFC 4861 section 7.1.1).
+    write_ipv6_header(
+        ip,
+        ICMP_LEN,
+        PROTO_ICMPV6,
+        255,
+        src_ip.octets(),
+        dst_ip.octets(),
+    );
     let icmp = &mut ip[IPV6_HEADER_LEN..];
     icmp[0] = ICMPV6_NEIGHBOUR_SOLICITATION;
     icmp[1] = 0;
