@@ -39,8 +39,9 @@ pub use error::{ConfigError, FieldError};
 pub use model::{
     ApiConfig, ApiRole, ApiTls, ApiToken, CollectorConfig, Config, DEFAULT_PORT_MTU,
     DEFAULT_PORT_QUEUES, DataplaneConfig, FlowSteering, IcmpConfig, InterfaceRef, MetricsConfig,
-    PortConfig, RouteConfig, RpFilter, StateConfig, TableConfig, TelemetryConfig, VlanConfig,
-    WithoutPolicy, WorkerConfig, XdpMode, ZeroCopy,
+    MirrorConfig, MirrorDestinationConfig, MirrorDirection, MirrorSessionConfig, PortConfig,
+    RouteConfig, RpFilter, StateConfig, TableConfig, TelemetryConfig, VlanConfig, WithoutPolicy,
+    WorkerConfig, XdpMode, ZeroCopy,
 };
 pub use policy::{PolicySource, load_policy_file, parse_prefix, policy_to_toml, rate_limit_spec};
 

@@ -31,6 +31,59 @@ pub struct Config {
     pub state: StateConfig,
     pub metrics: MetricsConfig,
     pub telemetry: TelemetryConfig,
+    /// Mirror sessions (`[[mirror.sessions]]`), which rules and dynamic entries copy to.
+    pub mirror: MirrorConfig,
+}
+
+/// Mirroring (`[mirror]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MirrorConfig {
+    /// At most 16.
+    pub sessions: Vec<MirrorSessionConfig>,
+}
+
+/// What a mirror session copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MirrorDirection {
+    /// Frames as the router received them.
+    Received,
+    /// Frames as the router sent them.
+    Sent,
+    #[default]
+    Both,
+}
+
+/// Where a mirror session's copies go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MirrorDestinationConfig {
+    /// Out of this port (a `[[ports]]` name), dedicated to an analyzer.
+    Port(String),
+    /// ERSPAN type II over GRE from `source` (an address of the router) to `remote`.
+    Erspan {
+        source: IpAddr,
+        remote: IpAddr,
+        session_id: u16,
+    },
+    /// Ethernet over GRE (transparent Ethernet bridging) from `source` to `remote`.
+    Gre { source: IpAddr, remote: IpAddr },
+}
+
+/// A mirror session (`[[mirror.sessions]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorSessionConfig {
+    /// 1..=32 characters of `[A-Za-z0-9_-]`, unique.
+    pub name: String,
+    pub direction: MirrorDirection,
+    pub destination: MirrorDestinationConfig,
+    /// Bytes of each frame copied: 0 (the whole frame, default) or 64..=9018.
+    pub snap_length: u16,
+    /// One copy of every this many selected packets, 1..=1000000 (default 1).
+    pub sample_every: u32,
+    /// Copies per second at most, all workers together; 0 (default): no cap.
+    pub packets_per_second: u64,
+    /// Copies a worker queues per loop iteration at most, 1..=4096 (default 64).
+    pub queue: u32,
 }
 
 /// Flow telemetry (`[telemetry]`): statistics per flow on the workers, records exported as IPFIX.

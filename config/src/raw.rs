@@ -4,12 +4,15 @@
 //! range or a malformed address reaches semantic validation, which names it by its path instead
 //! of failing the whole parse. Defaults come from the typed model, their single source.
 
+use std::net::IpAddr;
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
     ApiConfig, ApiRole, Config, DEFAULT_PORT_MTU, DEFAULT_PORT_QUEUES, DataplaneConfig,
-    FlowSteering, IcmpConfig, MetricsConfig, PortConfig, RouteConfig, RpFilter, StateConfig,
-    TableConfig, TelemetryConfig, VlanConfig, WithoutPolicy, XdpMode, ZeroCopy,
+    FlowSteering, IcmpConfig, MetricsConfig, MirrorConfig, MirrorDestinationConfig,
+    MirrorDirection, PortConfig, RouteConfig, RpFilter, StateConfig, TableConfig, TelemetryConfig,
+    VlanConfig, WithoutPolicy, XdpMode, ZeroCopy,
 };
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -35,6 +38,103 @@ pub(crate) struct RawConfig {
     pub metrics: RawMetrics,
     #[serde(default)]
     pub telemetry: RawTelemetry,
+    #[serde(default, skip_serializing_if = "RawMirror::is_empty")]
+    pub mirror: RawMirror,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawMirror {
+    pub sessions: Vec<RawMirrorSession>,
+}
+
+impl RawMirror {
+    fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMirrorSession {
+    pub name: String,
+    #[serde(default)]
+    pub direction: MirrorDirection,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erspan: Option<RawTunnel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gre: Option<RawTunnel>,
+    #[serde(default)]
+    pub snap_length: i64,
+    #[serde(default = "default_sample_every")]
+    pub sample_every: i64,
+    #[serde(default)]
+    pub packets_per_second: i64,
+    #[serde(default = "default_mirror_queue")]
+    pub queue: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTunnel {
+    pub source: String,
+    pub remote: String,
+    /// ERSPAN only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<i64>,
+}
+
+fn default_sample_every() -> i64 {
+    1
+}
+
+fn default_mirror_queue() -> i64 {
+    64
+}
+
+impl From<&MirrorConfig> for RawMirror {
+    fn from(mirror: &MirrorConfig) -> Self {
+        Self {
+            sessions: mirror
+                .sessions
+                .iter()
+                .map(|session| {
+                    let tunnel = |source: &IpAddr, remote: &IpAddr, session_id: Option<u16>| {
+                        Some(RawTunnel {
+                            source: source.to_string(),
+                            remote: remote.to_string(),
+                            session_id: session_id.map(i64::from),
+                        })
+                    };
+                    let (port, erspan, gre) = match &session.destination {
+                        MirrorDestinationConfig::Port(port) => (Some(port.clone()), None, None),
+                        MirrorDestinationConfig::Erspan {
+                            source,
+                            remote,
+                            session_id,
+                        } => (None, tunnel(source, remote, Some(*session_id)), None),
+                        MirrorDestinationConfig::Gre { source, remote } => {
+                            (None, None, tunnel(source, remote, None))
+                        }
+                    };
+                    RawMirrorSession {
+                        name: session.name.clone(),
+                        direction: session.direction,
+                        port,
+                        erspan,
+                        gre,
+                        snap_length: session.snap_length.into(),
+                        sample_every: session.sample_every.into(),
+                        packets_per_second: i64::try_from(session.packets_per_second)
+                            .unwrap_or(i64::MAX),
+                        queue: session.queue.into(),
+                    }
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -351,6 +451,7 @@ impl From<&Config> for RawConfig {
             state: RawState::from(&config.state),
             metrics: RawMetrics::from(&config.metrics),
             telemetry: RawTelemetry::from(&config.telemetry),
+            mirror: RawMirror::from(&config.mirror),
         }
     }
 }

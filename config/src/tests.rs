@@ -6,8 +6,8 @@ use proptest::prelude::*;
 
 use crate::{
     ApiConfig, Config, ConfigError, DataplaneConfig, FieldError, FlowSteering, IcmpConfig,
-    InterfaceRef, PortConfig, RouteConfig, RpFilter, StateConfig, TableConfig, VlanConfig,
-    WorkerConfig, XdpMode, ZeroCopy,
+    InterfaceRef, MirrorDestinationConfig, MirrorDirection, MirrorSessionConfig, PortConfig,
+    RouteConfig, RpFilter, StateConfig, TableConfig, VlanConfig, WorkerConfig, XdpMode, ZeroCopy,
 };
 
 /// The smallest valid file; tests append sections to it.
@@ -1076,6 +1076,7 @@ fn config() -> impl Strategy<Value = Config> {
                 state: StateConfig::default(),
                 metrics: crate::MetricsConfig::default(),
                 telemetry: crate::TelemetryConfig::default(),
+                mirror: crate::MirrorConfig::default(),
             },
         )
 }
@@ -1110,11 +1111,32 @@ fn policy_example_loads_and_compiles() {
             .position(|p| *p == name)
             .map(|i| i as u16)
     };
+    // The full example's sessions.
+    let full = Config::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/full.toml"))
+        .expect("the full example is valid");
+    let sessions = |name: &str| {
+        full.mirror
+            .sessions
+            .iter()
+            .position(|session| session.name == name)
+            .map(|i| i as u16)
+    };
     let context = vfn_rules::Context {
         interface: &interfaces,
+        mirror_session: &sessions,
     };
     vfn_rules::compile(&spec, &context, &vfn_rules::CompileLimits::default())
         .expect("the example compiles");
+    let without = vfn_rules::compile(
+        &spec,
+        &vfn_rules::Context::without_mirrors(&interfaces),
+        &vfn_rules::CompileLimits::default(),
+    )
+    .expect_err("a rule names session ids");
+    assert!(
+        without.to_string().contains("no mirror session \"ids\""),
+        "{without}"
+    );
 }
 
 #[test]
@@ -1283,5 +1305,95 @@ fn api_and_state_sections_take_defaults_and_name_bad_fields() {
         &with(&format!("[api]\n{token}\n{token}")),
         "api.tokens[1].name",
         "duplicate token name",
+    );
+}
+
+// ---- mirror ----
+
+#[test]
+fn mirror_sessions_parse_with_their_defaults() {
+    let config = parse(&with(
+        r#"
+[[mirror.sessions]]
+name = "ids"
+erspan = { source = "198.18.1.1", remote = "198.18.1.9", session_id = 7 }
+
+[[mirror.sessions]]
+name = "tap"
+direction = "received"
+port = "p0"
+snap_length = 128
+sample_every = 10
+packets_per_second = 1000
+queue = 8
+"#,
+    ));
+    let [ids, tap] = config.mirror.sessions.as_slice() else {
+        panic!("two sessions: {:?}", config.mirror);
+    };
+    assert_eq!(
+        ids,
+        &MirrorSessionConfig {
+            name: "ids".into(),
+            direction: MirrorDirection::Both,
+            destination: MirrorDestinationConfig::Erspan {
+                source: "198.18.1.1".parse().expect("a"),
+                remote: "198.18.1.9".parse().expect("a"),
+                session_id: 7,
+            },
+            snap_length: 0,
+            sample_every: 1,
+            packets_per_second: 0,
+            queue: 64,
+        }
+    );
+    assert_eq!(tap.destination, MirrorDestinationConfig::Port("p0".into()));
+    assert_eq!(
+        (
+            tap.direction,
+            tap.snap_length,
+            tap.sample_every,
+            tap.packets_per_second,
+            tap.queue
+        ),
+        (MirrorDirection::Received, 128, 10, 1000, 8)
+    );
+    // Written back, every key explicit, it parses to the same.
+    assert_eq!(parse(&config.to_toml_string()), config);
+}
+
+#[test]
+fn a_bad_mirror_session_names_its_field() {
+    let session = |body: &str| with(&format!("[[mirror.sessions]]\nname = \"ids\"\n{body}"));
+    assert_only_error(
+        &session("port = \"p9\""),
+        "mirror.sessions[0].port: no port \"p9\"",
+    );
+    assert_only_error(
+        &session("gre = { source = \"198.18.1.7\", remote = \"198.18.1.9\" }"),
+        "mirror.sessions[0].gre.source: 198.18.1.7 is not an address of the router's ports",
+    );
+    assert_only_error(
+        &session("gre = { source = \"198.18.1.1\", remote = \"2001:2::9\" }"),
+        "mirror.sessions[0].gre.remote: must be of the same address family as source",
+    );
+    assert_only_error(
+        &session("erspan = { source = \"198.18.1.1\", remote = \"198.18.1.9\" }"),
+        "mirror.sessions[0].erspan.session_id: is required",
+    );
+    assert_only_error(
+        &session("port = \"p0\"\ngre = { source = \"198.18.1.1\", remote = \"198.18.1.9\" }"),
+        "mirror.sessions[0]: needs exactly one destination: port, erspan or gre",
+    );
+    assert_only_error(
+        &session("port = \"p0\"\nsample_every = 0"),
+        "mirror.sessions[0].sample_every: 0 is out of range 1..=1000000",
+    );
+    let twice = with(
+        "[[mirror.sessions]]\nname = \"ids\"\nport = \"p0\"\n\n[[mirror.sessions]]\nname = \"ids\"\nport = \"p0\"",
+    );
+    assert_only_error(
+        &twice,
+        "mirror.sessions[1].name: duplicate session name (also mirror.sessions[0])",
     );
 }

@@ -14,12 +14,13 @@ use ipnet::IpNet;
 use crate::error::{ConfigError, FieldError};
 use crate::model::{
     ApiConfig, ApiTls, ApiToken, CollectorConfig, Config, DataplaneConfig, IcmpConfig,
-    InterfaceRef, MetricsConfig, PortConfig, RouteConfig, RpFilter, StateConfig, TableConfig,
-    TelemetryConfig, VlanConfig, WorkerConfig,
+    InterfaceRef, MetricsConfig, MirrorConfig, MirrorDestinationConfig, MirrorSessionConfig,
+    PortConfig, RouteConfig, RpFilter, StateConfig, TableConfig, TelemetryConfig, VlanConfig,
+    WorkerConfig,
 };
 use crate::raw::{
-    RawApi, RawConfig, RawDataplane, RawIcmp, RawPort, RawRoute, RawState, RawTables, RawTelemetry,
-    RawVlan,
+    RawApi, RawConfig, RawDataplane, RawIcmp, RawMirror, RawMirrorSession, RawPort, RawRoute,
+    RawState, RawTables, RawTelemetry, RawTunnel, RawVlan,
 };
 
 const BURST_SIZE: RangeInclusive<u32> = 1..=64;
@@ -72,6 +73,7 @@ pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let api = api(&mut errors, &raw.api);
     let state = state(&mut errors, &raw.state);
     let telemetry = telemetry(&mut errors, &raw.telemetry);
+    let mirror = mirror(&mut errors, &raw.mirror, &ports);
     let metrics = MetricsConfig {
         enabled: raw.metrics.enabled,
         listen: raw.metrics.listen.parse().unwrap_or_else(|_| {
@@ -95,6 +97,7 @@ pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             state,
             metrics,
             telemetry,
+            mirror,
         })
     } else {
         Err(ConfigError::Invalid(errors.0))
@@ -387,6 +390,177 @@ fn telemetry(errors: &mut Errors, raw: &RawTelemetry) -> TelemetryConfig {
             })
             .collect(),
     }
+}
+
+const MIRROR_SESSION_COUNT_MAX: usize = 16;
+const MIRROR_NAME_LENGTH_MAX: usize = 32;
+const SNAP_LENGTH: RangeInclusive<u16> = 64..=9018;
+const SAMPLE_EVERY: RangeInclusive<u32> = 1..=1_000_000;
+const MIRROR_PACKETS_PER_SECOND: RangeInclusive<u32> = 0..=100_000_000;
+const MIRROR_QUEUE: RangeInclusive<u32> = 1..=4096;
+const ERSPAN_SESSION_ID: RangeInclusive<u16> = 0..=1023;
+
+fn mirror(errors: &mut Errors, raw: &RawMirror, ports: &[PortConfig]) -> MirrorConfig {
+    errors.count_at_most(
+        "mirror.sessions",
+        "sessions",
+        raw.sessions.len(),
+        MIRROR_SESSION_COUNT_MAX,
+    );
+    let router_addresses: Vec<IpAddr> = ports
+        .iter()
+        .flat_map(|port| {
+            port.addresses
+                .iter()
+                .chain(port.vlans.iter().flat_map(|vlan| vlan.addresses.iter()))
+        })
+        .map(IpNet::addr)
+        .collect();
+    let mut seen = HashMap::new();
+    let sessions = raw
+        .sessions
+        .iter()
+        .enumerate()
+        .map(|(index, session)| {
+            let path = format!("mirror.sessions[{index}]");
+            let name_ok = !session.name.is_empty()
+                && session.name.len() <= MIRROR_NAME_LENGTH_MAX
+                && session
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !name_ok {
+                errors.push(
+                    format!("{path}.name"),
+                    format!(
+                        "{:?} must be 1..={MIRROR_NAME_LENGTH_MAX} characters of A-Z, a-z, 0-9, '_' and '-'",
+                        session.name
+                    ),
+                );
+            }
+            if let Some(first) = first_seen(&mut seen, session.name.as_str(), index) {
+                errors.push(
+                    format!("{path}.name"),
+                    format!("duplicate session name (also mirror.sessions[{first}])"),
+                );
+            }
+            let destination = mirror_destination(errors, &path, session, ports, &router_addresses);
+            MirrorSessionConfig {
+                name: session.name.clone(),
+                direction: session.direction,
+                destination,
+                snap_length: if session.snap_length == 0 {
+                    0
+                } else {
+                    errors.ranged(&format!("{path}.snap_length"), session.snap_length, SNAP_LENGTH)
+                },
+                sample_every: errors.ranged(
+                    &format!("{path}.sample_every"),
+                    session.sample_every,
+                    SAMPLE_EVERY,
+                ),
+                packets_per_second: u64::from(errors.ranged(
+                    &format!("{path}.packets_per_second"),
+                    session.packets_per_second,
+                    MIRROR_PACKETS_PER_SECOND,
+                )),
+                queue: errors.ranged(&format!("{path}.queue"), session.queue, MIRROR_QUEUE),
+            }
+        })
+        .collect();
+    MirrorConfig { sessions }
+}
+
+/// Exactly one of `port`, `erspan` and `gre`: a port of the router, or a tunnel from one of the
+/// router's addresses to a remote of the same family.
+fn mirror_destination(
+    errors: &mut Errors,
+    path: &str,
+    session: &RawMirrorSession,
+    ports: &[PortConfig],
+    router_addresses: &[IpAddr],
+) -> MirrorDestinationConfig {
+    let placeholder = MirrorDestinationConfig::Port(String::new());
+    let tunnel = |errors: &mut Errors, kind: &str, raw: &RawTunnel| {
+        mirror_tunnel(errors, &format!("{path}.{kind}"), raw, router_addresses)
+    };
+    match (&session.port, &session.erspan, &session.gre) {
+        (Some(port), None, None) => {
+            if !ports.iter().any(|p| p.name == *port) {
+                errors.push(format!("{path}.port"), format!("no port {port:?}"));
+            }
+            MirrorDestinationConfig::Port(port.clone())
+        }
+        (None, Some(erspan), None) => {
+            let session_id = match erspan.session_id {
+                Some(id) => {
+                    errors.ranged(&format!("{path}.erspan.session_id"), id, ERSPAN_SESSION_ID)
+                }
+                None => {
+                    errors.push(format!("{path}.erspan.session_id"), "is required");
+                    0
+                }
+            };
+            tunnel(errors, "erspan", erspan).map_or(placeholder, |(source, remote)| {
+                MirrorDestinationConfig::Erspan {
+                    source,
+                    remote,
+                    session_id,
+                }
+            })
+        }
+        (None, None, Some(gre)) => {
+            if gre.session_id.is_some() {
+                errors.push(format!("{path}.gre.session_id"), "is for erspan only");
+            }
+            tunnel(errors, "gre", gre).map_or(placeholder, |(source, remote)| {
+                MirrorDestinationConfig::Gre { source, remote }
+            })
+        }
+        _ => {
+            errors.push(
+                path.to_string(),
+                "needs exactly one destination: port, erspan or gre",
+            );
+            placeholder
+        }
+    }
+}
+
+/// A tunnel's endpoints: `source` an address of the router, `remote` of the same family.
+fn mirror_tunnel(
+    errors: &mut Errors,
+    at: &str,
+    raw: &RawTunnel,
+    router_addresses: &[IpAddr],
+) -> Option<(IpAddr, IpAddr)> {
+    let mut parse = |field: &str, text: &str| {
+        let parsed = text.parse::<IpAddr>();
+        if parsed.is_err() {
+            errors.push(
+                format!("{at}.{field}"),
+                format!("{text:?} is not an IP address"),
+            );
+        }
+        parsed.ok()
+    };
+    let (source, remote) = (parse("source", &raw.source), parse("remote", &raw.remote));
+    if let Some(source) = source
+        && !router_addresses.contains(&source)
+    {
+        errors.push(
+            format!("{at}.source"),
+            format!("{source} is not an address of the router's ports"),
+        );
+    }
+    let (source, remote) = (source?, remote?);
+    if source.is_ipv4() != remote.is_ipv4() {
+        errors.push(
+            format!("{at}.remote"),
+            "must be of the same address family as source",
+        );
+    }
+    Some((source, remote))
 }
 
 fn state(errors: &mut Errors, raw: &RawState) -> StateConfig {

@@ -75,6 +75,8 @@ pub struct Controller {
     audit: AuditLog,
     state_dir: PathBuf,
     limits: CompileLimits,
+    /// The router's mirror sessions by index, which rules name.
+    mirror_session_names: Vec<String>,
     pub events: Events,
     /// Request (or signal) to live, per rule set applied.
     apply_duration: Histogram,
@@ -165,6 +167,11 @@ impl Controller {
             // The log is evidence, not configuration: the router goes on and keeps saying so.
             tracing::error!(%error, "the audit log does not verify against the persisted head");
         }
+        let mirror_session_names = router
+            .mirror_sessions
+            .iter()
+            .map(|session| session.name.clone())
+            .collect();
         let mut controller = Controller {
             router,
             sources: Sources {
@@ -172,11 +179,14 @@ impl Controller {
                 workers: Vec::new(),
                 rules: Vec::new(),
                 slow_path: Arc::default(),
+                mirror_sessions: Vec::new(),
+                mirrors: Vec::new(),
             },
             applied: None,
             audit: AuditLog::open(&audit_path, head)?,
             state_dir,
             limits: CompileLimits::default(),
+            mirror_session_names,
             events,
             apply_duration,
             routes_changed: persisted.as_ref().is_some_and(|state| state.routes_changed),
@@ -186,6 +196,7 @@ impl Controller {
             let rules = crate::policy::compile_spec(
                 &spec,
                 &controller.router.interfaces,
+                &controller.mirror_session_names,
                 &controller.limits,
             )
             .map_err(|source| StartError::PersistedRefused {
@@ -330,7 +341,13 @@ impl Controller {
     }
 
     fn compile(&self, spec: &RuleSetSpec) -> Result<vfn_rules::RuleSet, ControlError> {
-        crate::policy::compile_spec(spec, &self.router.interfaces, &self.limits).map_err(|e| {
+        crate::policy::compile_spec(
+            spec,
+            &self.router.interfaces,
+            &self.mirror_session_names,
+            &self.limits,
+        )
+        .map_err(|e| {
             let over_limit = e.errors.iter().any(|error| error.over_limit);
             let violations = e
                 .errors

@@ -54,14 +54,19 @@ pub fn load_spec(config: &Config, config_path: &Path) -> Result<Option<RuleSetSp
     }
 }
 
-/// Compiles `spec` against the router's interfaces, logging what it built.
+/// Compiles `spec` against the router's interfaces and mirror sessions, logging what it built.
 pub fn compile_spec(
     spec: &RuleSetSpec,
     interfaces: &Interfaces,
+    mirror_sessions: &[String],
     limits: &CompileLimits,
 ) -> Result<RuleSet, vfn_rules::CompileError> {
     let lookup = |name: &str| interfaces.by_name(name);
-    let context = Context { interface: &lookup };
+    let sessions = |name: &str| session_index(mirror_sessions, name);
+    let context = Context {
+        interface: &lookup,
+        mirror_session: &sessions,
+    };
     let rules = vfn_rules::compile(spec, &context, limits)?;
     tracing::info!(
         version = %rules.version,
@@ -72,6 +77,24 @@ pub fn compile_spec(
         "rule set compiled"
     );
     Ok(rules)
+}
+
+/// The index of the session called `name` among `names`.
+fn session_index(names: &[String], name: &str) -> Option<u16> {
+    names
+        .iter()
+        .position(|n| n == name)
+        .and_then(|i| u16::try_from(i).ok())
+}
+
+/// The names of `config`'s mirror sessions, by index (as the router numbers them).
+pub fn mirror_session_names(config: &Config) -> Vec<String> {
+    config
+        .mirror
+        .sessions
+        .iter()
+        .map(|session| session.name.clone())
+        .collect()
 }
 
 /// Compiles the policy `config` names (none: `Ok(None)`), for replay.
@@ -86,6 +109,7 @@ pub fn compile(
     Ok(Some(compile_spec(
         &spec,
         interfaces,
+        &mirror_session_names(config),
         &CompileLimits::default(),
     )?))
 }
@@ -113,9 +137,14 @@ pub fn check(config: &Config, config_path: &Path) -> Result<String, PolicyError>
             .position(|n| n == name)
             .and_then(|i| u16::try_from(i).ok())
     };
+    let session_names = mirror_session_names(config);
+    let sessions = |name: &str| session_index(&session_names, name);
     let rules = vfn_rules::compile(
         &spec,
-        &Context { interface: &lookup },
+        &Context {
+            interface: &lookup,
+            mirror_session: &sessions,
+        },
         &CompileLimits::default(),
     )?;
     Ok(format!(

@@ -255,6 +255,13 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
         workers: workers.iter().map(|(_, w)| w.counters()).collect(),
         rules: workers.iter().map(|(_, w)| w.policy_counters()).collect(),
         slow_path: slow_path.counters(),
+        mirror_sessions: controller
+            .router
+            .mirror_sessions
+            .iter()
+            .map(|session| session.name.clone())
+            .collect(),
+        mirrors: controller.router.mirror_counters().to_vec(),
     };
     let metrics = Arc::new(Metrics::new(
         controller.sources.clone(),

@@ -10,6 +10,7 @@ use vfn_config::{
 use vfn_dataplane::fib::{FibLimits, StaticRoute};
 use vfn_dataplane::handoff::FlowSteering;
 use vfn_dataplane::iface::{Interface, RpFilter};
+use vfn_dataplane::mirror::{MirrorDestination, MirrorDirection, MirrorSession, Tunnel};
 use vfn_dataplane::neigh::NeighbourTimers;
 use vfn_dataplane::policy::PolicyLimits;
 use vfn_dataplane::router::RouterSpec;
@@ -64,6 +65,53 @@ fn split(addresses: &[IpNet]) -> (Vec<ipnet::Ipv4Net>, Vec<ipnet::Ipv6Net>) {
         }
     }
     (v4, v6)
+}
+
+/// The config's mirror sessions as the dataplane takes them (port names validated by the config).
+fn mirror_sessions(config: &Config) -> Vec<MirrorSession> {
+    config
+        .mirror
+        .sessions
+        .iter()
+        .map(|session| MirrorSession {
+            name: session.name.clone(),
+            direction: match session.direction {
+                vfn_config::MirrorDirection::Received => MirrorDirection::Received,
+                vfn_config::MirrorDirection::Sent => MirrorDirection::Sent,
+                vfn_config::MirrorDirection::Both => MirrorDirection::Both,
+            },
+            destination: match session.destination {
+                vfn_config::MirrorDestinationConfig::Port(ref name) => MirrorDestination::Port(
+                    // Validated by the config: the port exists; at most 64 ports.
+                    config
+                        .ports
+                        .iter()
+                        .position(|port| port.name == *name)
+                        .unwrap_or(0) as u16,
+                ),
+                vfn_config::MirrorDestinationConfig::Erspan {
+                    source,
+                    remote,
+                    session_id,
+                } => MirrorDestination::Remote {
+                    tunnel: Tunnel::ErspanII { session_id },
+                    source,
+                    remote,
+                },
+                vfn_config::MirrorDestinationConfig::Gre { source, remote } => {
+                    MirrorDestination::Remote {
+                        tunnel: Tunnel::Gre,
+                        source,
+                        remote,
+                    }
+                }
+            },
+            snap_length: session.snap_length,
+            sample_every: session.sample_every,
+            packets_per_second: session.packets_per_second,
+            queue: session.queue,
+        })
+        .collect()
 }
 
 /// Plans the router. `mac_of` gives an interface's MAC address (the ports keep their own).
@@ -173,6 +221,7 @@ pub fn plan(
             ..PolicyLimits::default()
         },
         dynamic_entries: DYNAMIC_ENTRIES_MAX,
+        mirror_sessions: mirror_sessions(config),
     };
     let xdp = XdpOptions {
         mode: match dataplane.xdp_mode {

@@ -17,6 +17,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use vfn_dataplane::counters::{DropReason, PortCounters, WorkerCounters};
+use vfn_dataplane::mirror::{CopyLost, MirrorCounters, SessionCounters};
 use vfn_dataplane::policy::{
     ActivePolicy, PolicyCounters, RuleCounter, RuleCounters, SharedPolicy,
 };
@@ -30,6 +31,10 @@ pub struct Sources {
     /// Per worker: per-rule counters and policy counters.
     pub rules: Vec<(Arc<RuleCounters>, Arc<PolicyCounters>)>,
     pub slow_path: Arc<SlowPathCounters>,
+    /// Mirror session names, by index.
+    pub mirror_sessions: Vec<String>,
+    /// Per worker: its mirroring counters, by session.
+    pub mirrors: Vec<Arc<MirrorCounters>>,
 }
 
 /// Packets and bytes.
@@ -103,6 +108,61 @@ fn worker_label(index: usize) -> (&'static str, Cow<'static, str>) {
 }
 
 impl Collected {
+    fn mirrors(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let sessions = || {
+            self.sources
+                .mirrors
+                .iter()
+                .enumerate()
+                .flat_map(|(w, worker)| {
+                    worker
+                        .sessions
+                        .iter()
+                        .zip(&self.sources.mirror_sessions)
+                        .map(move |(counters, name)| (w, name, counters))
+                })
+        };
+        type SessionField = fn(&SessionCounters) -> u64;
+        let fields: [(&str, &str, SessionField); 3] = [
+            (
+                "vfn_mirror_selected_packets",
+                "Packets a mirror session selected (before sampling).",
+                |c| c.selected.get(),
+            ),
+            ("vfn_mirror_copies", "Copies a mirror session sent.", |c| {
+                c.copies.get()
+            }),
+            (
+                "vfn_mirror_copy_bytes",
+                "Bytes of the copies a mirror session sent (with their tunnel headers).",
+                |c| c.copy_bytes.get(),
+            ),
+        ];
+        for (name, help, field) in fields {
+            let samples = sessions().map(|(w, session, counters)| {
+                let labels: Labels<2> = [("session", Cow::Owned(session.clone())), worker_label(w)];
+                (labels, field(counters))
+            });
+            counters(encoder, name, help, samples)?;
+        }
+        let lost = sessions().flat_map(|(w, session, counters)| {
+            CopyLost::ALL.iter().map(move |&reason| {
+                let labels: Labels<3> = [
+                    ("session", Cow::Owned(session.clone())),
+                    ("reason", Cow::Borrowed(reason.name())),
+                    worker_label(w),
+                ];
+                (labels, counters.lost[reason as usize].get())
+            })
+        });
+        counters(
+            encoder,
+            "vfn_mirror_lost",
+            "Copies a mirror session selected and could not send, by reason.",
+            lost,
+        )
+    }
+
     fn ports(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
         type PortField = fn(&PortCounters) -> u64;
         let traffic: [(&str, &str, PortField, PortField); 2] = [
@@ -409,6 +469,7 @@ impl Collector for Collected {
         self.ports(&mut encoder)?;
         self.workers(&mut encoder)?;
         self.policy(&mut encoder)?;
+        self.mirrors(&mut encoder)?;
         self.slow_path(&mut encoder)
     }
 }

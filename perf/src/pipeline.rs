@@ -203,6 +203,7 @@ pub(crate) fn measure(setup: Setup<'_>) -> Result<Measurement, String> {
             ..PolicyLimits::default()
         },
         dynamic_entries: 0,
+        mirror_sessions: Vec::new(),
     };
     let mut router =
         Router::build(spec, Instant::now(), Box::new(|_| {})).map_err(|e| e.to_string())?;
@@ -219,7 +220,7 @@ pub(crate) fn measure(setup: Setup<'_>) -> Result<Measurement, String> {
         let lookup = |name: &str| interfaces.by_name(name);
         let rules = vfn_rules::compile(
             spec,
-            &Context { interface: &lookup },
+            &Context::without_mirrors(&lookup),
             &CompileLimits::default(),
         )
         .map_err(|e| e.to_string())?;

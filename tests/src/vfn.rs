@@ -91,6 +91,7 @@ pub fn lab_config(topology: &Topology) -> Result<Config, LabError> {
         state: StateConfig::default(),
         metrics: MetricsConfig::default(),
         telemetry: TelemetryConfig::default(),
+        mirror: vfn_config::MirrorConfig::default(),
     };
     config
         .validate()

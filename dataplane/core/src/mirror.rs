@@ -14,8 +14,12 @@
 //! copies ([`crate::worker`]).
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use crate::counters::Counter;
 use crate::io::PortIndex;
+use crate::ratelimit::TokenBucket;
 use crate::wire::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6, IPV4_HEADER_LEN, IPV6_HEADER_LEN};
 
 /// Mirror sessions a router holds at most.
@@ -263,6 +267,243 @@ pub fn write_tunnelled(
     };
     gre[inner_start..inner_start + copied].copy_from_slice(&frame.bytes[..copied]);
     Some(l2 + ip_len)
+}
+
+macro_rules! copy_losses {
+    ($($variant:ident => $name:literal, $help:literal;)*) => {
+        /// Why a copy a session selected was not sent. Every reason has a counter per session.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum CopyLost { $($variant),* }
+
+        impl CopyLost {
+            pub const ALL: &'static [CopyLost] = &[$(CopyLost::$variant),*];
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// Stable snake_case name, used in metrics.
+            pub fn name(self) -> &'static str {
+                match self { $(CopyLost::$variant => $name),* }
+            }
+
+            /// One-line explanation for operators.
+            pub fn help(self) -> &'static str {
+                match self { $(CopyLost::$variant => $help),* }
+            }
+        }
+    };
+}
+
+copy_losses! {
+    RateLimited => "rate_limited", "over the session's packets-per-second cap";
+    QueueFull => "queue_full", "over the copies a worker queues per loop iteration";
+    NoFreeFrame => "no_free_frame", "no frame free for the copy";
+    TransmitRingFull => "transmit_ring_full", "the egress port's ring or share is full (a slow or absent analyzer)";
+    NoRoute => "no_route", "no route to the tunnel's remote end";
+    Unresolved => "unresolved", "the tunnel's next hop is not resolved (asked for)";
+    TooSmall => "too_small", "the egress MTU leaves no room for the tunnel's headers";
+}
+
+/// One session's counters on one worker (single writer: the worker).
+#[derive(Debug, Default)]
+pub struct SessionCounters {
+    /// Packets the session selected (before sampling).
+    pub selected: Counter,
+    /// Copies sent.
+    pub copies: Counter,
+    pub copy_bytes: Counter,
+    pub lost: [Counter; CopyLost::COUNT],
+}
+
+/// One worker's mirroring counters, by session index.
+#[derive(Debug)]
+pub struct MirrorCounters {
+    pub sessions: Box<[SessionCounters]>,
+}
+
+impl MirrorCounters {
+    pub fn new(sessions: usize) -> MirrorCounters {
+        MirrorCounters {
+            sessions: (0..sessions).map(|_| SessionCounters::default()).collect(),
+        }
+    }
+}
+
+/// A session's state on one worker.
+#[derive(Debug)]
+struct SessionState {
+    /// Packets selected so far, for sampling.
+    selected: u64,
+    /// Copies queued in this loop iteration.
+    queued: u32,
+    /// This worker's share of the session's rate.
+    bucket: Option<TokenBucket>,
+    /// ERSPAN sequence numbers: this worker's count, interleaved with the other workers'.
+    sent: u32,
+}
+
+/// One worker's mirroring: the sessions, their sampling, caps and counters, and a staging buffer
+/// for the frame being copied (the frame as received, kept while the pipeline rewrites it, or
+/// as sent, while a fresh frame takes its copy).
+pub struct WorkerMirror {
+    sessions: Arc<[MirrorSession]>,
+    state: Box<[SessionState]>,
+    counters: Arc<MirrorCounters>,
+    /// Whether some session copies frames as received.
+    copies_received: bool,
+    staged: Box<[u8]>,
+    staged_len: usize,
+    worker: u32,
+    workers: u32,
+}
+
+impl WorkerMirror {
+    /// Worker `worker` of `workers`, with frames of `frame_capacity` bytes.
+    pub fn new(
+        sessions: Arc<[MirrorSession]>,
+        frame_capacity: usize,
+        worker: u32,
+        workers: u32,
+    ) -> WorkerMirror {
+        let workers = workers.max(1);
+        let state = sessions
+            .iter()
+            .map(|session| SessionState {
+                selected: 0,
+                queued: 0,
+                bucket: (session.packets_per_second > 0).then(|| {
+                    let share = (session.packets_per_second / u64::from(workers)).max(1);
+                    // A burst of a tenth of a second's share, at least one copy.
+                    TokenBucket::new(share, (share / 10).max(1))
+                }),
+                sent: 0,
+            })
+            .collect();
+        let copies_received = sessions
+            .iter()
+            .any(|session| session.direction.includes_received());
+        WorkerMirror {
+            counters: Arc::new(MirrorCounters::new(sessions.len())),
+            staged: vec![
+                0u8;
+                if sessions.is_empty() {
+                    0
+                } else {
+                    frame_capacity
+                }
+            ]
+            .into_boxed_slice(),
+            staged_len: 0,
+            sessions,
+            state,
+            copies_received,
+            worker,
+            workers,
+        }
+    }
+
+    pub fn counters(&self) -> Arc<MirrorCounters> {
+        self.counters.clone()
+    }
+
+    /// Starts a loop iteration: every session's queue is empty again.
+    pub fn begin_iteration(&mut self) {
+        for state in &mut self.state {
+            state.queued = 0;
+        }
+    }
+
+    /// Whether the frame must be kept as received before it is judged: some session copies
+    /// received frames and something may select it.
+    pub fn keeps_received(&self, selection_possible: bool) -> bool {
+        self.copies_received && selection_possible
+    }
+
+    /// Keeps a copy of `frame` (cut to the buffer, which holds a whole frame).
+    pub fn stage(&mut self, frame: &[u8]) {
+        let len = frame.len().min(self.staged.len());
+        self.staged[..len].copy_from_slice(&frame[..len]);
+        self.staged_len = len;
+    }
+
+    /// The frame kept by [`WorkerMirror::stage`].
+    pub fn staged(&self) -> &[u8] {
+        &self.staged[..self.staged_len]
+    }
+
+    pub fn session(&self, index: u16) -> Option<&MirrorSession> {
+        self.sessions.get(usize::from(index))
+    }
+
+    /// Counts a packet `session` selected; true when it is the one of its sample to copy.
+    pub fn sample(&mut self, session: u16) -> bool {
+        let (Some(state), Some(config), Some(counters)) = (
+            self.state.get_mut(usize::from(session)),
+            self.sessions.get(usize::from(session)),
+            self.counters.sessions.get(usize::from(session)),
+        ) else {
+            return false;
+        };
+        counters.selected.add(1);
+        state.selected += 1;
+        (state.selected - 1) % u64::from(config.sample_every) == 0
+    }
+
+    /// Whether a copy for `session` may be queued now (its queue and its rate); counts the
+    /// refusal.
+    pub fn admit(&mut self, session: u16, now: Duration) -> bool {
+        let index = usize::from(session);
+        let (Some(state), Some(config)) = (self.state.get_mut(index), self.sessions.get(index))
+        else {
+            return false;
+        };
+        let refused = if state.queued >= config.queue {
+            Some(CopyLost::QueueFull)
+        } else if state
+            .bucket
+            .as_mut()
+            .is_some_and(|bucket| !bucket.try_take(now))
+        {
+            Some(CopyLost::RateLimited)
+        } else {
+            None
+        };
+        match refused {
+            Some(reason) => {
+                self.lost(session, reason);
+                false
+            }
+            None => {
+                state.queued += 1;
+                true
+            }
+        }
+    }
+
+    /// The next ERSPAN sequence number of `session`: each worker numbers its copies, the
+    /// numbers of the workers interleaved, so that they never repeat.
+    pub fn next_sequence(&mut self, session: u16) -> u32 {
+        let Some(state) = self.state.get_mut(usize::from(session)) else {
+            return 0;
+        };
+        let sequence = state
+            .sent
+            .wrapping_mul(self.workers)
+            .wrapping_add(self.worker);
+        state.sent = state.sent.wrapping_add(1);
+        sequence
+    }
+
+    pub fn sent(&self, session: u16, bytes: usize) {
+        if let Some(counters) = self.counters.sessions.get(usize::from(session)) {
+            counters.copies.add(1);
+            counters.copy_bytes.add(bytes as u64);
+        }
+    }
+
+    pub fn lost(&self, session: u16, reason: CopyLost) {
+        if let Some(counters) = self.counters.sessions.get(usize::from(session)) {
+            counters.lost[reason as usize].add(1);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -185,6 +185,7 @@ pub fn replay_router_spec(policy: PolicyLimits) -> RouterSpec {
         },
         policy,
         dynamic_entries: 0,
+        mirror_sessions: Vec::new(),
     }
 }
 

@@ -448,6 +448,18 @@ impl Pipeline {
 
     /// The neighbour a next hop leads to and what is known of it (`None`: no entry yet).
     #[inline]
+    /// The way to `dst` for a packet the router originates (a tunnelled mirror copy): the
+    /// egress interface and the next hop's neighbour key and resolution; `None` without a route.
+    pub fn route_to(
+        &self,
+        view: &BurstView<'_>,
+        dst: IpAddr,
+    ) -> Option<(&Interface, NeighbourKey, Option<Resolution>)> {
+        let next_hop = *view.fib.lookup(dst)?;
+        let (key, resolution) = self.resolve(view, next_hop, dst);
+        Some((self.ifaces.get(key.iface)?, key, resolution))
+    }
+
     fn resolve(
         &self,
         view: &BurstView<'_>,

@@ -435,6 +435,8 @@ pub struct PolicyState {
     pub policy_counters: Arc<PolicyCounters>,
     events: Option<crossbeam_channel::Sender<RuleMatch>>,
     exporter: FlowExporter,
+    /// The mirror session the packet being judged is copied to, for the worker to take.
+    mirror_to: Option<u16>,
 }
 
 /// A packet counted in its flow: where the flow is, the packet's direction in it, and whether
@@ -470,6 +472,7 @@ impl PolicyState {
             policy_counters,
             events: None,
             exporter: FlowExporter::default(),
+            mirror_to: None,
         })
     }
 
@@ -517,6 +520,11 @@ impl PolicyState {
         self.flows.warm(&keys);
     }
 
+    /// The mirror session the last packet judged is to be copied to (taken once).
+    pub fn take_mirror(&mut self) -> Option<u16> {
+        self.mirror_to.take()
+    }
+
     /// The flow table, for snapshots.
     pub(crate) fn flows(&self) -> &FlowTable<FlowVerdict> {
         &self.flows
@@ -553,6 +561,7 @@ impl PolicyState {
         facts: &PacketFacts,
         now: Duration,
     ) -> Judgement {
+        self.mirror_to = None;
         if !overlay.is_empty()
             && let Some(judgement) = self.judge_overlay(overlay, facts, now)
         {
@@ -820,7 +829,10 @@ impl PolicyState {
         if verdict.generation == policy.generation {
             return match direction {
                 // The reply of a flow a rule allowed.
-                Direction::Reverse => (Judgement::Pass, None, Some(flow)),
+                Direction::Reverse => {
+                    self.mirror_reply(policy, verdict);
+                    (Judgement::Pass, None, Some(flow))
+                }
                 Direction::Forward => self.forward(policy, verdict, facts, now, flow),
             };
         }
@@ -849,8 +861,21 @@ impl PolicyState {
         );
         self.flows.entry_mut(slot).value = renewed;
         match direction {
-            Direction::Reverse => (Judgement::Pass, None, Some(flow)),
+            Direction::Reverse => {
+                self.mirror_reply(policy, renewed);
+                (Judgement::Pass, None, Some(flow))
+            }
             Direction::Forward => self.forward(policy, renewed, facts, now, flow),
+        }
+    }
+
+    /// A reply belongs to its flow: when a mirror rule allowed the flow, the reply is copied
+    /// too.
+    fn mirror_reply(&mut self, policy: &ActivePolicy, verdict: FlowVerdict) {
+        if policy.rules.mirrors
+            && let Some(compiled) = policy.rules.rules.get(verdict.rule() as usize)
+        {
+            self.mirror_to = compiled.mirror_session;
         }
     }
 
@@ -1001,6 +1026,7 @@ impl PolicyState {
             Action::Reject => Judgement::Reject,
             Action::Mirror { then_allow, .. } => {
                 self.policy_counters.mirrored.add(1);
+                self.mirror_to = compiled.mirror_session;
                 if *then_allow {
                     Judgement::Pass
                 } else {
@@ -1234,7 +1260,7 @@ mod tests {
         let none = |_: &str| None;
         vfn_rules::compile(
             &RuleSetSpec::default(),
-            &Context { interface: &none },
+            &Context::without_mirrors(&none),
             &CompileLimits::default(),
         )
         .expect("valid")

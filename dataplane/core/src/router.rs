@@ -19,6 +19,9 @@ use crate::flow_snapshot::FlowSnapshots;
 use crate::handoff::{FlowSteering, HandoffHub};
 use crate::iface::{IfIndex, Interface, InterfaceError, Interfaces};
 use crate::io::PacketIo;
+use crate::mirror::{
+    MIRROR_SESSIONS_MAX, MirrorCounters, MirrorDestination, MirrorSession, WorkerMirror,
+};
 use crate::neigh::{
     NeighbourChange, NeighbourError, NeighbourKey, NeighbourManager, NeighbourState,
     NeighbourTable, NeighbourTimers,
@@ -51,6 +54,8 @@ pub struct RouterSpec {
     pub policy: PolicyLimits,
     /// Dynamic entries at most.
     pub dynamic_entries: usize,
+    /// Mirror sessions, at most [`MIRROR_SESSIONS_MAX`]; rules name them by index.
+    pub mirror_sessions: Vec<MirrorSession>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +66,8 @@ pub enum RouterError {
     Fib(#[from] FibError),
     #[error("flow table: {0}")]
     Flows(#[from] vfn_flow::NewTableError),
+    #[error("mirror session {name}: {reason}")]
+    MirrorSession { name: String, reason: String },
 }
 
 /// Why a replacement of the routes was not made.
@@ -105,6 +112,10 @@ pub struct Router {
     flow_snapshots: FlowSnapshots,
     /// Hands packets to the workers that own their flows (several workers steered by handoff).
     handoff: Option<HandoffHub>,
+    /// Where mirrored packets go, by index.
+    pub mirror_sessions: Arc<[MirrorSession]>,
+    /// Each worker's mirroring counters, by worker.
+    mirror_counters: Vec<Arc<MirrorCounters>>,
     slow_path: Option<SlowPath>,
 }
 
@@ -115,6 +126,24 @@ impl Router {
         epoch: Instant,
         on_change: Box<dyn FnMut(NeighbourChange) + Send>,
     ) -> Result<Router, RouterError> {
+        if spec.mirror_sessions.len() > MIRROR_SESSIONS_MAX {
+            return Err(RouterError::MirrorSession {
+                name: String::new(),
+                reason: format!("more than {MIRROR_SESSIONS_MAX} sessions"),
+            });
+        }
+        for session in &spec.mirror_sessions {
+            let refused = |reason: String| RouterError::MirrorSession {
+                name: session.name.clone(),
+                reason,
+            };
+            session.validate().map_err(|e| refused(e.to_string()))?;
+            if let MirrorDestination::Port(port) = session.destination
+                && usize::from(port) >= spec.port_count
+            {
+                return Err(refused(format!("no port {port}")));
+            }
+        }
         let interfaces = Arc::new(Interfaces::new(spec.port_count, spec.interfaces)?);
         let neighbours = NeighbourTable::new(spec.neighbour_capacity);
         let mut manager = NeighbourManager::new(neighbours.clone(), spec.neighbour_timers);
@@ -168,6 +197,8 @@ impl Router {
             capture: CaptureHub::new(spec.port_count, epoch),
             flow_snapshots: FlowSnapshots::new(spec.policy.flows),
             handoff,
+            mirror_sessions: spec.mirror_sessions.into(),
+            mirror_counters: Vec::new(),
             slow_path: Some(slow_path),
         })
     }
@@ -184,6 +215,13 @@ impl Router {
             snapshots: self.flow_snapshots.register_worker(),
         };
         let capture = self.capture.register_worker(io.frame_capacity());
+        let mirror = WorkerMirror::new(
+            self.mirror_sessions.clone(),
+            io.frame_capacity(),
+            u32::from(self.worker_count),
+            self.policy_limits.workers as u32,
+        );
+        self.mirror_counters.push(mirror.counters());
         let handoff = self
             .handoff
             .as_ref()
@@ -206,8 +244,14 @@ impl Router {
             policy,
             capture,
             handoff,
+            mirror,
             self.epoch,
         ))
+    }
+
+    /// Mirroring counters of the workers built so far, by worker.
+    pub fn mirror_counters(&self) -> &[Arc<MirrorCounters>] {
+        &self.mirror_counters
     }
 
     /// Starts packet captures on the workers built so far (and stops them).

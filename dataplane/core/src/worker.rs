@@ -19,6 +19,7 @@ use crate::handoff::{FlowSteering, WorkerHandoff};
 use crate::icmp::{self, ErrorLink, ErrorReply};
 use crate::iface::IfIndex;
 use crate::io::{FrameId, Packet, PacketIo, PortIndex, TransmitRefused};
+use crate::mirror::{self, CopiedFrame, CopyLost, MirrorDestination, TunnelLink, WorkerMirror};
 use crate::neigh::{NeighbourKey, NeighbourTable, Resolution};
 use crate::overlay::SharedOverlay;
 use crate::pipeline::{BurstView, Pipeline, PipelineMode, Verdict};
@@ -140,6 +141,8 @@ pub struct Worker<P: PacketIo> {
     /// Packets to and from the workers that own their flows (`None`: one worker, or the NIC
     /// steers).
     handoff: Option<WorkerHandoff>,
+    /// Copies of packets for analyzers.
+    mirror: WorkerMirror,
     /// The router's clock origin, shared with the slow path and the control side.
     epoch: Instant,
 }
@@ -170,6 +173,7 @@ impl<P: PacketIo> Worker<P> {
         policy: WorkerPolicy,
         capture: WorkerCapture,
         handoff: Option<WorkerHandoff>,
+        mirror: WorkerMirror,
         epoch: Instant,
     ) -> Worker<P> {
         let counters = Arc::new(WorkerCounters::new(io.port_count()));
@@ -195,6 +199,7 @@ impl<P: PacketIo> Worker<P> {
             policy,
             capture,
             handoff,
+            mirror,
             epoch,
         }
     }
@@ -268,6 +273,7 @@ impl<P: PacketIo> Worker<P> {
     pub fn poll_once(&mut self, now: Duration) -> usize {
         self.io.reclaim_and_refill();
         self.capture.begin(now);
+        self.mirror.begin_iteration();
         let fib = self.fib.load();
         let neighbour_index = self.neighbours.index();
         // A guard, not a counted reference: the publisher keeps replaced sets alive until every
@@ -322,15 +328,7 @@ impl<P: PacketIo> Worker<P> {
                 if steer && self.hand_off(port, packet) {
                     continue;
                 }
-                let buf = self.io.buffer(packet.frame);
-                let verdict = self.pipeline.process(
-                    &view,
-                    &mut self.policy.state,
-                    buf,
-                    packet.len as usize,
-                    port,
-                );
-                self.act(port, packet, verdict, now);
+                self.process_and_act(&view, port, packet, now);
             }
             received += count;
         }
@@ -396,18 +394,11 @@ impl<P: PacketIo> Worker<P> {
                 };
                 self.io.buffer(frame)[..bytes.len()].copy_from_slice(bytes);
                 self.counters.handed_in.add(1);
-                let verdict = self.pipeline.process(
-                    view,
-                    &mut self.policy.state,
-                    self.io.buffer(frame),
-                    bytes.len(),
-                    port,
-                );
                 let packet = Packet {
                     frame,
                     len: bytes.len() as u32,
                 };
-                self.act(port, packet, verdict, now);
+                self.process_and_act(view, port, packet, now);
             }
             taken += batch.len();
             if let Some(handoff) = &self.handoff {
@@ -415,6 +406,155 @@ impl<P: PacketIo> Worker<P> {
             }
         }
         taken
+    }
+
+    /// Runs `packet`, received on `port`, through the pipeline and acts on the verdict, copying
+    /// it for the mirror session the policy selects.
+    #[inline]
+    fn process_and_act(
+        &mut self,
+        view: &BurstView<'_>,
+        port: PortIndex,
+        packet: Packet,
+        now: Duration,
+    ) {
+        let len = packet.len as usize;
+        // The pipeline rewrites the frame in place: a session that copies frames as received
+        // needs them kept first, as long as some rule mirrors.
+        let mirrors = view.policy.is_some_and(|policy| policy.rules.mirrors);
+        if self.mirror.keeps_received(mirrors) {
+            self.mirror.stage(&self.io.buffer(packet.frame)[..len]);
+        }
+        let verdict = self.pipeline.process(
+            view,
+            &mut self.policy.state,
+            self.io.buffer(packet.frame),
+            len,
+            port,
+        );
+        if let Some(session) = self.policy.state.take_mirror() {
+            self.mirror_packet(view, session, port, packet, verdict, now);
+        }
+        self.act(port, packet, verdict, now);
+    }
+
+    /// Copies a packet `session` selected, once sampled in: as received (staged by
+    /// [`Worker::process_and_act`]) and as it will be sent, per the session's direction.
+    fn mirror_packet(
+        &mut self,
+        view: &BurstView<'_>,
+        session: u16,
+        port: PortIndex,
+        packet: Packet,
+        verdict: Verdict,
+        now: Duration,
+    ) {
+        let Some(direction) = self.mirror.session(session).map(|s| s.direction) else {
+            return;
+        };
+        if !self.mirror.sample(session) {
+            return;
+        }
+        if direction.includes_received() {
+            self.send_staged_copy(view, session, port, now);
+        }
+        if direction.includes_sent()
+            && let Verdict::Forward { port: egress, len } = verdict
+        {
+            self.mirror.stage(&self.io.buffer(packet.frame)[..len]);
+            self.send_staged_copy(view, session, egress, now);
+        }
+    }
+
+    /// Sends the staged frame (received on or sent by `frame_port`) to `session`'s destination;
+    /// a copy that cannot go is counted and its frame returns to the pool.
+    fn send_staged_copy(
+        &mut self,
+        view: &BurstView<'_>,
+        session: u16,
+        frame_port: PortIndex,
+        now: Duration,
+    ) {
+        if !self.mirror.admit(session, now) {
+            return;
+        }
+        let sequence = self.mirror.next_sequence(session);
+        let Some(frame) = self.io.allocate() else {
+            self.mirror.lost(session, CopyLost::NoFreeFrame);
+            return;
+        };
+        let Some(config) = self.mirror.session(session) else {
+            self.io.release(frame);
+            return;
+        };
+        let staged = self.mirror.staged();
+        let written = match config.destination {
+            MirrorDestination::Port(egress) => {
+                let buf = self.io.buffer(frame);
+                let len = config.copied_len(staged.len(), buf.len());
+                buf[..len].copy_from_slice(&staged[..len]);
+                Ok((egress, len))
+            }
+            MirrorDestination::Remote {
+                tunnel,
+                source,
+                remote,
+            } => match self.pipeline.route_to(view, remote) {
+                None => Err(CopyLost::NoRoute),
+                Some((iface, key, resolution)) => match resolution {
+                    Some(Resolution::Reachable(dst_mac)) => {
+                        let link = TunnelLink {
+                            dst_mac,
+                            src_mac: iface.mac,
+                            vlan: iface.vlan,
+                            mtu: iface.mtu,
+                        };
+                        mirror::write_tunnelled(
+                            self.io.buffer(frame),
+                            link,
+                            config,
+                            (tunnel, source, remote),
+                            sequence,
+                            CopiedFrame {
+                                bytes: staged,
+                                port: frame_port,
+                            },
+                        )
+                        .map(|len| (iface.port, len))
+                        .ok_or(CopyLost::TooSmall)
+                    }
+                    _ => {
+                        // Resolved for the next copy; this one is lost.
+                        let _ = self.link.to_slow_path.try_send(ToSlowPath::Resolve(key));
+                        Err(CopyLost::Unresolved)
+                    }
+                },
+            },
+        };
+        let (egress, len) = match written {
+            Ok(written) => written,
+            Err(reason) => {
+                self.mirror.lost(session, reason);
+                self.io.release(frame);
+                return;
+            }
+        };
+        let copy = Packet {
+            frame,
+            len: len as u32,
+        };
+        match self.io.transmit(egress, copy) {
+            Ok(()) => {
+                self.mirror.sent(session, len);
+                let counters = &self.counters.ports[usize::from(egress)];
+                counters.tx_packets.add(1);
+                counters.tx_bytes.add(len as u64);
+            }
+            Err(TransmitRefused(copy)) => {
+                self.mirror.lost(session, CopyLost::TransmitRingFull);
+                self.io.release(copy.frame);
+            }
+        }
     }
 
     /// A copy of `packet` if the running capture takes it, to deliver or give back.

@@ -39,7 +39,7 @@ fn publish(bench: &mut Bench) -> u32 {
     let lookup = |name: &str| interfaces.by_name(name);
     let rules = vfn_rules::compile(
         &spec,
-        &Context { interface: &lookup },
+        &Context::without_mirrors(&lookup),
         &CompileLimits::default(),
     )
     .expect("valid rule set");

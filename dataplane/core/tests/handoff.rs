@@ -65,6 +65,7 @@ impl TwoWorkers {
                 ..PolicyLimits::default()
             },
             dynamic_entries: 16,
+            mirror_sessions: Vec::new(),
         };
         let mut router = Router::build(spec, Instant::now(), Box::new(|_| {})).expect("valid");
         let slow = router.take_slow_path().expect("one slow path");
@@ -144,7 +145,7 @@ impl TwoWorkers {
         let lookup = |name: &str| interfaces.by_name(name);
         let rules = vfn_rules::compile(
             spec,
-            &Context { interface: &lookup },
+            &Context::without_mirrors(&lookup),
             &CompileLimits::default(),
         )
         .expect("valid rule set");

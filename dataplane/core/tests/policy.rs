@@ -22,7 +22,7 @@ fn publish(bench: &mut Bench, spec: &RuleSetSpec) -> u32 {
     let lookup = |name: &str| interfaces.by_name(name);
     let rules = vfn_rules::compile(
         spec,
-        &Context { interface: &lookup },
+        &Context::without_mirrors(&lookup),
         &CompileLimits::default(),
     )
     .expect("valid rule set");
@@ -404,7 +404,7 @@ fn swaps_under_traffic_are_atomic_per_burst() {
     };
     let interfaces = bench.router.interfaces.clone();
     let lookup = |name: &str| interfaces.by_name(name);
-    let context = Context { interface: &lookup };
+    let context = Context::without_mirrors(&lookup);
     let compile = |spec: &RuleSetSpec| {
         vfn_rules::compile(spec, &context, &CompileLimits::default()).expect("valid")
     };

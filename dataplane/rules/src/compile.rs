@@ -78,6 +78,18 @@ pub struct CompileError {
 pub struct Context<'a> {
     /// The logical interface index of an interface name (`PORT` or `PORT.VLAN`).
     pub interface: &'a dyn Fn(&str) -> Option<u16>,
+    /// The index of a mirror session by name (`None`: no such session).
+    pub mirror_session: &'a dyn Fn(&str) -> Option<u16>,
+}
+
+impl Context<'_> {
+    /// A context without mirror sessions.
+    pub fn without_mirrors<'a>(interface: &'a dyn Fn(&str) -> Option<u16>) -> Context<'a> {
+        Context {
+            interface,
+            mirror_session: &|_| None,
+        }
+    }
 }
 
 /// One rule before expansion, whatever it came from.
@@ -197,11 +209,13 @@ pub fn compile(
                 );
             }
         }
+        let mirror_session = resolve_mirror_session(rule, context, &mut errors);
         rules.push(CompiledRule {
             id: rule.id.clone(),
             action: rule.action.clone(),
             log: rule.log,
             per_packet,
+            mirror_session,
         });
     }
     if !errors.list.is_empty() {
@@ -238,6 +252,7 @@ pub fn compile(
     Ok(RuleSet {
         version: spec.version.clone(),
         default_action: spec.default_action,
+        mirrors: rules.iter().any(|rule| rule.mirror_session.is_some()),
         rules,
         v4,
         v6,
@@ -649,6 +664,31 @@ fn resolve_sides(
         );
     }
     Sides { v4, v6 }
+}
+
+/// The session a mirror rule copies to; an unknown name is an error.
+fn resolve_mirror_session(
+    rule: &Flat<'_>,
+    context: &Context<'_>,
+    errors: &mut Errors,
+) -> Option<u16> {
+    let Action::Mirror { session, .. } = &rule.action else {
+        return None;
+    };
+    if session.is_empty() {
+        // Reported by check_rule.
+        return None;
+    }
+    let index = (context.mirror_session)(session);
+    if index.is_none() {
+        errors.push(
+            &rule.place,
+            &rule.id,
+            "action.mirror.session",
+            format!("no mirror session {session:?}"),
+        );
+    }
+    index
 }
 
 fn resolve_ingress(

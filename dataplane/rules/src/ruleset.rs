@@ -14,6 +14,8 @@ pub struct CompiledRule {
     pub log: bool,
     /// Matches on per-packet fields (TCP flags, ICMP type or code): never cached per flow.
     pub per_packet: bool,
+    /// The index of the session a `mirror` action copies to.
+    pub mirror_session: Option<u16>,
 }
 
 /// The answer for one packet.
@@ -31,6 +33,8 @@ pub struct Decision {
 pub struct RuleSet {
     pub version: String,
     pub default_action: DefaultAction,
+    /// Whether a rule mirrors (a worker then keeps each received frame until it is judged).
+    pub mirrors: bool,
     pub rules: Vec<CompiledRule>,
     pub(crate) v4: Classifier<u32>,
     pub(crate) v6: Classifier<u128>,

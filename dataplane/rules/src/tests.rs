@@ -17,9 +17,14 @@ fn interfaces(name: &str) -> Option<u16> {
     }
 }
 
+fn mirror_sessions(name: &str) -> Option<u16> {
+    (name == "ids").then_some(0)
+}
+
 fn context() -> Context<'static> {
     Context {
         interface: &interfaces,
+        mirror_session: &mirror_sessions,
     }
 }
 
@@ -551,4 +556,30 @@ proptest! {
             prop_assert_eq!(decision.cacheable, cacheable, "cacheable for {:?}", key);
         }
     }
+}
+
+#[test]
+fn a_mirror_rule_names_a_known_session() {
+    let mirror = |session: &str| RuleSetSpec {
+        version: "m".into(),
+        rules: vec![RuleSpec::new(
+            "watch",
+            Action::Mirror {
+                session: session.into(),
+                then_allow: true,
+            },
+        )],
+        ..RuleSetSpec::default()
+    };
+    let rules = compile(&mirror("ids"), &context(), &CompileLimits::default()).expect("known");
+    assert_eq!(rules.rules[0].mirror_session, Some(0));
+    assert!(rules.mirrors);
+    let error = compile(&mirror("other"), &context(), &CompileLimits::default())
+        .expect_err("unknown session");
+    assert_eq!(error.errors.len(), 1, "{error}");
+    assert_eq!(error.errors[0].field, "action.mirror.session", "{error}");
+    assert!(
+        error.to_string().contains("no mirror session \"other\""),
+        "{error}"
+    );
 }

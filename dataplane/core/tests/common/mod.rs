@@ -10,6 +10,7 @@ use vfn_dataplane::fib::{FibLimits, StaticRoute};
 use vfn_dataplane::iface::{Interface, RpFilter};
 use vfn_dataplane::io::PacketIo;
 use vfn_dataplane::mem_io::{MemIo, MemIoConfig};
+use vfn_dataplane::mirror::MirrorSession;
 use vfn_dataplane::neigh::NeighbourTimers;
 use vfn_dataplane::policy::PolicyLimits;
 use vfn_dataplane::router::{Router, RouterSpec};
@@ -72,11 +73,32 @@ impl Bench {
         Bench::build_with_policy(1500, WorkerConfig::default(), RpFilter::Strict, policy)
     }
 
+    /// A bench with these mirror sessions.
+    pub fn with_mirror_sessions(mirror_sessions: Vec<MirrorSession>) -> Bench {
+        Bench::build_with_mirrors(
+            1500,
+            WorkerConfig::default(),
+            RpFilter::Strict,
+            small_policy_limits(1024),
+            mirror_sessions,
+        )
+    }
+
     fn build_with_policy(
         server_mtu: u16,
         worker: WorkerConfig,
         rp_filter: RpFilter,
         policy: PolicyLimits,
+    ) -> Bench {
+        Bench::build_with_mirrors(server_mtu, worker, rp_filter, policy, Vec::new())
+    }
+
+    fn build_with_mirrors(
+        server_mtu: u16,
+        worker: WorkerConfig,
+        rp_filter: RpFilter,
+        policy: PolicyLimits,
+        mirror_sessions: Vec<MirrorSession>,
     ) -> Bench {
         let spec = RouterSpec {
             port_count: 2,
@@ -102,6 +124,7 @@ impl Bench {
             worker,
             policy,
             dynamic_entries: 16,
+            mirror_sessions,
         };
         let mut router = Router::build(spec, Instant::now(), Box::new(|_| {})).expect("valid");
         let slow = router.take_slow_path().expect("one slow path");
