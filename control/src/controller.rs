@@ -77,6 +77,8 @@ pub struct Controller {
     limits: CompileLimits,
     /// The router's mirror sessions by index, which rules name.
     mirror_session_names: Vec<String>,
+    /// The Linux interface of each port, by port.
+    pub port_interfaces: Vec<String>,
     pub events: Events,
     /// Request (or signal) to live, per rule set applied.
     apply_duration: Histogram,
@@ -187,6 +189,11 @@ impl Controller {
             state_dir,
             limits: CompileLimits::default(),
             mirror_session_names,
+            port_interfaces: config
+                .ports
+                .iter()
+                .map(|port| port.interface.clone())
+                .collect(),
             events,
             apply_duration,
             routes_changed: persisted.as_ref().is_some_and(|state| state.routes_changed),

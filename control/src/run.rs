@@ -379,6 +379,45 @@ fn log_rule_matches(
 /// Calls answered per turn of the supervisor loop, so that counters and expiry keep their pace.
 const CALLS_PER_TURN: usize = 16;
 
+/// Watches the ports' carrier (`/sys/class/net/IFACE/carrier`, 1 when the link is up) and
+/// publishes it to the workers, which send no mirror copy to a port without it.
+struct LinkWatch {
+    interfaces: Vec<String>,
+    up: Vec<bool>,
+    next: Instant,
+}
+
+/// How often the carrier is read.
+const LINK_WATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+impl LinkWatch {
+    fn new(interfaces: &[String]) -> LinkWatch {
+        LinkWatch {
+            interfaces: interfaces.to_vec(),
+            up: vec![true; interfaces.len()],
+            next: Instant::now(),
+        }
+    }
+
+    fn step(&mut self, states: &vfn_dataplane::mirror::LinkStates) {
+        if Instant::now() < self.next {
+            return;
+        }
+        self.next = Instant::now() + LINK_WATCH_INTERVAL;
+        for (port, (interface, up)) in self.interfaces.iter().zip(&mut self.up).enumerate() {
+            // An interface set down has no readable carrier: down too.
+            let carrier = std::fs::read_to_string(format!("/sys/class/net/{interface}/carrier"))
+                .is_ok_and(|text| text.trim() == "1");
+            if carrier != *up {
+                *up = carrier;
+                tracing::info!(interface, up = carrier, "port link changed");
+                // At most 64 ports.
+                states.set(port as u16, carrier);
+            }
+        }
+    }
+}
+
 fn supervise(
     stop: &AtomicBool,
     reload: &AtomicBool,
@@ -394,6 +433,7 @@ fn supervise(
     tracing::info!(ports = ?controller.sources.port_names, workers = controller.sources.workers.len(), "vfn running");
     let matches = controller.router.rule_matches();
     let mut drop_reports = DropReports::new();
+    let mut links = LinkWatch::new(&controller.port_interfaces);
     let mut stats_failing = false;
     let mut next_stats = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -407,6 +447,7 @@ fn supervise(
         log_rule_matches(&matches, controller.router.policy.current().as_deref());
         controller.expire();
         drop_reports.report(&controller.sources, &controller.events);
+        links.step(&controller.router.link_states);
         if Instant::now() >= next_stats {
             next_stats = Instant::now() + options.stats_interval;
             if let Some(path) = &options.stats_file {

@@ -15,6 +15,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::counters::Counter;
@@ -297,9 +298,34 @@ copy_losses! {
     QueueFull => "queue_full", "over the copies a worker queues per loop iteration";
     NoFreeFrame => "no_free_frame", "no frame free for the copy";
     TransmitRingFull => "transmit_ring_full", "the egress port's ring or share is full (a slow or absent analyzer)";
+    LinkDown => "link_down", "the egress port has no carrier (its link, or the analyzer's end of it, is down)";
     NoRoute => "no_route", "no route to the tunnel's remote end";
     Unresolved => "unresolved", "the tunnel's next hop is not resolved (asked for)";
     TooSmall => "too_small", "the egress MTU leaves no room for the tunnel's headers";
+}
+
+/// Whether each port's link is up, by port: written by the control side, which watches the
+/// carrier, read by the workers before they send a copy (a copy sent to a port without carrier
+/// is dropped by the kernel unseen: counted as lost here instead). Ports start up.
+#[derive(Clone, Debug)]
+pub struct LinkStates(Arc<[AtomicBool]>);
+
+impl LinkStates {
+    pub fn new(ports: usize) -> LinkStates {
+        LinkStates((0..ports).map(|_| AtomicBool::new(true)).collect())
+    }
+
+    pub fn set(&self, port: PortIndex, up: bool) {
+        if let Some(state) = self.0.get(usize::from(port)) {
+            state.store(up, Ordering::Relaxed);
+        }
+    }
+
+    pub fn is_up(&self, port: PortIndex) -> bool {
+        self.0
+            .get(usize::from(port))
+            .is_none_or(|state| state.load(Ordering::Relaxed))
+    }
 }
 
 /// One session's counters on one worker (single writer: the worker).
@@ -345,6 +371,7 @@ struct SessionState {
 /// as sent, while a fresh frame takes its copy).
 pub struct WorkerMirror {
     sessions: Arc<[MirrorSession]>,
+    links: LinkStates,
     state: Box<[SessionState]>,
     counters: Arc<MirrorCounters>,
     /// Whether some session copies frames as received.
@@ -359,6 +386,7 @@ impl WorkerMirror {
     /// Worker `worker` of `workers`, with frames of `frame_capacity` bytes.
     pub fn new(
         sessions: Arc<[MirrorSession]>,
+        links: LinkStates,
         frame_capacity: usize,
         worker: u32,
         workers: u32,
@@ -393,11 +421,17 @@ impl WorkerMirror {
             .into_boxed_slice(),
             staged_len: 0,
             sessions,
+            links,
             state,
             copies_received,
             worker,
             workers,
         }
+    }
+
+    /// Whether `port`'s link is up.
+    pub fn link_up(&self, port: PortIndex) -> bool {
+        self.links.is_up(port)
     }
 
     pub fn counters(&self) -> Arc<MirrorCounters> {

@@ -20,7 +20,7 @@ use crate::handoff::{FlowSteering, HandoffHub};
 use crate::iface::{IfIndex, Interface, InterfaceError, Interfaces};
 use crate::io::PacketIo;
 use crate::mirror::{
-    MIRROR_SESSIONS_MAX, MirrorCounters, MirrorDestination, MirrorSession, WorkerMirror,
+    LinkStates, MIRROR_SESSIONS_MAX, MirrorCounters, MirrorDestination, MirrorSession, WorkerMirror,
 };
 use crate::neigh::{
     NeighbourChange, NeighbourError, NeighbourKey, NeighbourManager, NeighbourState,
@@ -116,6 +116,8 @@ pub struct Router {
     pub mirror_sessions: Arc<[MirrorSession]>,
     /// Each worker's mirroring counters, by worker.
     mirror_counters: Vec<Arc<MirrorCounters>>,
+    /// Whether each port's link is up (carrier), as the control side last saw it.
+    pub link_states: LinkStates,
     slow_path: Option<SlowPath>,
 }
 
@@ -199,6 +201,7 @@ impl Router {
             handoff,
             mirror_sessions: spec.mirror_sessions.into(),
             mirror_counters: Vec::new(),
+            link_states: LinkStates::new(spec.port_count),
             slow_path: Some(slow_path),
         })
     }
@@ -217,6 +220,7 @@ impl Router {
         let capture = self.capture.register_worker(io.frame_capacity());
         let mirror = WorkerMirror::new(
             self.mirror_sessions.clone(),
+            self.link_states.clone(),
             io.frame_capacity(),
             u32::from(self.worker_count),
             self.policy_limits.workers as u32,

@@ -531,6 +531,13 @@ impl<P: PacketIo> Worker<P> {
                 },
             },
         };
+        let written = written.and_then(|(egress, len)| {
+            if self.mirror.link_up(egress) {
+                Ok((egress, len))
+            } else {
+                Err(CopyLost::LinkDown)
+            }
+        });
         let (egress, len) = match written {
             Ok(written) => written,
             Err(reason) => {
