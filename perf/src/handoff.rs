@@ -35,6 +35,7 @@ fn run_once(args: &Args, steering: FlowSteering) -> Result<Measurement, String> 
         table_flows: args.flows.max(1).next_power_of_two().max(1024),
         seconds: args.seconds,
         two_workers: Some(steering),
+        mirror_sessions: Vec::new(),
     })
 }
 

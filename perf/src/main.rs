@@ -1,7 +1,7 @@
 //! `vfn-perf`: benchmarks of the VFN.
 //!
 //! `pipeline` (the whole worker in memory), `telemetry` (what flow telemetry costs it),
-//! `handoff` (what handing packets between workers costs),
+//! `handoff` (what handing packets between workers costs), `mirror` (what mirroring costs),
 //! `classbench` (the classifier against DPDK's rte_acl), `lab` (routers between lab namespaces,
 //! with an XDP generator and sink) and `apply` (rule-set apply latency through the control API,
 //! under traffic, against `nft -f`); each module says what it measures.
@@ -10,6 +10,7 @@ mod apply;
 mod classify;
 mod handoff;
 mod lab;
+mod mirror;
 mod pipeline;
 mod rulesets;
 mod telemetry;
@@ -31,6 +32,8 @@ enum Command {
     Telemetry(telemetry::Args),
     /// What handing packets to the worker that owns their flow costs, in memory, one core.
     Handoff(handoff::Args),
+    /// What mirroring costs the in-memory pipeline, one core.
+    Mirror(mirror::Args),
     /// The packet classifier on ClassBench sets, against DPDK's rte_acl.
     Classbench(classify::Args),
     /// Routers between two lab namespaces, measured with an XDP generator and sink (root).
@@ -48,6 +51,7 @@ fn main() -> std::process::ExitCode {
         Command::Pipeline(args) => pipeline::run(&args),
         Command::Telemetry(args) => telemetry::run(&args),
         Command::Handoff(args) => handoff::run(&args),
+        Command::Mirror(args) => mirror::run(&args),
         Command::Lab(args) => lab::run_all(&args),
         Command::Apply(args) => apply::run(&args),
     };

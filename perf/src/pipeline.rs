@@ -13,6 +13,7 @@ use vfn_dataplane::fib::{FibLimits, StaticRoute};
 use vfn_dataplane::handoff::FlowSteering;
 use vfn_dataplane::iface::{Interface, RpFilter};
 use vfn_dataplane::mem_io::{MemIo, MemIoConfig};
+use vfn_dataplane::mirror::MirrorSession;
 use vfn_dataplane::neigh::{NeighbourKey, NeighbourTimers};
 use vfn_dataplane::policy::PolicyLimits;
 use vfn_dataplane::router::{Router, RouterSpec};
@@ -132,6 +133,8 @@ pub(crate) struct Setup<'a> {
     /// `None`: one worker. Some: two workers, both polled by this thread, steering flows so;
     /// all traffic arrives at the first (`vfn-perf handoff`).
     pub two_workers: Option<FlowSteering>,
+    /// Mirror sessions the policy's rules may name (`vfn-perf mirror`).
+    pub mirror_sessions: Vec<MirrorSession>,
 }
 
 /// What one [`measure`] saw.
@@ -145,6 +148,8 @@ pub(crate) struct Measurement {
     pub flows_in_table: usize,
     /// Packets handed from one worker to the other in the measured time.
     pub handed_off: u64,
+    /// Mirror copies sent in the measured time (not in `forwarded`).
+    pub mirror_copies: u64,
 }
 
 impl Measurement {
@@ -203,7 +208,7 @@ pub(crate) fn measure(setup: Setup<'_>) -> Result<Measurement, String> {
             ..PolicyLimits::default()
         },
         dynamic_entries: 0,
-        mirror_sessions: Vec::new(),
+        mirror_sessions: setup.mirror_sessions.clone(),
     };
     let mut router =
         Router::build(spec, Instant::now(), Box::new(|_| {})).map_err(|e| e.to_string())?;
@@ -218,9 +223,19 @@ pub(crate) fn measure(setup: Setup<'_>) -> Result<Measurement, String> {
     if let Some(spec) = setup.policy {
         let interfaces = router.interfaces.clone();
         let lookup = |name: &str| interfaces.by_name(name);
+        let session = |name: &str| {
+            setup
+                .mirror_sessions
+                .iter()
+                .position(|session| session.name == name)
+                .and_then(|index| u16::try_from(index).ok())
+        };
         let rules = vfn_rules::compile(
             spec,
-            &Context::without_mirrors(&lookup),
+            &Context {
+                interface: &lookup,
+                mirror_session: &session,
+            },
             &CompileLimits::default(),
         )
         .map_err(|e| e.to_string())?;
@@ -248,6 +263,14 @@ pub(crate) fn measure(setup: Setup<'_>) -> Result<Measurement, String> {
     };
     let forwarded =
         |workers: &[Worker<MemIo>]| -> u64 { workers.iter().map(|w| w.io().sent_packets(1)).sum() };
+    let copies = |router: &Router| -> u64 {
+        router
+            .mirror_counters()
+            .iter()
+            .flat_map(|worker| worker.sessions.iter())
+            .map(|session| session.copies.get())
+            .sum()
+    };
     let handed_off = |workers: &[Worker<MemIo>]| -> u64 {
         workers.iter().map(|w| w.counters().handed_off.get()).sum()
     };
@@ -259,7 +282,8 @@ pub(crate) fn measure(setup: Setup<'_>) -> Result<Measurement, String> {
         warm_received += poll_all(&mut workers, Duration::ZERO);
     }
     let flows_in_table = workers.iter().map(Worker::flow_count).sum();
-    let (forwarded_before, handed_before) = (forwarded(&workers), handed_off(&workers));
+    let (forwarded_before, handed_before, copies_before) =
+        (forwarded(&workers), handed_off(&workers), copies(&router));
     let mut received = 0;
     let start = Instant::now();
     let deadline = Duration::from_secs_f64(setup.seconds);
@@ -269,12 +293,16 @@ pub(crate) fn measure(setup: Setup<'_>) -> Result<Measurement, String> {
         now = start.elapsed();
         received += poll_all(&mut workers, now);
     }
+    let elapsed = start.elapsed();
+    let mirror_copies = copies(&router) - copies_before;
     Ok(Measurement {
-        forwarded: forwarded(&workers) - forwarded_before,
+        // Copies leave by the same port as the forwarded packets.
+        forwarded: forwarded(&workers) - forwarded_before - mirror_copies,
         received,
-        elapsed: start.elapsed(),
+        elapsed,
         flows_in_table,
         handed_off: handed_off(&workers) - handed_before,
+        mirror_copies,
     })
 }
 
@@ -324,6 +352,7 @@ pub fn run(args: &Args) -> Result<(), String> {
                 table_flows,
                 seconds: args.seconds,
                 two_workers: None,
+                mirror_sessions: Vec::new(),
             })?;
             rates.push(measured.mpps());
         }

@@ -162,6 +162,7 @@ impl<'a> Row<'a> {
             table_flows,
             seconds: args.seconds,
             two_workers: None,
+            mirror_sessions: Vec::new(),
         })
     }
 }
