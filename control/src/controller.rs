@@ -18,7 +18,7 @@ use vfn_dataplane::change::ChangeError;
 use vfn_dataplane::fib::{FibError, StaticRoute};
 use vfn_dataplane::iface::IfIndex;
 use vfn_dataplane::neigh::{NeighbourError, NeighbourKey};
-use vfn_dataplane::overlay::DynamicAction;
+use vfn_dataplane::overlay::{DynamicAction, OverlayError};
 use vfn_dataplane::router::Router;
 use vfn_rules::{CompileError, CompileLimits, DefaultAction, RuleSetSpec};
 
@@ -558,6 +558,13 @@ impl Controller {
         let ttl = Duration::from_millis(request.ttl_millis);
         let id = match self.router.overlay.add(host, action, ttl, reason, now) {
             Ok(id) => id,
+            Err(error @ OverlayError::UnknownSession(_)) => {
+                let violation = FieldViolation {
+                    field: "action.mirror_session".into(),
+                    reason: error.to_string(),
+                };
+                return Err(self.refuse(event, ControlError::Invalid(vec![violation])));
+            }
             Err(error) => {
                 let violation = FieldViolation {
                     field: "host".into(),

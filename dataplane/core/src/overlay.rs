@@ -20,7 +20,7 @@ pub enum DynamicAction {
     Quarantine,
     /// At most this many packets per second from the host (per worker), with a burst.
     RateLimit { packets_per_second: u64, burst: u64 },
-    /// Copy the host's packets to a mirror session (counted until mirroring arrives).
+    /// Copy the host's packets to a mirror session.
     Mirror { session: String },
 }
 
@@ -33,18 +33,27 @@ pub struct DynamicEntry {
     pub expires_at: Duration,
     /// Who added it (scoring, an API client), for events and audit.
     pub reason: String,
+    /// For a mirror entry, the index of its session.
+    pub mirror_session: Option<u16>,
 }
 
 /// The overlay as workers see it.
 #[derive(Debug, Default)]
 pub struct Overlay {
     by_host: HashMap<IpAddr, DynamicEntry>,
+    /// Whether an entry mirrors (a worker then keeps each received frame until it is judged).
+    mirrors: bool,
 }
 
 impl Overlay {
     #[inline]
     pub fn is_empty(&self) -> bool {
         self.by_host.is_empty()
+    }
+
+    #[inline]
+    pub fn mirrors(&self) -> bool {
+        self.mirrors
     }
 
     /// The live entry of `host` at `now`, if any.
@@ -66,6 +75,8 @@ pub enum OverlayError {
     ZeroTtl,
     #[error("no dynamic entry with id {0}")]
     NoSuchEntry(u64),
+    #[error("no mirror session {0:?}")]
+    UnknownSession(String),
 }
 
 /// The single writer of the overlay (the control side). A replaced overlay is kept for
@@ -76,16 +87,21 @@ pub struct OverlayManager {
     shared: SharedOverlay,
     entries: Vec<DynamicEntry>,
     max_entries: usize,
+    /// The router's mirror sessions, by index.
+    mirror_sessions: Vec<String>,
     next_id: u64,
     retired: Retired<Overlay>,
 }
 
 impl OverlayManager {
-    pub fn new(max_entries: usize) -> OverlayManager {
+    /// An empty overlay of at most `max_entries`, whose mirror entries may name
+    /// `mirror_sessions` (by index).
+    pub fn new(max_entries: usize, mirror_sessions: Vec<String>) -> OverlayManager {
         OverlayManager {
             shared: Arc::default(),
             entries: Vec::new(),
             max_entries,
+            mirror_sessions,
             next_id: 1,
             retired: Retired::default(),
         }
@@ -107,6 +123,16 @@ impl OverlayManager {
         if ttl.is_zero() {
             return Err(OverlayError::ZeroTtl);
         }
+        let mirror_session = match &action {
+            DynamicAction::Mirror { session } => Some(
+                self.mirror_sessions
+                    .iter()
+                    .position(|name| name == session)
+                    .and_then(|index| u16::try_from(index).ok())
+                    .ok_or_else(|| OverlayError::UnknownSession(session.clone()))?,
+            ),
+            _ => None,
+        };
         self.entries.retain(|e| e.host != host);
         if self.entries.len() >= self.max_entries {
             return Err(OverlayError::Full {
@@ -121,6 +147,7 @@ impl OverlayManager {
             action,
             expires_at: now + ttl,
             reason,
+            mirror_session,
         });
         self.publish(now);
         Ok(id)
@@ -156,7 +183,8 @@ impl OverlayManager {
 
     fn publish(&mut self, now: Duration) {
         let by_host = self.entries.iter().map(|e| (e.host, e.clone())).collect();
-        let replaced = self.shared.swap(Arc::new(Overlay { by_host }));
+        let mirrors = self.entries.iter().any(|e| e.mirror_session.is_some());
+        let replaced = self.shared.swap(Arc::new(Overlay { by_host, mirrors }));
         self.retired.hold(replaced, now);
     }
 }
@@ -169,7 +197,7 @@ mod tests {
 
     #[test]
     fn an_entry_lives_for_its_ttl_and_is_then_pruned() {
-        let mut manager = OverlayManager::new(4);
+        let mut manager = OverlayManager::new(4, Vec::new());
         let shared = manager.shared();
         let now = Duration::from_secs(10);
         manager
@@ -200,7 +228,7 @@ mod tests {
 
     #[test]
     fn bounded_and_one_entry_per_host() {
-        let mut manager = OverlayManager::new(1);
+        let mut manager = OverlayManager::new(1, vec!["ids".into()]);
         let now = Duration::ZERO;
         manager
             .add(
@@ -223,6 +251,8 @@ mod tests {
             )
             .expect("replaces");
         assert_eq!(manager.entries().len(), 1);
+        assert_eq!(manager.entries()[0].mirror_session, Some(0));
+        assert!(manager.shared().load().mirrors());
         let other = IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 2, 3));
         assert_eq!(
             manager.add(
@@ -243,6 +273,18 @@ mod tests {
                 now
             ),
             Err(OverlayError::ZeroTtl)
+        );
+        assert_eq!(
+            manager.add(
+                HOST,
+                DynamicAction::Mirror {
+                    session: "other".into()
+                },
+                Duration::from_secs(1),
+                String::new(),
+                now
+            ),
+            Err(OverlayError::UnknownSession("other".into()))
         );
     }
 }

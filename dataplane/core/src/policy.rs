@@ -747,7 +747,10 @@ impl PolicyState {
                     }
                 }
                 DynamicAction::RateLimit { .. } => {}
-                DynamicAction::Mirror { .. } => self.policy_counters.mirrored.add(1),
+                DynamicAction::Mirror { .. } => {
+                    self.policy_counters.mirrored.add(1);
+                    self.mirror_to = entry.mirror_session;
+                }
             }
         }
         None

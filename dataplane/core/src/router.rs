@@ -188,7 +188,13 @@ impl Router {
             worker_config: spec.worker,
             policy_limits: spec.policy,
             policy: PolicyPublisher::new(),
-            overlay: OverlayManager::new(spec.dynamic_entries),
+            overlay: OverlayManager::new(
+                spec.dynamic_entries,
+                spec.mirror_sessions
+                    .iter()
+                    .map(|s| s.name.clone())
+                    .collect(),
+            ),
             epoch,
             to_slow_path,
             control,

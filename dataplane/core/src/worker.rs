@@ -421,7 +421,8 @@ impl<P: PacketIo> Worker<P> {
         let len = packet.len as usize;
         // The pipeline rewrites the frame in place: a session that copies frames as received
         // needs them kept first, as long as some rule mirrors.
-        let mirrors = view.policy.is_some_and(|policy| policy.rules.mirrors);
+        let mirrors =
+            view.overlay.mirrors() || view.policy.is_some_and(|policy| policy.rules.mirrors);
         if self.mirror.keeps_received(mirrors) {
             self.mirror.stage(&self.io.buffer(packet.frame)[..len]);
         }

@@ -10,6 +10,7 @@ use vfn_dataplane::io::PacketIo;
 use vfn_dataplane::mirror::{
     CopyLost, MirrorDestination, MirrorDirection, MirrorSession, PROTO_GRE, Tunnel,
 };
+use vfn_dataplane::overlay::{DynamicAction, OverlayError};
 use vfn_rules::{
     Action, AddressMatch, CompileLimits, Context, DefaultAction, PortRange, Protocol, RuleSetSpec,
     RuleSpec,
@@ -241,4 +242,45 @@ fn an_unreachable_analyzer_loses_copies_and_forwarding_goes_on() {
     assert_eq!(counters.lost[CopyLost::Unresolved as usize].get(), 20);
     bench.assert_balanced();
     assert_eq!(bench.worker.io().accounting().parked, 0);
+}
+
+#[test]
+fn a_dynamic_entry_mirrors_its_host_for_its_time_to_live() {
+    let mut bench = mirroring_bench(tunnel_session(Tunnel::Gre, MirrorDirection::Received));
+    let now = bench.now;
+    bench
+        .router
+        .overlay
+        .add(
+            std::net::IpAddr::from(CLIENT),
+            DynamicAction::Mirror {
+                session: "ids".into(),
+            },
+            std::time::Duration::from_secs(2),
+            "test".into(),
+            now,
+        )
+        .expect("a known session");
+    // Port 7001: no rule mirrors it; the entry does, both ways.
+    let [_, out1] = bench.exchange(0, &udp(CLIENT, SERVER, 40_000, 7001));
+    assert_eq!(split_copies(out1).0.len(), 1, "from the host");
+    let [out0, out1] = bench.exchange(1, &udp(SERVER, CLIENT, 7001, 40_000));
+    assert_eq!(out0.len(), 1, "the reply forwarded");
+    assert_eq!(split_copies(out1).0.len(), 1, "to the host");
+    // Past its time to live, nothing is copied, even before the entry is pruned.
+    bench.now = now + std::time::Duration::from_secs(2);
+    let [_, out1] = bench.exchange(0, &udp(CLIENT, SERVER, 40_001, 7001));
+    assert_eq!(split_copies(out1).0.len(), 0);
+    assert_eq!(
+        bench.router.overlay.add(
+            std::net::IpAddr::from(CLIENT),
+            DynamicAction::Mirror {
+                session: "nobody".into(),
+            },
+            std::time::Duration::from_secs(2),
+            "test".into(),
+            now,
+        ),
+        Err(OverlayError::UnknownSession("nobody".into()))
+    );
 }
