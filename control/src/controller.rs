@@ -611,6 +611,110 @@ impl Controller {
         }
     }
 
+    /// Adds a mirror policy for its time to live; audited.
+    pub fn add_mirror_policy(
+        &mut self,
+        principal: &str,
+        request: proto::AddMirrorPolicyRequest,
+    ) -> Result<proto::AddMirrorPolicyResponse, ControlError> {
+        let policy = request.policy.unwrap_or_default();
+        let event = self.event(
+            principal,
+            "AddMirrorPolicy",
+            format!(
+                "to {} for {} ms: {}",
+                policy.session, request.ttl_millis, policy.reason
+            ),
+        );
+        let (matches, mut violations) = match convert::flow_match_from_proto(&policy) {
+            Ok(matches) => (Some(matches), Vec::new()),
+            Err(violations) => (None, violations),
+        };
+        if request.ttl_millis == 0 {
+            violations.push(FieldViolation {
+                field: "ttl_millis".into(),
+                reason: "a time to live of zero expires at once".into(),
+            });
+        }
+        let (Some(matches), true) = (matches, violations.is_empty()) else {
+            return Err(self.refuse(event, ControlError::Invalid(violations)));
+        };
+        let now = self.router.epoch.elapsed();
+        let added = self.router.overlay.add_mirror_policy(
+            policy.session.clone(),
+            matches,
+            policy.min_score,
+            Duration::from_millis(request.ttl_millis),
+            format!("{principal}: {}", policy.reason),
+            now,
+        );
+        let id = match added {
+            Ok(id) => id,
+            Err(error @ OverlayError::UnknownSession(_)) => {
+                let violation = FieldViolation {
+                    field: "policy.session".into(),
+                    reason: error.to_string(),
+                };
+                return Err(self.refuse(event, ControlError::Invalid(vec![violation])));
+            }
+            Err(error) => {
+                let violation = FieldViolation {
+                    field: "policy".into(),
+                    reason: error.to_string(),
+                };
+                return Err(self.refuse(event, ControlError::OverLimit(vec![violation])));
+            }
+        };
+        let accepted = AuditEvent {
+            result: "ok".into(),
+            reason: format!("id {id} {}", event.reason),
+            ..event
+        };
+        if let Err(error) = self.record(accepted, None) {
+            // A policy the log does not show never stays in force.
+            let _ = self.router.overlay.remove_mirror_policy(id, now);
+            return Err(error);
+        }
+        tracing::info!(id, session = %policy.session, principal, "mirror policy added");
+        Ok(proto::AddMirrorPolicyResponse { id })
+    }
+
+    pub fn list_mirror_policies(&self) -> proto::ListMirrorPoliciesResponse {
+        let now = self.router.epoch.elapsed();
+        proto::ListMirrorPoliciesResponse {
+            policies: self
+                .router
+                .overlay
+                .mirror_policies()
+                .iter()
+                .filter(|policy| policy.expires_at > now)
+                .map(|policy| proto::ListedMirrorPolicy {
+                    policy: Some(convert::mirror_policy_to_proto(policy)),
+                    remaining_millis: u64::try_from((policy.expires_at - now).as_millis())
+                        .unwrap_or(u64::MAX),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn remove_mirror_policy(&mut self, principal: &str, id: u64) -> Result<(), ControlError> {
+        let event = self.event(principal, "RemoveMirrorPolicy", format!("id {id}"));
+        let now = self.router.epoch.elapsed();
+        match self.router.overlay.remove_mirror_policy(id, now) {
+            Ok(_) => {
+                let removed = AuditEvent {
+                    result: "ok".into(),
+                    ..event
+                };
+                if let Err(error) = self.record(removed, None) {
+                    tracing::error!(%error, "recording a removal");
+                }
+                Ok(())
+            }
+            Err(error) => Err(self.refuse(event, ControlError::NotFound(error.to_string()))),
+        }
+    }
+
     pub fn remove_dynamic(&mut self, principal: &str, id: u64) -> Result<(), ControlError> {
         let event = AuditEvent {
             principal: principal.into(),
@@ -643,9 +747,25 @@ impl Controller {
         }
     }
 
-    /// Removes expired dynamic entries, logging and auditing each.
+    /// Removes expired dynamic entries and mirror policies, logging and auditing each.
     pub fn expire(&mut self) {
-        for entry in self.router.overlay.expire(self.router.epoch.elapsed()) {
+        let (entries, policies) = self.router.overlay.expire(self.router.epoch.elapsed());
+        for policy in policies {
+            tracing::info!(id = policy.id, session = %policy.session, "mirror policy expired");
+            let event = AuditEvent {
+                principal: "expiry".into(),
+                action: "MirrorPolicyExpired".into(),
+                version_before: self.version().into(),
+                version_after: self.version().into(),
+                result: "ok".into(),
+                reason: format!("id {}, session {}", policy.id, policy.session),
+                ..AuditEvent::default()
+            };
+            if let Err(error) = self.record(event, None) {
+                tracing::error!(%error, "recording an expiry");
+            }
+        }
+        for entry in entries {
             tracing::info!(id = entry.id, host = %entry.host, "dynamic entry expired");
             self.events
                 .emit(Kind::DynamicEntryExpired(proto::DynamicEntryGone {

@@ -15,7 +15,8 @@ use ipnet::IpNet;
 use prost::Message;
 use sha2::{Digest, Sha256};
 use vfn_config::{parse_prefix, rate_limit_spec};
-use vfn_dataplane::overlay::DynamicAction;
+use vfn_dataplane::overlay::{DynamicAction, FlowMatch, MirrorPolicy};
+use vfn_dataplane::wire::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 use vfn_rules::model::{
     Action, AddressMatch, DefaultAction, IsolateSpec, ManagementFlow, PortRange, Protocol,
     RuleSetSpec, RuleSpec, SegmentSpec, TcpFlagsMatch,
@@ -163,6 +164,130 @@ pub fn dynamic_action_from_proto(
 }
 
 /// The message of a dynamic action; [`dynamic_action_from_proto`] turns it back into an equal one.
+/// Prefixes and port ranges a mirror policy may list at most, each.
+const MIRROR_POLICY_LIST_MAX: usize = 64;
+
+/// What a mirror policy message matches, or every problem with it.
+pub fn flow_match_from_proto(
+    policy: &proto::MirrorPolicy,
+) -> Result<FlowMatch, Vec<FieldViolation>> {
+    let mut violations = Vec::new();
+    let mut prefixes = |field: &str, list: &[String]| -> Vec<IpNet> {
+        if list.len() > MIRROR_POLICY_LIST_MAX {
+            violations.push(FieldViolation::new(
+                field,
+                format!("{} entries, at most {MIRROR_POLICY_LIST_MAX}", list.len()),
+            ));
+        }
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, text)| match parse_prefix(text) {
+                Ok(net) => Some(net),
+                Err(reason) => {
+                    violations.push(FieldViolation::new(format!("{field}[{i}]"), reason));
+                    None
+                }
+            })
+            .collect()
+    };
+    let source = prefixes("policy.source_prefixes", &policy.source_prefixes);
+    let destination = prefixes("policy.destination_prefixes", &policy.destination_prefixes);
+    let protocol = match policy.protocol {
+        None => None,
+        Some(number) => match u8::try_from(number) {
+            Ok(number) => Some(number),
+            Err(_) => {
+                violations.push(FieldViolation::new(
+                    "policy.protocol",
+                    format!("{number} is not an IP protocol number (0..=255)"),
+                ));
+                None
+            }
+        },
+    };
+    let mut ports = |field: &str, list: &[proto::PortRange]| -> Vec<(u16, u16)> {
+        if !list.is_empty() && !matches!(protocol, Some(PROTO_TCP | PROTO_UDP | PROTO_SCTP)) {
+            violations.push(FieldViolation::new(
+                field,
+                "ports need protocol 6 (TCP), 17 (UDP) or 132 (SCTP)",
+            ));
+        }
+        if list.len() > MIRROR_POLICY_LIST_MAX {
+            violations.push(FieldViolation::new(
+                field,
+                format!("{} entries, at most {MIRROR_POLICY_LIST_MAX}", list.len()),
+            ));
+        }
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, range)| {
+                match (u16::try_from(range.first), u16::try_from(range.last)) {
+                    (Ok(first), Ok(last)) if first <= last => Some((first, last)),
+                    _ => {
+                        violations.push(FieldViolation::new(
+                            format!("{field}[{i}]"),
+                            format!("{}-{} is not a port range", range.first, range.last),
+                        ));
+                        None
+                    }
+                }
+            })
+            .collect()
+    };
+    let source_ports = ports("policy.source_ports", &policy.source_ports);
+    let destination_ports = ports("policy.destination_ports", &policy.destination_ports);
+    if policy
+        .min_score
+        .is_some_and(|score| !(0.0..=1.0).contains(&score))
+    {
+        violations.push(FieldViolation::new("policy.min_score", "must be in 0..=1"));
+    }
+    if violations.is_empty() {
+        Ok(FlowMatch {
+            source,
+            destination,
+            protocol,
+            source_ports,
+            destination_ports,
+        })
+    } else {
+        Err(violations)
+    }
+}
+
+/// A mirror policy as the API lists it.
+pub fn mirror_policy_to_proto(policy: &MirrorPolicy) -> proto::MirrorPolicy {
+    let ranges = |list: &[(u16, u16)]| {
+        list.iter()
+            .map(|&(first, last)| proto::PortRange {
+                first: first.into(),
+                last: last.into(),
+            })
+            .collect()
+    };
+    proto::MirrorPolicy {
+        id: policy.id,
+        session: policy.session.clone(),
+        source_prefixes: policy
+            .matches
+            .source
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        destination_prefixes: policy
+            .matches
+            .destination
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        protocol: policy.matches.protocol.map(u32::from),
+        source_ports: ranges(&policy.matches.source_ports),
+        destination_ports: ranges(&policy.matches.destination_ports),
+        min_score: policy.min_score,
+        reason: policy.reason.clone(),
+    }
+}
+
 pub fn dynamic_action_to_proto(action: &DynamicAction) -> proto::DynamicAction {
     let kind = match action {
         DynamicAction::Quarantine => dynamic_action::Kind::Quarantine(proto::Empty {}),
@@ -1065,6 +1190,42 @@ mod tests {
         assert_eq!(
             refused_field(Some(&no_session)),
             Err("action.mirror_session".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_mirror_policy_message_becomes_a_match_or_names_each_bad_field() {
+        let policy = proto::MirrorPolicy {
+            session: "ids".into(),
+            source_prefixes: vec!["198.18.1.0/24".into(), "198.18.9.9".into()],
+            protocol: Some(17),
+            destination_ports: vec![proto::PortRange {
+                first: 7000,
+                last: 7099,
+            }],
+            ..proto::MirrorPolicy::default()
+        };
+        let matches = flow_match_from_proto(&policy).expect("valid");
+        assert_eq!(matches.source.len(), 2);
+        assert_eq!(matches.destination_ports, vec![(7000, 7099)]);
+        let bad = proto::MirrorPolicy {
+            source_prefixes: vec!["198.18.1.300/24".into()],
+            protocol: None,
+            min_score: Some(1.5),
+            ..policy
+        };
+        let fields: Vec<String> = flow_match_from_proto(&bad)
+            .expect_err("invalid")
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "policy.source_prefixes[0]",
+                "policy.destination_ports",
+                "policy.min_score"
+            ]
         );
     }
 }

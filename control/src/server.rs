@@ -402,6 +402,37 @@ impl Control for Api {
         .await
     }
 
+    async fn add_mirror_policy(
+        &self,
+        request: Request<proto::AddMirrorPolicyRequest>,
+    ) -> Result<Response<proto::AddMirrorPolicyResponse>, Status> {
+        let principal = self.admit(&request, ApiRole::Writer)?;
+        let message = request.into_inner();
+        self.call(move |c| c.add_mirror_policy(&principal, message))
+            .await
+    }
+
+    async fn list_mirror_policies(
+        &self,
+        request: Request<proto::ListMirrorPoliciesRequest>,
+    ) -> Result<Response<proto::ListMirrorPoliciesResponse>, Status> {
+        self.admit(&request, ApiRole::Reader)?;
+        self.call(|c| Ok(c.list_mirror_policies())).await
+    }
+
+    async fn remove_mirror_policy(
+        &self,
+        request: Request<proto::RemoveMirrorPolicyRequest>,
+    ) -> Result<Response<proto::RemoveMirrorPolicyResponse>, Status> {
+        let principal = self.admit(&request, ApiRole::Writer)?;
+        let id = request.get_ref().id;
+        self.call(move |c| {
+            c.remove_mirror_policy(&principal, id)
+                .map(|()| proto::RemoveMirrorPolicyResponse {})
+        })
+        .await
+    }
+
     async fn list_routes(
         &self,
         request: Request<proto::ListRoutesRequest>,

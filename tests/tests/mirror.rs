@@ -350,3 +350,100 @@ fn sampling_and_the_rate_cap_hold_over_20000_packets() {
         ) > 0
     );
 }
+
+/// `vfnctl ARGS` against the router, its standard output.
+fn vfnctl(vfn: &RunningVfn, args: &[&str]) -> String {
+    let output = Command::new(vfn_lab::vfnctl_binary().expect("vfnctl"))
+        .arg("--server")
+        .arg(vfn.api_socket())
+        .args(args)
+        .output()
+        .expect("vfnctl runs");
+    assert!(
+        output.status.success(),
+        "vfnctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn a_mirror_policy_copies_for_its_time_to_live_then_goes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (lab, vfn) = setup(
+        "vfnmir3",
+        vec![session("ids", MirrorDirection::Received, 4)],
+        Vec::new(),
+    );
+    // The analyzer resolved first, as in the test above.
+    vfn_lab::udp_flood(
+        lab.netns("c1").expect("c1"),
+        lab.netns("c2").expect("c2"),
+        addr(ANALYZER),
+        9,
+        100,
+        Duration::from_millis(200),
+    )
+    .expect("flood to the analyzer runs");
+    let stream = || {
+        vfn_lab::udp_flood(
+            lab.netns("c1").expect("c1"),
+            lab.netns("srv").expect("srv"),
+            addr(SRV),
+            7400,
+            200,
+            Duration::from_millis(300),
+        )
+        .expect("flood runs")
+    };
+    let copies = || {
+        vfn.counters()
+            .map(|c| total(&c, "vfn_mirror_copies_total", "ids"))
+            .unwrap_or(0)
+    };
+    let added = std::time::Instant::now();
+    let out = vfnctl(
+        &vfn,
+        &[
+            "mirror",
+            "add",
+            "ids",
+            "--source",
+            C1,
+            "--protocol",
+            "udp",
+            "--dport",
+            "7400",
+            "--ttl",
+            "3s",
+            "--reason",
+            "suspicious",
+        ],
+    );
+    assert!(out.contains("added mirror policy"), "{out}");
+    let sent = stream();
+    let counted = vfn_lab::wait_until(Duration::from_secs(3), Duration::from_millis(50), || {
+        copies() >= sent.received
+    });
+    assert!(
+        counted.is_ok(),
+        "a copy of each datagram: {} of {sent:?}",
+        copies()
+    );
+
+    // Half a second before it expires the policy is listed; a second after, it is gone.
+    std::thread::sleep(Duration::from_millis(2500).saturating_sub(added.elapsed()));
+    let listed = vfnctl(&vfn, &["-o", "json", "mirror", "list"]);
+    assert!(
+        listed.contains("\"session\":\"ids\"") || listed.contains("\"session\": \"ids\""),
+        "{listed}"
+    );
+    std::thread::sleep(Duration::from_millis(4000).saturating_sub(added.elapsed()));
+    let listed = vfnctl(&vfn, &["-o", "json", "mirror", "list"]);
+    assert!(!listed.contains("ids"), "{listed}");
+    let before = copies();
+    let sent = stream();
+    assert!(sent.received > 0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(copies(), before, "nothing copied after the policy expired");
+}

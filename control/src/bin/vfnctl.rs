@@ -59,6 +59,9 @@ enum Command {
     /// Dynamic entries: quarantines, rate limits and mirrors of a host, with a time to live.
     #[command(subcommand)]
     Dynamic(DynamicCommand),
+    /// Mirror policies: copy what they match to a mirror session, with a time to live.
+    #[command(subcommand)]
+    Mirror(MirrorCommand),
     /// Static routes and connected prefixes.
     #[command(subcommand)]
     Routes(RoutesCommand),
@@ -153,6 +156,73 @@ enum DynamicCommand {
     List,
     /// Remove an entry by id.
     Rm { id: u64 },
+}
+
+#[derive(Subcommand)]
+enum MirrorCommand {
+    /// Add a policy.
+    Add(MirrorAdd),
+    /// List the live policies.
+    List,
+    /// Remove a policy by id.
+    Rm { id: u64 },
+}
+
+#[derive(Args)]
+struct MirrorAdd {
+    /// The mirror session (of the router's config) the copies go to.
+    session: String,
+    /// Source prefixes or addresses (either direction of a flow matches); repeatable.
+    #[arg(long = "source")]
+    sources: Vec<String>,
+    /// Destination prefixes or addresses; repeatable.
+    #[arg(long = "destination")]
+    destinations: Vec<String>,
+    /// An IP protocol: tcp, udp, icmp, icmpv6 or a number.
+    #[arg(long)]
+    protocol: Option<String>,
+    /// Source ports or ranges (`80`, `8000-8099`); repeatable; needs --protocol.
+    #[arg(long = "sport", value_parser = parse_port_range)]
+    source_ports: Vec<proto::PortRange>,
+    /// Destination ports or ranges; repeatable; needs --protocol.
+    #[arg(long = "dport", value_parser = parse_port_range)]
+    destination_ports: Vec<proto::PortRange>,
+    /// Only flows whose anomaly score is at least this (0..1).
+    #[arg(long)]
+    min_score: Option<f32>,
+    /// Time to live: `500ms`, `30s`, `10m`, `2h`.
+    #[arg(long, value_parser = parse_duration)]
+    ttl: Duration,
+    /// Why, for the audit log.
+    #[arg(long, default_value = "")]
+    reason: String,
+}
+
+/// `80` or `8000-8099`.
+fn parse_port_range(text: &str) -> Result<proto::PortRange, String> {
+    let (first, last) = text.split_once('-').unwrap_or((text, text));
+    let port = |t: &str| {
+        t.parse::<u16>()
+            .map(u32::from)
+            .map_err(|_| format!("{text:?} is not a port or port range"))
+    };
+    Ok(proto::PortRange {
+        first: port(first)?,
+        last: port(last)?,
+    })
+}
+
+/// `tcp`, `udp`, `icmp`, `icmpv6` or a protocol number.
+fn protocol_number(text: &str) -> Result<u32, String> {
+    match text {
+        "tcp" => Ok(6),
+        "udp" => Ok(17),
+        "icmp" => Ok(1),
+        "icmpv6" => Ok(58),
+        number => number
+            .parse()
+            .map_err(|_| format!("{number:?} is not tcp, udp, icmp, icmpv6 or a number")),
+    }
 }
 
 #[derive(Args)]
@@ -694,6 +764,74 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .map_err(status)?;
             if output == Output::Table {
                 println!("removed dynamic entry {id}");
+            }
+        }
+        Command::Mirror(MirrorCommand::Add(add)) => {
+            let protocol = add.protocol.as_deref().map(protocol_number).transpose()?;
+            let response = client
+                .add_mirror_policy(proto::AddMirrorPolicyRequest {
+                    policy: Some(proto::MirrorPolicy {
+                        id: 0,
+                        session: add.session,
+                        source_prefixes: add.sources,
+                        destination_prefixes: add.destinations,
+                        protocol,
+                        source_ports: add.source_ports,
+                        destination_ports: add.destination_ports,
+                        min_score: add.min_score,
+                        reason: add.reason,
+                    }),
+                    ttl_millis: u64::try_from(add.ttl.as_millis()).unwrap_or(u64::MAX),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            show(&response, output, |response| {
+                println!("added mirror policy {}", response.id);
+            });
+        }
+        Command::Mirror(MirrorCommand::List) => {
+            let response = client
+                .list_mirror_policies(proto::ListMirrorPoliciesRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            show(&response, output, |response| {
+                println!("{:>6} {:<16} {:>10} MATCH", "ID", "SESSION", "TTL");
+                for listed in &response.policies {
+                    let Some(policy) = &listed.policy else {
+                        continue;
+                    };
+                    let ranges = |list: &[proto::PortRange]| {
+                        list.iter()
+                            .map(|r| format!("{}-{}", r.first, r.last))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    };
+                    println!(
+                        "{:>6} {:<16} {:>9.1}s src {} dst {} proto {} sport {} dport {}{}",
+                        policy.id,
+                        policy.session,
+                        listed.remaining_millis as f64 / 1e3,
+                        policy.source_prefixes.join(","),
+                        policy.destination_prefixes.join(","),
+                        policy.protocol.map_or("any".into(), |p| p.to_string()),
+                        ranges(&policy.source_ports),
+                        ranges(&policy.destination_ports),
+                        policy
+                            .min_score
+                            .map_or(String::new(), |s| format!(" score >= {s}")),
+                    );
+                }
+            });
+        }
+        Command::Mirror(MirrorCommand::Rm { id }) => {
+            client
+                .remove_mirror_policy(proto::RemoveMirrorPolicyRequest { id })
+                .await
+                .map_err(status)?;
+            if output == Output::Table {
+                println!("removed mirror policy {id}");
             }
         }
         Command::Routes(RoutesCommand::List) => {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hashbrown::HashMap;
+use ipnet::IpNet;
 
 use crate::retire::Retired;
 
@@ -37,18 +38,93 @@ pub struct DynamicEntry {
     pub mirror_session: Option<u16>,
 }
 
+/// Mirror policies held at most.
+pub const MIRROR_POLICIES_MAX: usize = 256;
+
+/// What a mirror policy matches, in either direction of a flow: source and destination prefixes
+/// (empty: any), a protocol, and port ranges (empty: any).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowMatch {
+    pub source: Vec<IpNet>,
+    pub destination: Vec<IpNet>,
+    pub protocol: Option<u8>,
+    pub source_ports: Vec<(u16, u16)>,
+    pub destination_ports: Vec<(u16, u16)>,
+}
+
+impl FlowMatch {
+    /// Whether a packet from `src:sport` to `dst:dport` of `protocol` matches, as it is or with
+    /// its ends swapped (a flow's replies).
+    pub fn matches(&self, src: IpAddr, dst: IpAddr, protocol: u8, sport: u16, dport: u16) -> bool {
+        self.protocol.is_none_or(|p| p == protocol)
+            && (self.one_way(src, dst, sport, dport) || self.one_way(dst, src, dport, sport))
+    }
+
+    fn one_way(&self, src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> bool {
+        let address = |nets: &[IpNet], address: IpAddr| {
+            nets.is_empty() || nets.iter().any(|net| net.contains(&address))
+        };
+        let port = |ranges: &[(u16, u16)], port: u16| {
+            ranges.is_empty()
+                || ranges
+                    .iter()
+                    .any(|&(first, last)| (first..=last).contains(&port))
+        };
+        address(&self.source, src)
+            && address(&self.destination, dst)
+            && port(&self.source_ports, sport)
+            && port(&self.destination_ports, dport)
+    }
+}
+
+/// A mirror policy: the packets it matches are copied to its session until it expires.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MirrorPolicy {
+    pub id: u64,
+    pub session: String,
+    /// The index of `session`.
+    pub session_index: u16,
+    pub matches: FlowMatch,
+    /// Only flows with an anomaly score at least this (scores come with the anomaly models;
+    /// until then no flow has one, and a policy with a minimum matches nothing).
+    pub min_score: Option<f32>,
+    /// Since the router's epoch.
+    pub expires_at: Duration,
+    /// Who added it, for events and audit.
+    pub reason: String,
+}
+
 /// The overlay as workers see it.
 #[derive(Debug, Default)]
 pub struct Overlay {
     by_host: HashMap<IpAddr, DynamicEntry>,
-    /// Whether an entry mirrors (a worker then keeps each received frame until it is judged).
+    mirror_policies: Vec<MirrorPolicy>,
+    /// Whether an entry or policy mirrors (a worker then keeps each received frame until it is
+    /// judged).
     mirrors: bool,
 }
 
 impl Overlay {
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.by_host.is_empty()
+        self.by_host.is_empty() && self.mirror_policies.is_empty()
+    }
+
+    /// The session of the first live mirror policy matching the packet, if any.
+    #[inline]
+    pub fn mirror_policy_session(
+        &self,
+        (src, dst, protocol, sport, dport): (IpAddr, IpAddr, u8, u16, u16),
+        now: Duration,
+    ) -> Option<u16> {
+        self.mirror_policies
+            .iter()
+            .find(|policy| {
+                policy.expires_at > now
+                    && policy.min_score.is_none()
+                    && policy.matches.matches(src, dst, protocol, sport, dport)
+            })
+            .map(|policy| policy.session_index)
     }
 
     #[inline]
@@ -77,6 +153,10 @@ pub enum OverlayError {
     NoSuchEntry(u64),
     #[error("no mirror session {0:?}")]
     UnknownSession(String),
+    #[error("the overlay holds its maximum of {max} mirror policies")]
+    PoliciesFull { max: usize },
+    #[error("no mirror policy with id {0}")]
+    NoSuchPolicy(u64),
 }
 
 /// The single writer of the overlay (the control side). A replaced overlay is kept for
@@ -86,6 +166,7 @@ pub enum OverlayError {
 pub struct OverlayManager {
     shared: SharedOverlay,
     entries: Vec<DynamicEntry>,
+    mirror_policies: Vec<MirrorPolicy>,
     max_entries: usize,
     /// The router's mirror sessions, by index.
     mirror_sessions: Vec<String>,
@@ -100,6 +181,7 @@ impl OverlayManager {
         OverlayManager {
             shared: Arc::default(),
             entries: Vec::new(),
+            mirror_policies: Vec::new(),
             max_entries,
             mirror_sessions,
             next_id: 1,
@@ -124,13 +206,7 @@ impl OverlayManager {
             return Err(OverlayError::ZeroTtl);
         }
         let mirror_session = match &action {
-            DynamicAction::Mirror { session } => Some(
-                self.mirror_sessions
-                    .iter()
-                    .position(|name| name == session)
-                    .and_then(|index| u16::try_from(index).ok())
-                    .ok_or_else(|| OverlayError::UnknownSession(session.clone()))?,
-            ),
+            DynamicAction::Mirror { session } => Some(self.session_index(session)?),
             _ => None,
         };
         self.entries.retain(|e| e.host != host);
@@ -153,6 +229,68 @@ impl OverlayManager {
         Ok(id)
     }
 
+    fn session_index(&self, session: &str) -> Result<u16, OverlayError> {
+        self.mirror_sessions
+            .iter()
+            .position(|name| name == session)
+            .and_then(|index| u16::try_from(index).ok())
+            .ok_or_else(|| OverlayError::UnknownSession(session.to_owned()))
+    }
+
+    /// Adds a mirror policy living `ttl` from `now`, copying what `matches` to `session`;
+    /// returns its id.
+    pub fn add_mirror_policy(
+        &mut self,
+        session: String,
+        matches: FlowMatch,
+        min_score: Option<f32>,
+        ttl: Duration,
+        reason: String,
+        now: Duration,
+    ) -> Result<u64, OverlayError> {
+        if ttl.is_zero() {
+            return Err(OverlayError::ZeroTtl);
+        }
+        let session_index = self.session_index(&session)?;
+        if self.mirror_policies.len() >= MIRROR_POLICIES_MAX {
+            return Err(OverlayError::PoliciesFull {
+                max: MIRROR_POLICIES_MAX,
+            });
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.mirror_policies.push(MirrorPolicy {
+            id,
+            session,
+            session_index,
+            matches,
+            min_score,
+            expires_at: now + ttl,
+            reason,
+        });
+        self.publish(now);
+        Ok(id)
+    }
+
+    pub fn remove_mirror_policy(
+        &mut self,
+        id: u64,
+        now: Duration,
+    ) -> Result<MirrorPolicy, OverlayError> {
+        let index = self
+            .mirror_policies
+            .iter()
+            .position(|p| p.id == id)
+            .ok_or(OverlayError::NoSuchPolicy(id))?;
+        let policy = self.mirror_policies.remove(index);
+        self.publish(now);
+        Ok(policy)
+    }
+
+    pub fn mirror_policies(&self) -> &[MirrorPolicy] {
+        &self.mirror_policies
+    }
+
     pub fn remove(&mut self, id: u64, now: Duration) -> Result<DynamicEntry, OverlayError> {
         let index = self
             .entries
@@ -164,17 +302,22 @@ impl OverlayManager {
         Ok(entry)
     }
 
-    /// Removes entries past their expiry and frees overlays retired long enough ago; returns the
-    /// expired entries (for events).
-    pub fn expire(&mut self, now: Duration) -> Vec<DynamicEntry> {
+    /// Removes entries and mirror policies past their expiry and frees overlays retired long
+    /// enough ago; returns the expired entries and policies (for events).
+    pub fn expire(&mut self, now: Duration) -> (Vec<DynamicEntry>, Vec<MirrorPolicy>) {
         let (expired, live): (Vec<_>, Vec<_>) =
             self.entries.drain(..).partition(|e| e.expires_at <= now);
         self.entries = live;
-        if !expired.is_empty() {
+        let (expired_policies, live): (Vec<_>, Vec<_>) = self
+            .mirror_policies
+            .drain(..)
+            .partition(|p| p.expires_at <= now);
+        self.mirror_policies = live;
+        if !expired.is_empty() || !expired_policies.is_empty() {
             self.publish(now);
         }
         self.retired.release_due(now);
-        expired
+        (expired, expired_policies)
     }
 
     pub fn entries(&self) -> &[DynamicEntry] {
@@ -183,8 +326,13 @@ impl OverlayManager {
 
     fn publish(&mut self, now: Duration) {
         let by_host = self.entries.iter().map(|e| (e.host, e.clone())).collect();
-        let mirrors = self.entries.iter().any(|e| e.mirror_session.is_some());
-        let replaced = self.shared.swap(Arc::new(Overlay { by_host, mirrors }));
+        let mirrors = self.entries.iter().any(|e| e.mirror_session.is_some())
+            || !self.mirror_policies.is_empty();
+        let replaced = self.shared.swap(Arc::new(Overlay {
+            by_host,
+            mirror_policies: self.mirror_policies.clone(),
+            mirrors,
+        }));
         self.retired.hold(replaced, now);
     }
 }
@@ -222,8 +370,77 @@ mod tests {
                 .is_none(),
             "expired even before pruning"
         );
-        assert_eq!(manager.expire(now + Duration::from_secs(2)).len(), 1);
+        assert_eq!(manager.expire(now + Duration::from_secs(2)).0.len(), 1);
         assert!(shared.load().is_empty());
+    }
+
+    #[test]
+    fn a_mirror_policy_matches_both_ways_until_it_expires() {
+        let mut manager = OverlayManager::new(4, vec!["ids".into()]);
+        let shared = manager.shared();
+        let now = Duration::from_secs(10);
+        let matches = FlowMatch {
+            source: vec!["198.18.1.0/24".parse().expect("p")],
+            protocol: Some(17),
+            destination_ports: vec![(7000, 7099)],
+            ..FlowMatch::default()
+        };
+        let id = manager
+            .add_mirror_policy(
+                "ids".into(),
+                matches,
+                None,
+                Duration::from_secs(2),
+                String::new(),
+                now,
+            )
+            .expect("room");
+        let client: IpAddr = "198.18.1.2".parse().expect("a");
+        let server: IpAddr = "198.19.0.1".parse().expect("a");
+        let overlay = shared.load();
+        assert_eq!(
+            overlay.mirror_policy_session((client, server, 17, 40000, 7050), now),
+            Some(0)
+        );
+        assert_eq!(
+            overlay.mirror_policy_session((server, client, 17, 7050, 40000), now),
+            Some(0),
+            "the reply"
+        );
+        assert_eq!(
+            overlay.mirror_policy_session((client, server, 6, 40000, 7050), now),
+            None
+        );
+        assert_eq!(
+            overlay.mirror_policy_session((client, server, 17, 40000, 7100), now),
+            None
+        );
+        assert_eq!(
+            overlay.mirror_policy_session((server, server, 17, 40000, 7050), now),
+            None
+        );
+        let later = now + Duration::from_secs(2);
+        assert_eq!(
+            overlay.mirror_policy_session((client, server, 17, 40000, 7050), later),
+            None
+        );
+        assert_eq!(manager.expire(later).1.len(), 1);
+        assert!(shared.load().is_empty());
+        assert_eq!(
+            manager.remove_mirror_policy(id, later),
+            Err(OverlayError::NoSuchPolicy(id))
+        );
+        assert_eq!(
+            manager.add_mirror_policy(
+                "nobody".into(),
+                FlowMatch::default(),
+                None,
+                Duration::from_secs(1),
+                String::new(),
+                now
+            ),
+            Err(OverlayError::UnknownSession("nobody".into()))
+        );
     }
 
     #[test]

@@ -718,6 +718,11 @@ impl PolicyState {
         facts: &PacketFacts,
         now: Duration,
     ) -> Option<Judgement> {
+        let tuple = (facts.src, facts.dst, facts.proto, facts.sport, facts.dport);
+        if let Some(session) = overlay.mirror_policy_session(tuple, now) {
+            self.policy_counters.mirrored.add(1);
+            self.mirror_to = Some(session);
+        }
         for (host, is_source) in [(facts.src, true), (facts.dst, false)] {
             let Some(entry) = overlay.get(host, now) else {
                 continue;
