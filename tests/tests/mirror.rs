@@ -447,3 +447,50 @@ fn a_mirror_policy_copies_for_its_time_to_live_then_goes() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(copies(), before, "nothing copied after the policy expired");
 }
+
+#[test]
+fn copies_to_an_analyzer_port_leave_it_as_received() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // c2's port (p1) as a port dedicated to an analyzer.
+    let tap = MirrorSessionConfig {
+        destination: MirrorDestinationConfig::Port("p1".into()),
+        ..session("tap", MirrorDirection::Received, 0)
+    };
+    let (lab, _vfn) = setup("vfnmir4", vec![tap], vec![mirror_rule(7310, "tap")]);
+    let work = tempfile::tempdir().expect("temp dir");
+    let (copies_file, sent_file) = (work.path().join("c2.pcap"), work.path().join("c1.pcap"));
+    let captures = [
+        capture(&lab, "c2", "udp port 7310", &copies_file),
+        capture(&lab, "c1", "udp port 7310", &sent_file),
+    ];
+    let started = vfn_lab::wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+        [&copies_file, &sent_file]
+            .iter()
+            .all(|file| file.metadata().is_ok_and(|m| m.len() > 0))
+    });
+    assert!(started.is_ok(), "the captures started");
+    std::thread::sleep(Duration::from_millis(300));
+    let flood = vfn_lab::udp_flood(
+        lab.netns("c1").expect("c1"),
+        lab.netns("srv").expect("srv"),
+        addr(SRV),
+        7310,
+        200,
+        Duration::from_millis(500),
+    )
+    .expect("flood runs");
+    assert_eq!(flood.received, flood.sent, "every datagram forwarded");
+    std::thread::sleep(Duration::from_millis(500));
+    for guard in captures {
+        guard.stop().expect("tshark stops");
+    }
+    let mut copies = frames(&copies_file);
+    let mut sent_by_c1 = frames(&sent_file);
+    assert_eq!(sent_by_c1.len() as u64, flood.sent);
+    copies.sort();
+    sent_by_c1.sort();
+    assert!(
+        copies == sent_by_c1,
+        "the frames c1 sent, byte for byte, out of the analyzer port"
+    );
+}
