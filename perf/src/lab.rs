@@ -33,14 +33,14 @@ use std::net::IpAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use vfn_config::PolicySource;
+use vfn_config::{MirrorDestinationConfig, MirrorDirection, MirrorSessionConfig, PolicySource};
 use vfn_lab::{
     ChildGuard, HOST_INTERFACE, HostSpec, Lab, ROUTER_ROLE, RouterMode, RunningVfn, TopologySpec,
     in_netns, install_interrupt_flag, interface_mac, interrupted, lab_config, netns_command,
     remove_stale, vfn_binary,
 };
 use vfn_perf::traffic::{FLOWS_MAX, Generator, Sink, XdpForwarder, udp_frame};
-use vfn_rules::RuleSetSpec;
+use vfn_rules::{Action, DefaultAction, Protocol, RuleSetSpec, RuleSpec};
 use vfn_xdp::interface_index;
 
 /// Namespaces of this benchmark start with this (the labs of rows that own their router
@@ -64,7 +64,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "generator,kernel,nft-linear,nft-set,conntrack,xdp,testpmd,af-xdp,vfn,vfn-rules,vfn-features"
+        default_value = "generator,kernel,nft-linear,nft-set,conntrack,xdp,testpmd,af-xdp,vfn,vfn-rules,vfn-features,vfn-mirror"
     )]
     rows: Vec<Row>,
     /// Seconds of traffic per measurement.
@@ -124,6 +124,9 @@ enum Row {
     /// The VFN enforcing the same rules with flow telemetry on (statistics per flow, records to
     /// the exporter), in a lab of its own. The other VFN rows run with telemetry off.
     VfnFeatures,
+    /// The VFN forwarding with every packet mirrored as received to an ERSPAN II session whose
+    /// analyzer is the sink host (the copies leave by the sink's port too), telemetry off.
+    VfnMirror,
     /// The VFN's AF_XDP backend alone: frames moved from one port to the other, MACs rewritten,
     /// nothing else, on the router's core: the bound AF_XDP puts on the VFN here.
     AfXdp,
@@ -145,6 +148,7 @@ impl Row {
             Row::Testpmd => "dpdk-testpmd, af_packet, MAC forwarding",
             Row::VfnRules => "VFN, ClassBench rules (--rules), flow table",
             Row::VfnFeatures => "VFN, ClassBench rules (--rules), flow table and flow features",
+            Row::VfnMirror => "VFN, every packet mirrored (ERSPAN to the sink host)",
             Row::AfXdp => "AF_XDP alone, port to port (the VFN's bound)",
         }
     }
@@ -160,6 +164,7 @@ impl Row {
             Row::Vfn => Some("vfnbenchv"),
             Row::VfnRules => Some("vfnbenchr"),
             Row::VfnFeatures => Some("vfnbenchf"),
+            Row::VfnMirror => Some("vfnbenchm"),
             Row::Testpmd => Some("vfnbencht"),
             Row::AfXdp => Some("vfnbencha"),
             _ => None,
@@ -188,6 +193,7 @@ impl Row {
             | Row::Testpmd
             | Row::VfnRules
             | Row::VfnFeatures
+            | Row::VfnMirror
             | Row::AfXdp => {
                 return None;
             }
@@ -349,6 +355,7 @@ fn measure(
         | Row::Vfn
         | Row::VfnRules
         | Row::VfnFeatures
+        | Row::VfnMirror
         | Row::AfXdp
         | Row::Testpmd => (
             topology
@@ -522,7 +529,7 @@ pub fn run_all(args: &Args) -> Result<(), String> {
         let placement = match row {
             Row::Generator => "generator and sink on the generator's core".to_string(),
             Row::Xdp => "XDP and the sink's receive on the generator's core (veth NAPI)".into(),
-            Row::Vfn | Row::VfnRules | Row::VfnFeatures => format!(
+            Row::Vfn | Row::VfnRules | Row::VfnFeatures | Row::VfnMirror => format!(
                 "VFN worker on core {}; ingress copy (veth NAPI) on core {}",
                 args.router_core, args.generator_core
             ),
@@ -592,6 +599,7 @@ fn measure_rows(lab: &Lab, own_labs: &[(Row, Lab)], args: &Args) -> Result<Table
     for (row, own_lab) in own_labs {
         let vfn = match row {
             Row::Vfn => Some(start_vfn(own_lab, args, None, false)?),
+            Row::VfnMirror => Some(start_mirroring_vfn(own_lab, args)?),
             Row::VfnRules | Row::VfnFeatures => {
                 let (policy, _) =
                     crate::rulesets::classbench_policy(&args.classbench, &args.rules)?;
@@ -666,6 +674,44 @@ fn start_vfn(
     config.telemetry.enabled = telemetry;
     config.workers.cores = vec![u16::try_from(args.router_core).map_err(|e| e.to_string())?];
     config.policy = policy.map(PolicySource::Inline);
+    let binary = vfn_binary().map_err(|e| e.to_string())?;
+    RunningVfn::start(lab, &binary, &config, Duration::from_secs(20)).map_err(|e| e.to_string())
+}
+
+/// The VFN of [`start_vfn`] without telemetry, mirroring every UDP packet as received to an
+/// ERSPAN II session to the sink host, from the router's address on the sink's link.
+fn start_mirroring_vfn(lab: &Lab, args: &Args) -> Result<RunningVfn, String> {
+    let mut config = lab_config(lab.topology()).map_err(|e| e.to_string())?;
+    config.telemetry.enabled = false;
+    config.workers.cores = vec![u16::try_from(args.router_core).map_err(|e| e.to_string())?];
+    config.mirror.sessions = vec![MirrorSessionConfig {
+        name: "analyzer".into(),
+        direction: MirrorDirection::Received,
+        destination: MirrorDestinationConfig::Erspan {
+            source: "198.18.2.1".parse().expect("constant"),
+            remote: "198.18.2.2".parse().expect("constant"),
+            session_id: 1,
+        },
+        snap_length: 0,
+        sample_every: 1,
+        packets_per_second: 0,
+        queue: 4096,
+    }];
+    config.policy = Some(PolicySource::Inline(RuleSetSpec {
+        version: "mirror-all".into(),
+        default_action: DefaultAction::Allow,
+        rules: vec![RuleSpec {
+            protocol: Some(Protocol::Udp),
+            ..RuleSpec::new(
+                "all-udp",
+                Action::Mirror {
+                    session: "analyzer".into(),
+                    then_allow: true,
+                },
+            )
+        }],
+        ..RuleSetSpec::default()
+    }));
     let binary = vfn_binary().map_err(|e| e.to_string())?;
     RunningVfn::start(lab, &binary, &config, Duration::from_secs(20)).map_err(|e| e.to_string())
 }
