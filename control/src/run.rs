@@ -427,10 +427,11 @@ fn supervise(
     calls: &crossbeam_channel::Receiver<Call>,
     metrics: &Metrics,
 ) -> Result<(), RunError> {
+    // Logged before the ready file exists, so that whoever waits for the file finds the line.
+    tracing::info!(ports = ?controller.sources.port_names, workers = controller.sources.workers.len(), "vfn running");
     if let Some(path) = &options.ready_file {
         write_file(path, "ready\n")?;
     }
-    tracing::info!(ports = ?controller.sources.port_names, workers = controller.sources.workers.len(), "vfn running");
     let matches = controller.router.rule_matches();
     let mut drop_reports = DropReports::new();
     let mut links = LinkWatch::new(&controller.port_interfaces);

@@ -107,6 +107,58 @@ fn capture(lab: &Lab, role: &str, filter: &str, file: &Path) -> ChildGuard {
     ChildGuard::spawn(command).expect("tshark starts")
 }
 
+/// A UDP stream from c1 to srv `port` at `rate` datagrams per second for `duration`.
+fn stream(lab: &Lab, port: u16, rate: u64, duration: Duration) -> vfn_lab::FloodResult {
+    vfn_lab::udp_flood(
+        lab.netns("c1").expect("c1"),
+        lab.netns("srv").expect("srv"),
+        addr(SRV),
+        port,
+        rate,
+        duration,
+    )
+    .expect("the stream runs")
+}
+
+/// Makes the router resolve the analyzer (c2) by sending it traffic: a copy whose tunnel's next
+/// hop is not resolved yet is lost, and counted, while the router asks.
+fn resolve_analyzer(lab: &Lab) {
+    vfn_lab::udp_flood(
+        lab.netns("c1").expect("c1"),
+        lab.netns("c2").expect("c2"),
+        addr(ANALYZER),
+        9,
+        100,
+        Duration::from_millis(200),
+    )
+    .expect("the stream to the analyzer runs");
+}
+
+/// Stops the captures once the last frames had time to arrive.
+fn stop_captures(captures: Vec<ChildGuard>) {
+    std::thread::sleep(Duration::from_millis(500));
+    for guard in captures {
+        guard.stop().expect("tshark stops");
+    }
+}
+
+/// Starts the captures `(role, filter, file)` and waits until each has its file.
+fn start_captures(lab: &Lab, captures: &[(&str, &str, &Path)]) -> Vec<ChildGuard> {
+    let guards = captures
+        .iter()
+        .map(|(role, filter, file)| capture(lab, role, filter, file))
+        .collect();
+    let started = vfn_lab::wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+        captures
+            .iter()
+            .all(|(_, _, file)| file.metadata().is_ok_and(|m| m.len() > 0))
+    });
+    assert!(started.is_ok(), "the captures started");
+    // dumpcap writes the file header before it captures.
+    std::thread::sleep(Duration::from_millis(300));
+    guards
+}
+
 fn frames(file: &Path) -> Vec<Vec<u8>> {
     vfn_dataplane::pcap::read(file)
         .expect("a pcap file")
@@ -133,49 +185,24 @@ fn erspan_copies_decode_and_carry_the_frames_as_received_and_as_sent() {
         vec![session("ids", MirrorDirection::Both, 3)],
         vec![mirror_rule(7300, "ids")],
     );
-    // The router resolves the analyzer first (traffic to it): a copy whose tunnel's next hop is
-    // not resolved yet is lost, and counted, while the router asks.
-    vfn_lab::udp_flood(
-        lab.netns("c1").expect("c1"),
-        lab.netns("c2").expect("c2"),
-        addr(ANALYZER),
-        9,
-        100,
-        Duration::from_millis(200),
-    )
-    .expect("flood to the analyzer runs");
+    resolve_analyzer(&lab);
     let work = tempfile::tempdir().expect("temp dir");
     let (copies_file, sent_file, received_file) = (
         work.path().join("erspan.pcap"),
         work.path().join("c1.pcap"),
         work.path().join("srv.pcap"),
     );
-    let captures = [
-        capture(&lab, "c2", "ip proto 47", &copies_file),
-        capture(&lab, "c1", "udp port 7300", &sent_file),
-        capture(&lab, "srv", "udp port 7300", &received_file),
-    ];
-    let started = vfn_lab::wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
-        [&copies_file, &sent_file, &received_file]
-            .iter()
-            .all(|file| file.metadata().is_ok_and(|m| m.len() > 0))
-    });
-    assert!(started.is_ok(), "the captures started");
-    std::thread::sleep(Duration::from_millis(300));
-    let flood = vfn_lab::udp_flood(
-        lab.netns("c1").expect("c1"),
-        lab.netns("srv").expect("srv"),
-        addr(SRV),
-        7300,
-        200,
-        Duration::from_secs(1),
-    )
-    .expect("flood runs");
+    let captures = start_captures(
+        &lab,
+        &[
+            ("c2", "ip proto 47", &copies_file),
+            ("c1", "udp port 7300", &sent_file),
+            ("srv", "udp port 7300", &received_file),
+        ],
+    );
+    let flood = stream(&lab, 7300, 200, Duration::from_secs(1));
     assert_eq!(flood.received, flood.sent, "every datagram forwarded");
-    std::thread::sleep(Duration::from_millis(500));
-    for guard in captures {
-        guard.stop().expect("tshark stops");
-    }
+    stop_captures(captures);
 
     let (copies, sent_by_c1, received_by_srv) = (
         frames(&copies_file),
@@ -252,15 +279,7 @@ fn erspan_copies_decode_and_carry_the_frames_as_received_and_as_sent() {
         vfn.log()
     );
     let before = vfn.counters().expect("counters");
-    let flood = vfn_lab::udp_flood(
-        lab.netns("c1").expect("c1"),
-        lab.netns("srv").expect("srv"),
-        addr(SRV),
-        7300,
-        2000,
-        Duration::from_secs(1),
-    )
-    .expect("flood runs");
+    let flood = stream(&lab, 7300, 2000, Duration::from_secs(1));
     assert_eq!(
         flood.received, flood.sent,
         "forwarding untouched: {flood:?}"
@@ -301,17 +320,7 @@ fn sampling_and_the_rate_cap_hold_over_20000_packets() {
         vec![sampled, capped],
         vec![mirror_rule(7301, "sampled"), mirror_rule(7302, "capped")],
     );
-    let flood = |port: u16| {
-        vfn_lab::udp_flood(
-            lab.netns("c1").expect("c1"),
-            lab.netns("srv").expect("srv"),
-            addr(SRV),
-            port,
-            11_000,
-            Duration::from_secs(2),
-        )
-        .expect("flood runs")
-    };
+    let flood = |port: u16| stream(&lab, port, 11_000, Duration::from_secs(2));
     let sampled_flood = flood(7301);
     let capped_flood = flood(7302);
     assert!(sampled_flood.sent >= 20_000, "{sampled_flood:?}");
@@ -375,27 +384,8 @@ fn a_mirror_policy_copies_for_its_time_to_live_then_goes() {
         vec![session("ids", MirrorDirection::Received, 4)],
         Vec::new(),
     );
-    // The analyzer resolved first, as in the test above.
-    vfn_lab::udp_flood(
-        lab.netns("c1").expect("c1"),
-        lab.netns("c2").expect("c2"),
-        addr(ANALYZER),
-        9,
-        100,
-        Duration::from_millis(200),
-    )
-    .expect("flood to the analyzer runs");
-    let stream = || {
-        vfn_lab::udp_flood(
-            lab.netns("c1").expect("c1"),
-            lab.netns("srv").expect("srv"),
-            addr(SRV),
-            7400,
-            200,
-            Duration::from_millis(300),
-        )
-        .expect("flood runs")
-    };
+    resolve_analyzer(&lab);
+    let short_stream = || stream(&lab, 7400, 200, Duration::from_millis(300));
     let copies = || {
         vfn.counters()
             .map(|c| total(&c, "vfn_mirror_copies_total", "ids"))
@@ -421,7 +411,7 @@ fn a_mirror_policy_copies_for_its_time_to_live_then_goes() {
         ],
     );
     assert!(out.contains("added mirror policy"), "{out}");
-    let sent = stream();
+    let sent = short_stream();
     let counted = vfn_lab::wait_until(Duration::from_secs(3), Duration::from_millis(50), || {
         copies() >= sent.received
     });
@@ -442,7 +432,7 @@ fn a_mirror_policy_copies_for_its_time_to_live_then_goes() {
     let listed = vfnctl(&vfn, &["-o", "json", "mirror", "list"]);
     assert!(!listed.contains("ids"), "{listed}");
     let before = copies();
-    let sent = stream();
+    let sent = short_stream();
     assert!(sent.received > 0);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(copies(), before, "nothing copied after the policy expired");
@@ -459,31 +449,16 @@ fn copies_to_an_analyzer_port_leave_it_as_received() {
     let (lab, _vfn) = setup("vfnmir4", vec![tap], vec![mirror_rule(7310, "tap")]);
     let work = tempfile::tempdir().expect("temp dir");
     let (copies_file, sent_file) = (work.path().join("c2.pcap"), work.path().join("c1.pcap"));
-    let captures = [
-        capture(&lab, "c2", "udp port 7310", &copies_file),
-        capture(&lab, "c1", "udp port 7310", &sent_file),
-    ];
-    let started = vfn_lab::wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
-        [&copies_file, &sent_file]
-            .iter()
-            .all(|file| file.metadata().is_ok_and(|m| m.len() > 0))
-    });
-    assert!(started.is_ok(), "the captures started");
-    std::thread::sleep(Duration::from_millis(300));
-    let flood = vfn_lab::udp_flood(
-        lab.netns("c1").expect("c1"),
-        lab.netns("srv").expect("srv"),
-        addr(SRV),
-        7310,
-        200,
-        Duration::from_millis(500),
-    )
-    .expect("flood runs");
+    let captures = start_captures(
+        &lab,
+        &[
+            ("c2", "udp port 7310", &copies_file),
+            ("c1", "udp port 7310", &sent_file),
+        ],
+    );
+    let flood = stream(&lab, 7310, 200, Duration::from_millis(500));
     assert_eq!(flood.received, flood.sent, "every datagram forwarded");
-    std::thread::sleep(Duration::from_millis(500));
-    for guard in captures {
-        guard.stop().expect("tshark stops");
-    }
+    stop_captures(captures);
     let mut copies = frames(&copies_file);
     let mut sent_by_c1 = frames(&sent_file);
     assert_eq!(sent_by_c1.len() as u64, flood.sent);

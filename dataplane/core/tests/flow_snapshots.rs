@@ -12,15 +12,12 @@ use etherparse::PacketBuilder;
 use vfn_dataplane::flow_snapshot::{
     FLOW_SLOTS_PER_POLL, FlowRecord, FlowSnapshot, SnapshotError, TcpState,
 };
-use vfn_rules::{
-    Action, AddressMatch, CompileLimits, Context, DefaultAction, PortRange, Protocol, RuleSetSpec,
-    RuleSpec,
-};
+use vfn_rules::{Action, AddressMatch, DefaultAction, PortRange, Protocol, RuleSetSpec, RuleSpec};
 
 const WAIT: Duration = Duration::from_secs(1);
 
 /// Rule 0 allows DNS to the server network; anything else is allowed by default.
-fn publish(bench: &mut Bench) -> u32 {
+fn publish_dns(bench: &mut Bench) -> u32 {
     let spec = RuleSetSpec {
         version: "dns".into(),
         default_action: DefaultAction::Allow,
@@ -35,15 +32,7 @@ fn publish(bench: &mut Bench) -> u32 {
         }],
         ..RuleSetSpec::default()
     };
-    let interfaces = bench.router.interfaces.clone();
-    let lookup = |name: &str| interfaces.by_name(name);
-    let rules = vfn_rules::compile(
-        &spec,
-        &Context::without_mirrors(&lookup),
-        &CompileLimits::default(),
-    )
-    .expect("valid rule set");
-    bench.router.policy.publish(Some(rules))
+    common::publish(&mut bench.router, &spec)
 }
 
 fn syn(sport: u16, dport: u16) -> Vec<u8> {
@@ -76,7 +65,7 @@ fn v4(octets: [u8; 4]) -> IpAddr {
 fn flows_made_by_traffic_are_recorded_with_key_verdict_and_times() {
     let mut bench = Bench::new();
     client_resolves_router(&mut bench);
-    let generation = publish(&mut bench);
+    let generation = publish_dns(&mut bench);
     bench.exchange(0, &udp(CLIENT, SERVER, 1000, 53));
     bench.now += Duration::from_secs(2);
     bench.exchange(1, &udp(SERVER, CLIENT, 53, 1000));
@@ -140,7 +129,7 @@ fn flows_made_by_traffic_are_recorded_with_key_verdict_and_times() {
 fn a_table_larger_than_one_iterations_share_is_copied_over_several() {
     let flow_count = FLOW_SLOTS_PER_POLL + 500;
     let mut bench = Bench::with_flow_capacity(flow_count);
-    publish(&mut bench);
+    publish_dns(&mut bench);
     for batch in 0..flow_count.div_ceil(100) {
         for sport in batch * 100..flow_count.min(batch * 100 + 100) {
             let frame = udp(CLIENT, SERVER, 10_000 + sport as u16, 53);
@@ -179,7 +168,7 @@ fn a_table_larger_than_one_iterations_share_is_copied_over_several() {
 #[test]
 fn truncation_is_reported_with_the_flows_left_out() {
     let mut bench = Bench::new();
-    publish(&mut bench);
+    publish_dns(&mut bench);
     for sport in 0..5 {
         bench.exchange(0, &udp(CLIENT, SERVER, 2000 + sport, 53));
     }
@@ -198,7 +187,7 @@ fn truncation_is_reported_with_the_flows_left_out() {
 #[test]
 fn one_snapshot_at_a_time_and_abandoned_ones_are_thrown_away() {
     let mut bench = Bench::new();
-    publish(&mut bench);
+    publish_dns(&mut bench);
     bench.exchange(0, &udp(CLIENT, SERVER, 1000, 53));
     let snapshots = bench.router.flow_snapshots();
     let pending = snapshots.request(8).expect("sent");

@@ -8,7 +8,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use etherparse::PacketBuilder;
 use vfn_dataplane::counters::DropReason;
 use vfn_dataplane::fib::{FibLimits, StaticRoute};
 use vfn_dataplane::handoff::FlowSteering;
@@ -20,10 +19,7 @@ use vfn_dataplane::router::{Router, RouterSpec};
 use vfn_dataplane::slowpath::SlowPath;
 use vfn_dataplane::telemetry::TelemetryConfig;
 use vfn_dataplane::worker::{Worker, WorkerConfig};
-use vfn_rules::{
-    Action, AddressMatch, CompileLimits, Context, DefaultAction, PortRange, Protocol, RuleSetSpec,
-    RuleSpec,
-};
+use vfn_rules::{Action, AddressMatch, DefaultAction, PortRange, Protocol, RuleSetSpec, RuleSpec};
 
 /// Flows between the client and as many servers behind the gateway.
 const FLOWS: u8 = 64;
@@ -140,18 +136,6 @@ impl TwoWorkers {
         self.settle()
     }
 
-    fn publish(&mut self, spec: &RuleSetSpec) {
-        let interfaces = self.router.interfaces.clone();
-        let lookup = |name: &str| interfaces.by_name(name);
-        let rules = vfn_rules::compile(
-            spec,
-            &Context::without_mirrors(&lookup),
-            &CompileLimits::default(),
-        )
-        .expect("valid rule set");
-        self.router.policy.publish(Some(rules));
-    }
-
     /// One request from the client to server `n` arriving at worker `n % 2`, and its reply at
     /// the other worker; whether each left by the port towards its destination.
     fn exchange(&mut self, n: u8) -> (bool, bool) {
@@ -178,23 +162,6 @@ impl TwoWorkers {
     }
 }
 
-/// A datagram between the client and a server behind the gateway, framed for the port its
-/// source sits behind.
-fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
-    let (src_mac, dst_mac) = if src == CLIENT {
-        (CLIENT_MAC, P0_MAC)
-    } else {
-        (SERVER_MAC, P1_MAC)
-    };
-    let mut frame = Vec::new();
-    PacketBuilder::ethernet2(src_mac, dst_mac)
-        .ipv4(src, dst, 64)
-        .udp(sport, dport)
-        .write(&mut frame, &[0x22; 8])
-        .expect("build");
-    frame
-}
-
 /// Only the client may open flows, to UDP port 7000 of the servers.
 fn client_opens_udp_7000() -> RuleSetSpec {
     RuleSetSpec {
@@ -216,7 +183,7 @@ fn client_opens_udp_7000() -> RuleSetSpec {
 #[test]
 fn replies_arriving_at_the_other_worker_pass_under_a_default_deny() {
     let mut bench = TwoWorkers::new(FlowSteering::Handoff, false);
-    bench.publish(&client_opens_udp_7000());
+    publish(&mut bench.router, &client_opens_udp_7000());
     for n in 1..=FLOWS {
         assert_eq!(bench.exchange(n), (true, true), "flow to server {n}");
     }
@@ -249,7 +216,7 @@ fn replies_arriving_at_the_other_worker_pass_under_a_default_deny() {
 fn without_handoff_replies_at_the_other_worker_are_dropped() {
     // The test above can fail: here nothing brings the directions together.
     let mut bench = TwoWorkers::new(FlowSteering::Nic, false);
-    bench.publish(&client_opens_udp_7000());
+    publish(&mut bench.router, &client_opens_udp_7000());
     let replies = (1..=FLOWS).filter(|&n| bench.exchange(n).1).count();
     assert_eq!(replies, 0);
     let handed_off = bench.counter(|w| w.counters().handed_off.get());

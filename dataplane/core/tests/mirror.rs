@@ -11,10 +11,7 @@ use vfn_dataplane::mirror::{
     CopyLost, MirrorDestination, MirrorDirection, MirrorSession, PROTO_GRE, Tunnel,
 };
 use vfn_dataplane::overlay::{DynamicAction, OverlayError};
-use vfn_rules::{
-    Action, AddressMatch, CompileLimits, Context, DefaultAction, PortRange, Protocol, RuleSetSpec,
-    RuleSpec,
-};
+use vfn_rules::{Action, AddressMatch, DefaultAction, PortRange, Protocol, RuleSetSpec, RuleSpec};
 
 /// The analyzer, behind the gateway on p1.
 const ANALYZER: [u8; 4] = [198, 19, 9, 9];
@@ -59,32 +56,10 @@ fn mirror_udp_7000() -> RuleSetSpec {
     }
 }
 
-fn publish(bench: &mut Bench, spec: &RuleSetSpec) {
-    let interfaces = bench.router.interfaces.clone();
-    let lookup = |name: &str| interfaces.by_name(name);
-    let sessions = bench.router.mirror_sessions.clone();
-    let session = |name: &str| {
-        sessions
-            .iter()
-            .position(|s| s.name == name)
-            .map(|i| i as u16)
-    };
-    let rules = vfn_rules::compile(
-        spec,
-        &Context {
-            interface: &lookup,
-            mirror_session: &session,
-        },
-        &CompileLimits::default(),
-    )
-    .expect("valid rule set");
-    bench.router.policy.publish(Some(rules));
-}
-
 fn mirroring_bench(session: MirrorSession) -> Bench {
     let mut bench = Bench::with_mirror_sessions(vec![session]);
     client_resolves_router(&mut bench);
-    publish(&mut bench, &mirror_udp_7000());
+    publish(&mut bench.router, &mirror_udp_7000());
     bench
 }
 

@@ -17,18 +17,6 @@ use vfn_rules::{
     RateLimitSpec, RuleSetSpec, RuleSpec, TcpFlagsMatch,
 };
 
-fn publish(bench: &mut Bench, spec: &RuleSetSpec) -> u32 {
-    let interfaces = bench.router.interfaces.clone();
-    let lookup = |name: &str| interfaces.by_name(name);
-    let rules = vfn_rules::compile(
-        spec,
-        &Context::without_mirrors(&lookup),
-        &CompileLimits::default(),
-    )
-    .expect("valid rule set");
-    bench.router.policy.publish(Some(rules))
-}
-
 fn tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, syn: bool, ack: bool) -> Vec<u8> {
     let (src_mac, dst_mac) = if src == CLIENT {
         (CLIENT_MAC, P0_MAC)
@@ -76,7 +64,7 @@ fn allow_web() -> RuleSetSpec {
 #[test]
 fn replies_of_allowed_flows_pass_and_unsolicited_packets_do_not() {
     let mut bench = Bench::new();
-    publish(&mut bench, &allow_web());
+    publish(&mut bench.router, &allow_web());
     assert!(
         passes(&mut bench, &tcp(CLIENT, SERVER, 40000, 80, true, false)),
         "allowed SYN"
@@ -111,7 +99,7 @@ fn reject_answers_tcp_with_a_reset_and_udp_with_prohibited() {
     let mut spec = allow_web();
     spec.rules
         .push(RuleSpec::new("reject-rest", Action::Reject));
-    publish(&mut bench, &spec);
+    publish(&mut bench.router, &spec);
     let [out0, out1] = bench.exchange(0, &tcp(CLIENT, SERVER, 40000, 23, true, false));
     assert!(out1.is_empty());
     assert_eq!(out0.len(), 1, "a reset back to the client");
@@ -158,7 +146,7 @@ fn rate_limit_admits_the_burst_then_the_rate() {
         }],
         ..RuleSetSpec::default()
     };
-    publish(&mut bench, &spec);
+    publish(&mut bench.router, &spec);
     let frame = udp(CLIENT, SERVER, 5000, 9);
     let mut forwarded = 0;
     for _ in 0..300 {
@@ -196,7 +184,7 @@ fn per_packet_rules_are_judged_on_every_packet() {
         }],
         ..RuleSetSpec::default()
     };
-    publish(&mut bench, &spec);
+    publish(&mut bench.router, &spec);
     assert!(passes(
         &mut bench,
         &tcp(CLIENT, SERVER, 40000, 80, true, false)
@@ -214,7 +202,7 @@ fn per_packet_rules_are_judged_on_every_packet() {
 #[test]
 fn a_swap_rejudges_established_flows_both_ways() {
     let mut bench = Bench::new();
-    publish(&mut bench, &allow_web());
+    publish(&mut bench.router, &allow_web());
     assert!(passes(
         &mut bench,
         &tcp(CLIENT, SERVER, 40000, 80, true, false)
@@ -228,7 +216,7 @@ fn a_swap_rejudges_established_flows_both_ways() {
         default_action: DefaultAction::Deny,
         ..RuleSetSpec::default()
     };
-    publish(&mut bench, &deny_all);
+    publish(&mut bench.router, &deny_all);
     assert!(
         !passes(&mut bench, &tcp(SERVER, CLIENT, 80, 40000, false, true)),
         "the reply direction too"
@@ -237,7 +225,7 @@ fn a_swap_rejudges_established_flows_both_ways() {
         &mut bench,
         &tcp(CLIENT, SERVER, 40000, 80, false, true)
     ));
-    publish(&mut bench, &allow_web());
+    publish(&mut bench.router, &allow_web());
     assert!(
         passes(&mut bench, &tcp(CLIENT, SERVER, 40000, 80, false, true)),
         "allowed again"
@@ -270,7 +258,7 @@ fn isolation_keeps_only_management_flows() {
         }],
         ..RuleSetSpec::default()
     };
-    publish(&mut bench, &spec);
+    publish(&mut bench.router, &spec);
     assert!(
         passes(&mut bench, &tcp(SERVER, CLIENT, 50000, 22, true, false)),
         "management SSH in"
@@ -359,7 +347,7 @@ fn first_fragment_payload() -> Vec<u8> {
 fn later_fragments_follow_their_first() {
     let mut bench = Bench::new();
     let spec = udp_port_9_only();
-    publish(&mut bench, &spec);
+    publish(&mut bench.router, &spec);
     let first_payload = first_fragment_payload();
     assert!(passes(&mut bench, &fragment(0, true, 7, &first_payload)));
     assert!(
@@ -476,7 +464,7 @@ fn matches_of_rules_that_log_become_events() {
     let mut bench = Bench::new();
     let mut spec = allow_web();
     spec.rules[0].log = true;
-    let generation = publish(&mut bench, &spec);
+    let generation = publish(&mut bench.router, &spec);
     let events = bench.router.rule_matches();
     assert!(passes(
         &mut bench,
@@ -520,7 +508,7 @@ fn icmp_error(
 #[test]
 fn icmp_errors_of_live_flows_pass_under_a_default_deny() {
     let mut bench = Bench::new();
-    publish(&mut bench, &allow_web());
+    publish(&mut bench.router, &allow_web());
     let syn = tcp(CLIENT, SERVER, 40000, 80, true, false);
     assert!(passes(&mut bench, &syn));
     // The server side says "fragmentation needed" about the client's segment: related, passes.
@@ -549,7 +537,7 @@ fn icmp_errors_of_live_flows_pass_under_a_default_deny() {
         }),
         ..RuleSpec::new("ping", Action::Allow)
     });
-    publish(&mut bench, &spec);
+    publish(&mut bench.router, &spec);
     let mut ping = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, P0_MAC)
         .ipv4(CLIENT, SERVER, 64)
@@ -576,7 +564,7 @@ fn a_reply_arriving_where_the_initiator_is_does_not_pass_as_a_reply() {
         vfn_dataplane::worker::WorkerConfig::default(),
         vfn_dataplane::iface::RpFilter::Off,
     );
-    publish(&mut bench, &allow_web());
+    publish(&mut bench.router, &allow_web());
     assert!(passes(
         &mut bench,
         &tcp(CLIENT, SERVER, 40000, 80, true, false)
@@ -621,7 +609,7 @@ fn a_first_packet_dropped_by_a_rate_limit_opens_no_flow() {
         }],
         ..RuleSetSpec::default()
     };
-    publish(&mut bench, &spec);
+    publish(&mut bench.router, &spec);
     assert!(
         passes(&mut bench, &udp(CLIENT, SERVER, 5000, 9)),
         "the burst"
@@ -663,7 +651,7 @@ fn rules_on_tcp_flags_refine_established_flows() {
         ],
         ..RuleSetSpec::default()
     };
-    publish(&mut bench, &spec);
+    publish(&mut bench.router, &spec);
     assert!(
         !passes(&mut bench, &tcp(CLIENT, SERVER, 40000, 22, false, true)),
         "no flow without a SYN"
@@ -692,10 +680,10 @@ fn rules_on_tcp_flags_refine_established_flows() {
 fn later_fragments_of_an_older_rule_set_are_dropped() {
     let mut bench = Bench::new();
     let spec = udp_port_9_only();
-    publish(&mut bench, &spec);
+    publish(&mut bench.router, &spec);
     let first_payload = first_fragment_payload();
     assert!(passes(&mut bench, &fragment(0, true, 11, &first_payload)));
-    publish(&mut bench, &spec);
+    publish(&mut bench.router, &spec);
     assert!(
         !passes(&mut bench, &fragment(3, false, 11, &[0x44; 16])),
         "its first was judged by the previous set"
@@ -730,7 +718,7 @@ fn a_bit_rate_limit_admits_full_size_packets_at_its_rate() {
         }],
         ..RuleSetSpec::default()
     };
-    publish(&mut bench, &spec);
+    publish(&mut bench.router, &spec);
     let mut frame = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, P0_MAC)
         .ipv4(CLIENT, SERVER, 64)

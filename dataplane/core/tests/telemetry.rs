@@ -15,10 +15,7 @@ use vfn_dataplane::policy::PolicyLimits;
 use vfn_dataplane::telemetry::{
     EndReason, FlowExportRecord, RecordTimeouts, RunningStats, TcpState, TelemetryConfig,
 };
-use vfn_rules::{
-    Action, AddressMatch, CompileLimits, Context, DefaultAction, PortRange, Protocol, RuleSetSpec,
-    RuleSpec,
-};
+use vfn_rules::{Action, AddressMatch, DefaultAction, PortRange, Protocol, RuleSetSpec, RuleSpec};
 
 const CLIENT: [u8; 4] = [198, 18, 1, 2];
 const SERVER: [u8; 4] = [198, 19, 0, 1];
@@ -133,18 +130,6 @@ fn records(bench: &Bench) -> Vec<FlowExportRecord> {
 
 fn nanos(at: Duration) -> u64 {
     u64::try_from(at.as_nanos()).expect("in range")
-}
-
-fn publish(bench: &mut Bench, spec: &RuleSetSpec) -> u32 {
-    let interfaces = bench.router.interfaces.clone();
-    let lookup = |name: &str| interfaces.by_name(name);
-    let rules = vfn_rules::compile(
-        spec,
-        &Context::without_mirrors(&lookup),
-        &CompileLimits::default(),
-    )
-    .expect("valid rule set");
-    bench.router.policy.publish(Some(rules))
 }
 
 /// Deny by default; allow the client's TCP to port 80 (rule 0) and UDP to port 53 (rule 1).
@@ -293,7 +278,7 @@ fn features_of_a_hand_made_udp_flow_without_rules() {
 #[test]
 fn a_tcp_flow_under_rules_ends_with_its_last_ack_and_names_its_rule() {
     let mut bench = bench_with(limits(RecordTimeouts::default(), 64));
-    let generation = publish(&mut bench, &allow_web_and_dns());
+    let generation = publish(&mut bench.router, &allow_web_and_dns());
     let start = bench.now;
     let segments: [(bool, u8, u16, usize); 9] = [
         (true, SYN, 64_240, 0),
@@ -366,7 +351,7 @@ fn a_tcp_flow_under_rules_ends_with_its_last_ack_and_names_its_rule() {
 #[test]
 fn a_rst_ends_the_record_and_replies_still_pass_as_the_flows() {
     let mut bench = bench_with(limits(RecordTimeouts::default(), 64));
-    publish(&mut bench, &allow_web_and_dns());
+    publish(&mut bench.router, &allow_web_and_dns());
     let start = bench.now;
     assert!(send_at(
         &mut bench,
@@ -465,7 +450,7 @@ fn a_quiet_established_flow_reports_its_record_and_keeps_its_state() {
         ..RecordTimeouts::default()
     };
     let mut bench = bench_with(limits(timeouts, 64));
-    publish(&mut bench, &allow_web_and_dns());
+    publish(&mut bench.router, &allow_web_and_dns());
     let start = bench.now;
     assert!(send_at(
         &mut bench,
@@ -537,7 +522,7 @@ fn a_flood_of_new_flows_leaves_established_flows_with_their_verdicts() {
             ..limits(RecordTimeouts::default(), 16_384)
         });
         let generation = if with_rules {
-            publish(&mut bench, &allow_web_and_dns())
+            publish(&mut bench.router, &allow_web_and_dns())
         } else {
             0
         };
@@ -683,12 +668,12 @@ fn icmp_is_keyed_by_echo_identifier_or_by_type_and_code() {
 #[test]
 fn a_flow_a_new_rule_set_no_longer_allows_ends_forced() {
     let mut bench = bench_with(limits(RecordTimeouts::default(), 64));
-    let first = publish(&mut bench, &allow_web_and_dns());
+    let first = publish(&mut bench.router, &allow_web_and_dns());
     let start = bench.now;
     assert!(send_at(&mut bench, start, 0, &udp(true, 5000, 10)));
     assert!(send_at(&mut bench, start, MS, &udp(false, 5000, 10)));
     publish(
-        &mut bench,
+        &mut bench.router,
         &RuleSetSpec {
             default_action: DefaultAction::Deny,
             ..RuleSetSpec::default()

@@ -16,6 +16,7 @@ use vfn_dataplane::policy::PolicyLimits;
 use vfn_dataplane::router::{Router, RouterSpec};
 use vfn_dataplane::slowpath::SlowPath;
 use vfn_dataplane::worker::{Worker, WorkerConfig};
+use vfn_rules::{CompileLimits, Context, RuleSetSpec};
 
 pub const P0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
 pub const P1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
@@ -264,4 +265,28 @@ pub fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
         .write(&mut frame, &[0x22; 8])
         .expect("build");
     frame
+}
+
+/// Compiles `spec` against `router`'s interfaces and mirror sessions and publishes it; returns
+/// its generation.
+pub fn publish(router: &mut Router, spec: &RuleSetSpec) -> u32 {
+    let interfaces = router.interfaces.clone();
+    let sessions = router.mirror_sessions.clone();
+    let interface = |name: &str| interfaces.by_name(name);
+    let mirror_session = |name: &str| {
+        sessions
+            .iter()
+            .position(|session| session.name == name)
+            .and_then(|index| u16::try_from(index).ok())
+    };
+    let rules = vfn_rules::compile(
+        spec,
+        &Context {
+            interface: &interface,
+            mirror_session: &mirror_session,
+        },
+        &CompileLimits::default(),
+    )
+    .expect("valid rule set");
+    router.policy.publish(Some(rules))
 }
