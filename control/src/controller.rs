@@ -626,7 +626,11 @@ impl Controller {
                 policy.session, request.ttl_millis, policy.reason
             ),
         );
-        let (matches, mut violations) = match convert::flow_match_from_proto(&policy) {
+        let segments = self
+            .applied
+            .as_ref()
+            .map_or(&[][..], |applied| &applied.spec.segments[..]);
+        let (matches, mut violations) = match convert::flow_match_from_proto(&policy, segments) {
             Ok(matches) => (Some(matches), Vec::new()),
             Err(violations) => (None, violations),
         };

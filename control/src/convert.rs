@@ -167,11 +167,34 @@ pub fn dynamic_action_from_proto(
 /// Prefixes and port ranges a mirror policy may list at most, each.
 const MIRROR_POLICY_LIST_MAX: usize = 64;
 
-/// What a mirror policy message matches, or every problem with it.
+/// What a mirror policy message matches, its segments' prefixes taken from `segments` (the
+/// rule set in force), or every problem with it.
 pub fn flow_match_from_proto(
     policy: &proto::MirrorPolicy,
+    segments: &[SegmentSpec],
 ) -> Result<FlowMatch, Vec<FieldViolation>> {
     let mut violations = Vec::new();
+    let mut segment_prefixes = |field: &str, names: &[String]| -> Vec<IpNet> {
+        names
+            .iter()
+            .enumerate()
+            .flat_map(
+                |(i, name)| match segments.iter().find(|segment| segment.name == *name) {
+                    Some(segment) => segment.prefixes.clone(),
+                    None => {
+                        violations.push(FieldViolation::new(
+                            format!("{field}[{i}]"),
+                            format!("no segment {name:?} in the rule set in force"),
+                        ));
+                        Vec::new()
+                    }
+                },
+            )
+            .collect()
+    };
+    let source_segments = segment_prefixes("policy.source_segments", &policy.source_segments);
+    let destination_segments =
+        segment_prefixes("policy.destination_segments", &policy.destination_segments);
     let mut prefixes = |field: &str, list: &[String]| -> Vec<IpNet> {
         if list.len() > MIRROR_POLICY_LIST_MAX {
             violations.push(FieldViolation::new(
@@ -190,8 +213,10 @@ pub fn flow_match_from_proto(
             })
             .collect()
     };
-    let source = prefixes("policy.source_prefixes", &policy.source_prefixes);
-    let destination = prefixes("policy.destination_prefixes", &policy.destination_prefixes);
+    let mut source = prefixes("policy.source_prefixes", &policy.source_prefixes);
+    source.extend(source_segments);
+    let mut destination = prefixes("policy.destination_prefixes", &policy.destination_prefixes);
+    destination.extend(destination_segments);
     let protocol = match policy.protocol {
         None => None,
         Some(number) => match u8::try_from(number) {
@@ -285,6 +310,9 @@ pub fn mirror_policy_to_proto(policy: &MirrorPolicy) -> proto::MirrorPolicy {
         destination_ports: ranges(&policy.matches.destination_ports),
         min_score: policy.min_score,
         reason: policy.reason.clone(),
+        // Listed as the prefixes they were resolved to.
+        source_segments: Vec::new(),
+        destination_segments: Vec::new(),
     }
 }
 
@@ -1205,7 +1233,17 @@ mod tests {
             }],
             ..proto::MirrorPolicy::default()
         };
-        let matches = flow_match_from_proto(&policy).expect("valid");
+        let segments = [SegmentSpec {
+            name: "web".into(),
+            prefixes: vec!["198.19.0.0/24".parse().expect("p")],
+            criticality: 3,
+        }];
+        let with_segment = proto::MirrorPolicy {
+            destination_segments: vec!["web".into()],
+            ..policy.clone()
+        };
+        let matches = flow_match_from_proto(&with_segment, &segments).expect("valid");
+        assert_eq!(matches.destination, segments[0].prefixes);
         assert_eq!(matches.source.len(), 2);
         assert_eq!(matches.destination_ports, vec![(7000, 7099)]);
         let bad = proto::MirrorPolicy {
@@ -1214,7 +1252,11 @@ mod tests {
             min_score: Some(1.5),
             ..policy
         };
-        let fields: Vec<String> = flow_match_from_proto(&bad)
+        let bad = proto::MirrorPolicy {
+            destination_segments: vec!["db".into()],
+            ..bad
+        };
+        let fields: Vec<String> = flow_match_from_proto(&bad, &segments)
             .expect_err("invalid")
             .into_iter()
             .map(|v| v.field)
@@ -1222,6 +1264,7 @@ mod tests {
         assert_eq!(
             fields,
             [
+                "policy.destination_segments[0]",
                 "policy.source_prefixes[0]",
                 "policy.destination_ports",
                 "policy.min_score"

@@ -16,7 +16,9 @@ use vfn_config::{
     Config, MirrorDestinationConfig, MirrorDirection, MirrorSessionConfig, PolicySource,
 };
 use vfn_lab::{ChildGuard, Counters, HOST_INTERFACE, Lab, RunningVfn, TopologySpec};
-use vfn_rules::{Action, AddressMatch, DefaultAction, PortRange, Protocol, RuleSetSpec, RuleSpec};
+use vfn_rules::{
+    Action, AddressMatch, DefaultAction, PortRange, Protocol, RuleSetSpec, RuleSpec, SegmentSpec,
+};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 const READY: Duration = Duration::from_secs(30);
@@ -77,6 +79,12 @@ fn setup(
     config.policy = Some(PolicySource::Inline(RuleSetSpec {
         version: "mirror".into(),
         default_action: DefaultAction::Allow,
+        // Mirror policies may name it.
+        segments: vec![SegmentSpec {
+            name: "servers".into(),
+            prefixes: vec!["198.18.3.0/24".parse().expect("prefix")],
+            criticality: 5,
+        }],
         rules,
         ..RuleSetSpec::default()
     }));
@@ -279,9 +287,10 @@ fn erspan_copies_decode_and_carry_the_frames_as_received_and_as_sent() {
         vfn.log()
     );
     let before = vfn.counters().expect("counters");
-    let flood = stream(&lab, 7300, 2000, Duration::from_secs(1));
-    assert_eq!(
-        flood.received, flood.sent,
+    // A stream at 50,000 datagrams per second, every one selected, none copied.
+    let flood = stream(&lab, 7300, 50_000, Duration::from_secs(1));
+    assert!(
+        flood.sent >= 45_000 && flood.received * 100 >= flood.sent * 99,
         "forwarding untouched: {flood:?}"
     );
     let counters = vfn
@@ -379,11 +388,15 @@ fn vfnctl(vfn: &RunningVfn, args: &[&str]) -> String {
 #[test]
 fn a_mirror_policy_copies_for_its_time_to_live_then_goes() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (lab, vfn) = setup(
-        "vfnmir3",
-        vec![session("ids", MirrorDirection::Received, 4)],
-        Vec::new(),
-    );
+    // Plain GRE this time.
+    let gre = MirrorSessionConfig {
+        destination: MirrorDestinationConfig::Gre {
+            source: addr(ROUTER_ON_C2),
+            remote: addr(ANALYZER),
+        },
+        ..session("ids", MirrorDirection::Received, 0)
+    };
+    let (lab, vfn) = setup("vfnmir3", vec![gre], Vec::new());
     resolve_analyzer(&lab);
     let short_stream = || stream(&lab, 7400, 200, Duration::from_millis(300));
     let copies = || {
@@ -400,6 +413,8 @@ fn a_mirror_policy_copies_for_its_time_to_live_then_goes() {
             "ids",
             "--source",
             C1,
+            "--destination-segment",
+            "servers",
             "--protocol",
             "udp",
             "--dport",
@@ -411,7 +426,11 @@ fn a_mirror_policy_copies_for_its_time_to_live_then_goes() {
         ],
     );
     assert!(out.contains("added mirror policy"), "{out}");
+    let work = tempfile::tempdir().expect("temp dir");
+    let copies_file = work.path().join("gre.pcap");
+    let captures = start_captures(&lab, &[("c2", "ip proto 47", &copies_file)]);
     let sent = short_stream();
+    stop_captures(captures);
     let counted = vfn_lab::wait_until(Duration::from_secs(3), Duration::from_millis(50), || {
         copies() >= sent.received
     });
@@ -420,6 +439,38 @@ fn a_mirror_policy_copies_for_its_time_to_live_then_goes() {
         "a copy of each datagram: {} of {sent:?}",
         copies()
     );
+    // tshark decodes the GRE copies down to the datagrams they carry.
+    let decoded = Command::new("tshark")
+        .arg("-r")
+        .arg(&copies_file)
+        .args([
+            "-T",
+            "fields",
+            "-e",
+            "gre.proto",
+            "-e",
+            "udp.dstport",
+            "-e",
+            "_ws.malformed",
+        ])
+        .output()
+        .expect("tshark runs");
+    assert!(decoded.status.success(), "{decoded:?}");
+    let text = String::from_utf8_lossy(&decoded.stdout);
+    assert_eq!(text.lines().count() as u64, sent.sent, "{text}");
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        assert_eq!(fields.first(), Some(&"0x6558"), "Ethernet in GRE: {line}");
+        assert_eq!(
+            fields.get(1),
+            Some(&"7400"),
+            "the inner datagram decoded: {line}"
+        );
+        assert!(
+            fields.get(2).is_none_or(|f| f.is_empty()),
+            "malformed: {line}"
+        );
+    }
 
     // Half a second before it expires the policy is listed; a second after, it is gone.
     std::thread::sleep(Duration::from_millis(2500).saturating_sub(added.elapsed()));

@@ -161,7 +161,7 @@ enum DynamicCommand {
 #[derive(Subcommand)]
 enum MirrorCommand {
     /// Add a policy.
-    Add(MirrorAdd),
+    Add(Box<MirrorAdd>),
     /// List the live policies.
     List,
     /// Remove a policy by id.
@@ -178,6 +178,12 @@ struct MirrorAdd {
     /// Destination prefixes or addresses; repeatable.
     #[arg(long = "destination")]
     destinations: Vec<String>,
+    /// Source segments of the rule set in force; repeatable.
+    #[arg(long = "source-segment")]
+    source_segments: Vec<String>,
+    /// Destination segments of the rule set in force; repeatable.
+    #[arg(long = "destination-segment")]
+    destination_segments: Vec<String>,
     /// An IP protocol: tcp, udp, icmp, icmpv6 or a number.
     #[arg(long)]
     protocol: Option<String>,
@@ -780,6 +786,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                         destination_ports: add.destination_ports,
                         min_score: add.min_score,
                         reason: add.reason,
+                        source_segments: add.source_segments,
+                        destination_segments: add.destination_segments,
                     }),
                     ttl_millis: u64::try_from(add.ttl.as_millis()).unwrap_or(u64::MAX),
                 })

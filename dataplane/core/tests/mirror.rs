@@ -259,3 +259,34 @@ fn a_dynamic_entry_mirrors_its_host_for_its_time_to_live() {
         Err(OverlayError::UnknownSession("nobody".into()))
     );
 }
+
+#[test]
+fn a_slow_analyzer_loses_copies_and_forwarding_goes_on() {
+    // The analyzer's port (p0 here) never takes its frames: its share of the pool fills.
+    let session = MirrorSession {
+        destination: MirrorDestination::Port(0),
+        ..tunnel_session(Tunnel::Gre, MirrorDirection::Received)
+    };
+    let mut bench = mirroring_bench(session);
+    let mut forwarded = 0;
+    for sport in 0..300u16 {
+        bench
+            .worker
+            .io_mut()
+            .inject(0, &udp(CLIENT, SERVER, 40_000 + sport, 7000))
+            .expect("room");
+        bench.worker.poll_once(bench.now);
+        forwarded += bench.worker.io_mut().take_sent(1).len();
+    }
+    assert_eq!(forwarded, 300, "every packet forwarded");
+    let counters = &bench.router.mirror_counters()[0].sessions[0];
+    let lost = counters.lost[CopyLost::TransmitRingFull as usize].get();
+    assert!(lost > 0, "the port's share filled");
+    assert_eq!(counters.copies.get() + lost, 300);
+    let accounting = bench.worker.io().accounting();
+    assert!(accounting.is_balanced(), "{accounting:?}");
+    assert_eq!(
+        accounting.in_hand, 0,
+        "lost copies' frames went back: {accounting:?}"
+    );
+}
