@@ -167,6 +167,43 @@ fn start_captures(lab: &Lab, captures: &[(&str, &str, &Path)]) -> Vec<ChildGuard
     guards
 }
 
+/// Asserts that tshark decodes each of the `count` copies in `file`: `field` (of the tunnel's
+/// header) reads `value`, the inner datagram goes to UDP `port`, nothing is malformed.
+fn assert_copies_decode(file: &Path, field: &str, value: &str, port: u16, count: usize) {
+    let decoded = Command::new("tshark")
+        .arg("-r")
+        .arg(file)
+        .args([
+            "-T",
+            "fields",
+            "-e",
+            field,
+            "-e",
+            "udp.dstport",
+            "-e",
+            "_ws.malformed",
+        ])
+        .output()
+        .expect("tshark runs");
+    assert!(decoded.status.success(), "{decoded:?}");
+    let text = String::from_utf8_lossy(&decoded.stdout);
+    assert_eq!(text.lines().count(), count, "{text}");
+    let port = port.to_string();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        assert_eq!(fields.first(), Some(&value), "{field}: {line}");
+        assert_eq!(
+            fields.get(1),
+            Some(&port.as_str()),
+            "the inner datagram decoded: {line}"
+        );
+        assert!(
+            fields.get(2).is_none_or(|f| f.is_empty()),
+            "malformed: {line}"
+        );
+    }
+}
+
 fn frames(file: &Path) -> Vec<Vec<u8>> {
     vfn_dataplane::pcap::read(file)
         .expect("a pcap file")
@@ -238,37 +275,7 @@ fn erspan_copies_decode_and_carry_the_frames_as_received_and_as_sent() {
         "the copies carry exactly the frames, as received and as sent"
     );
 
-    let decoded = Command::new("tshark")
-        .arg("-r")
-        .arg(&copies_file)
-        .args([
-            "-T",
-            "fields",
-            "-e",
-            "erspan.spanid",
-            "-e",
-            "udp.dstport",
-            "-e",
-            "_ws.malformed",
-        ])
-        .output()
-        .expect("tshark runs");
-    assert!(decoded.status.success(), "{decoded:?}");
-    let text = String::from_utf8_lossy(&decoded.stdout);
-    assert_eq!(text.lines().count(), copies.len());
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split('\t').collect();
-        assert_eq!(fields.first(), Some(&"3"), "session 3: {line}");
-        assert_eq!(
-            fields.get(1),
-            Some(&"7300"),
-            "the inner datagram decoded: {line}"
-        );
-        assert!(
-            fields.get(2).is_none_or(|f| f.is_empty()),
-            "malformed: {line}"
-        );
-    }
+    assert_copies_decode(&copies_file, "erspan.spanid", "3", 7300, copies.len());
 
     // The analyzer's link goes down: forwarding goes on, copies are lost and counted.
     let down = lab
@@ -440,37 +447,13 @@ fn a_mirror_policy_copies_for_its_time_to_live_then_goes() {
         copies()
     );
     // tshark decodes the GRE copies down to the datagrams they carry.
-    let decoded = Command::new("tshark")
-        .arg("-r")
-        .arg(&copies_file)
-        .args([
-            "-T",
-            "fields",
-            "-e",
-            "gre.proto",
-            "-e",
-            "udp.dstport",
-            "-e",
-            "_ws.malformed",
-        ])
-        .output()
-        .expect("tshark runs");
-    assert!(decoded.status.success(), "{decoded:?}");
-    let text = String::from_utf8_lossy(&decoded.stdout);
-    assert_eq!(text.lines().count() as u64, sent.sent, "{text}");
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split('\t').collect();
-        assert_eq!(fields.first(), Some(&"0x6558"), "Ethernet in GRE: {line}");
-        assert_eq!(
-            fields.get(1),
-            Some(&"7400"),
-            "the inner datagram decoded: {line}"
-        );
-        assert!(
-            fields.get(2).is_none_or(|f| f.is_empty()),
-            "malformed: {line}"
-        );
-    }
+    assert_copies_decode(
+        &copies_file,
+        "gre.proto",
+        "0x6558",
+        7400,
+        sent.sent as usize,
+    );
 
     // Half a second before it expires the policy is listed; a second after, it is gone.
     std::thread::sleep(Duration::from_millis(2500).saturating_sub(added.elapsed()));
