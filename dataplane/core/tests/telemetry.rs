@@ -118,6 +118,24 @@ fn send_at(bench: &mut Bench, start: Duration, offset_ns: u64, frame: &[u8]) -> 
     !out[1 - ingress as usize].is_empty()
 }
 
+/// The client's TCP handshake with the server from port 40000, a millisecond apart from `start`;
+/// every segment passes.
+fn handshake(bench: &mut Bench, start: Duration) {
+    for (offset, from_client, flags) in
+        [(0, true, SYN), (MS, false, SYN | ACK), (2 * MS, true, ACK)]
+    {
+        assert!(
+            send_at(
+                bench,
+                start,
+                offset,
+                &tcp(from_client, 40000, flags, 1000, 0)
+            ),
+            "handshake segment at {offset} ns"
+        );
+    }
+}
+
 /// One loop iteration at `start + offset_ns`: expiry catches up.
 fn expire_at(bench: &mut Bench, start: Duration, offset_ns: u64) {
     bench.now = start + Duration::from_nanos(offset_ns);
@@ -353,24 +371,7 @@ fn a_rst_ends_the_record_and_replies_still_pass_as_the_flows() {
     let mut bench = bench_with(limits(RecordTimeouts::default(), 64));
     publish(&mut bench.router, &allow_web_and_dns());
     let start = bench.now;
-    assert!(send_at(
-        &mut bench,
-        start,
-        0,
-        &tcp(true, 40000, SYN, 1000, 0)
-    ));
-    assert!(send_at(
-        &mut bench,
-        start,
-        MS,
-        &tcp(false, 40000, SYN | ACK, 1000, 0)
-    ));
-    assert!(send_at(
-        &mut bench,
-        start,
-        2 * MS,
-        &tcp(true, 40000, ACK, 1000, 0)
-    ));
+    handshake(&mut bench, start);
     assert!(send_at(
         &mut bench,
         start,
@@ -452,24 +453,7 @@ fn a_quiet_established_flow_reports_its_record_and_keeps_its_state() {
     let mut bench = bench_with(limits(timeouts, 64));
     publish(&mut bench.router, &allow_web_and_dns());
     let start = bench.now;
-    assert!(send_at(
-        &mut bench,
-        start,
-        0,
-        &tcp(true, 40000, SYN, 1000, 0)
-    ));
-    assert!(send_at(
-        &mut bench,
-        start,
-        MS,
-        &tcp(false, 40000, SYN | ACK, 1000, 0)
-    ));
-    assert!(send_at(
-        &mut bench,
-        start,
-        2 * MS,
-        &tcp(true, 40000, ACK, 1000, 0)
-    ));
+    handshake(&mut bench, start);
     expire_at(&mut bench, start, 2 * MS + 10 * SECOND);
     let exported = records(&bench);
     assert_eq!(
