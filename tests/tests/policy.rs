@@ -75,6 +75,20 @@ fn tcp_rule(
 }
 
 impl Setup {
+    /// `bytes` over TCP from `from` to srv's `port`; asserts they arrive intact.
+    fn transfer(&self, from: &str, port: u16, bytes: usize) {
+        let transfer = vfn_lab::tcp_transfer(
+            self.lab.netns(from).expect("client"),
+            self.lab.netns("srv").expect("srv"),
+            addr(SRV),
+            port,
+            bytes,
+            Duration::from_secs(30),
+        )
+        .expect("transfer runs");
+        assert!(transfer.is_intact(), "{from} to port {port}: {transfer:?}");
+    }
+
     fn connect(&self, from: &str, to_role: &str, to: &str, port: u16) -> Connect {
         let (client, server) = (
             self.lab.netns(from).expect("client"),
@@ -160,16 +174,7 @@ fn allow_drop_reject_and_replies_of_allowed_flows() {
         "allowed; the SYN-ACK passes as a reply\n{}",
         s.vfn.log()
     );
-    let transfer = vfn_lab::tcp_transfer(
-        s.lab.netns("c1").expect("c1"),
-        s.lab.netns("srv").expect("srv"),
-        addr(SRV),
-        8080,
-        1 << 20,
-        Duration::from_secs(20),
-    )
-    .expect("transfer runs");
-    assert!(transfer.is_intact(), "{transfer:?}");
+    s.transfer("c1", 8080, 1 << 20);
     assert_eq!(
         s.connect("c1", "srv", SRV, 8081),
         Connect::Refused,
@@ -523,16 +528,7 @@ fn two_workers_pass_the_replies_of_every_allowed_flow() {
             );
         }
     }
-    let transfer = vfn_lab::tcp_transfer(
-        s.lab.netns("c2").expect("c2"),
-        s.lab.netns("srv").expect("srv"),
-        addr(SRV),
-        8400,
-        2 << 20,
-        Duration::from_secs(30),
-    )
-    .expect("transfer runs");
-    assert!(transfer.is_intact(), "{transfer:?}");
+    s.transfer("c2", 8400, 2 << 20);
     assert_eq!(
         s.connect("srv", "c1", C1, 8080),
         Connect::TimedOut,
