@@ -8,41 +8,18 @@
 //! packet is the handoff's own work: the copies into and out of a slot, the queue operations,
 //! and the second worker's loop; divided by the packets handed off, the cost of one.
 
-use crate::pipeline::{Measurement, Setup, measure, synthetic};
+use crate::pipeline::{ComparisonArgs, Measurement, Setup, measure, median_min_max};
 use vfn_dataplane::handoff::FlowSteering;
 
-#[derive(clap::Args)]
-pub struct Args {
-    /// Seconds per measurement.
-    #[arg(long, default_value_t = 1.0)]
-    seconds: f64,
-    /// Concurrent flows (synthetic UDP flows from as many sources, up to 32,765).
-    #[arg(long, default_value_t = 1000)]
-    flows: usize,
-    /// Rounds; each measures both configurations, in alternating order.
-    #[arg(long, default_value_t = 7)]
-    rounds: usize,
-    /// CPU to pin to.
-    #[arg(long, default_value_t = 1)]
-    core: usize,
-}
-
-fn run_once(args: &Args, steering: FlowSteering) -> Result<Measurement, String> {
+fn run_once(args: &ComparisonArgs, steering: FlowSteering) -> Result<Measurement, String> {
     measure(Setup {
-        templates: synthetic(args.flows.max(1)),
-        policy: None,
-        telemetry: true,
-        table_flows: args.flows.max(1).next_power_of_two().max(1024),
-        seconds: args.seconds,
         two_workers: Some(steering),
-        mirror_sessions: Vec::new(),
+        ..args.setup(None, true)
     })
 }
 
-pub fn run(args: &Args) -> Result<(), String> {
-    if !core_affinity::set_for_current(core_affinity::CoreId { id: args.core }) {
-        eprintln!("warning: could not pin to core {}", args.core);
-    }
+pub fn run(args: &ComparisonArgs) -> Result<(), String> {
+    args.pin();
     println!(
         "in-memory pipeline, IPv4 UDP 64 B frames, {} flows, telemetry on, 2 workers polled by one thread on core {}, {} rounds of {} s",
         args.flows, args.core, args.rounds, args.seconds
@@ -72,24 +49,16 @@ pub fn run(args: &Args) -> Result<(), String> {
         handed_share.push(share);
         cost_ns.push((ns_per_packet(&handoff) - ns_per_packet(&local)) / share);
     }
-    let median = |mut values: Vec<f64>| {
-        values.sort_by(f64::total_cmp);
-        (
-            values[values.len() / 2],
-            values[0],
-            values[values.len() - 1],
-        )
-    };
     println!("| configuration | Mpps median | min | max |\n|---|--:|--:|--:|");
     for (name, values) in [
         ("one worker processes all (`nic`)", local_mpps),
         ("half handed to the other worker (`handoff`)", handoff_mpps),
     ] {
-        let (median, min, max) = median(values);
+        let (median, min, max) = median_min_max(values);
         println!("| {name} | {median:.2} | {min:.2} | {max:.2} |");
     }
-    let (share, _, _) = median(handed_share);
-    let (cost, min, max) = median(cost_ns);
+    let (share, _, _) = median_min_max(handed_share);
+    let (cost, min, max) = median_min_max(cost_ns);
     println!(
         "handed off: {:.1} % of the packets; ns per handed packet: median {cost:.0} (min {min:.0}, max {max:.0})",
         share * 100.0

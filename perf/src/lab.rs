@@ -469,14 +469,9 @@ fn median_min_max(values: Vec<f64>) -> String {
 }
 
 /// Median, min and max of frames per second, in Mpps.
-fn mpps_median_min_max(mut values: Vec<f64>) -> (f64, f64, f64) {
-    values.sort_by(f64::total_cmp);
-    let mpps = |index: usize| values.get(index).map_or(0.0, |value| value / 1e6);
-    (
-        mpps(values.len() / 2),
-        mpps(0),
-        mpps(values.len().saturating_sub(1)),
-    )
+fn mpps_median_min_max(values: Vec<f64>) -> (f64, f64, f64) {
+    let (median, min, max) = crate::pipeline::median_min_max(values);
+    (median / 1e6, min / 1e6, max / 1e6)
 }
 
 pub fn run_all(args: &Args) -> Result<(), String> {

@@ -31,9 +31,9 @@ enum Command {
     /// What flow telemetry costs the in-memory pipeline: 1k to 1M flows, off and on, interleaved.
     Telemetry(telemetry::Args),
     /// What handing packets to the worker that owns their flow costs, in memory, one core.
-    Handoff(handoff::Args),
+    Handoff(pipeline::ComparisonArgs),
     /// What mirroring costs the in-memory pipeline, one core.
-    Mirror(mirror::Args),
+    Mirror(pipeline::ComparisonArgs),
     /// The packet classifier on ClassBench sets, against DPDK's rte_acl.
     Classbench(classify::Args),
     /// Routers between two lab namespaces, measured with an XDP generator and sink (root).

@@ -9,23 +9,7 @@
 use vfn_dataplane::mirror::{MirrorDestination, MirrorDirection, MirrorSession, Tunnel};
 use vfn_rules::{Action, DefaultAction, Protocol, RuleSetSpec, RuleSpec};
 
-use crate::pipeline::{Measurement, Setup, measure, synthetic};
-
-#[derive(clap::Args)]
-pub struct Args {
-    /// Seconds per measurement.
-    #[arg(long, default_value_t = 1.0)]
-    seconds: f64,
-    /// Concurrent flows (synthetic UDP flows).
-    #[arg(long, default_value_t = 1000)]
-    flows: usize,
-    /// Rounds; each measures every configuration once, the order rotating.
-    #[arg(long, default_value_t = 7)]
-    rounds: usize,
-    /// CPU to pin to.
-    #[arg(long, default_value_t = 1)]
-    core: usize,
-}
+use crate::pipeline::{ComparisonArgs, Measurement, Setup, measure, median_min_max};
 
 /// The configurations: a name, and the session direction (`None`: the rule only allows).
 const CONFIGURATIONS: [(&str, Option<MirrorDirection>); 3] = [
@@ -77,23 +61,19 @@ fn policy(mirror: bool) -> RuleSetSpec {
     }
 }
 
-fn run_once(args: &Args, direction: Option<MirrorDirection>) -> Result<Measurement, String> {
+fn run_once(
+    args: &ComparisonArgs,
+    direction: Option<MirrorDirection>,
+) -> Result<Measurement, String> {
     let spec = policy(direction.is_some());
     measure(Setup {
-        templates: synthetic(args.flows.max(1)),
-        policy: Some(&spec),
-        telemetry: false,
-        table_flows: args.flows.max(1).next_power_of_two().max(1024),
-        seconds: args.seconds,
-        two_workers: None,
         mirror_sessions: direction.map(session).into_iter().collect(),
+        ..args.setup(Some(&spec), false)
     })
 }
 
-pub fn run(args: &Args) -> Result<(), String> {
-    if !core_affinity::set_for_current(core_affinity::CoreId { id: args.core }) {
-        eprintln!("warning: could not pin to core {}", args.core);
-    }
+pub fn run(args: &ComparisonArgs) -> Result<(), String> {
+    args.pin();
     println!(
         "in-memory pipeline, IPv4 UDP 64 B frames, {} flows, one rule, telemetry off, 1 worker on core {}, {} rounds of {} s",
         args.flows, args.core, args.rounds, args.seconds
@@ -109,22 +89,14 @@ pub fn run(args: &Args) -> Result<(), String> {
             results[index].push((measured.mpps(), per_packet, ns));
         }
     }
-    let median = |mut values: Vec<f64>| {
-        values.sort_by(f64::total_cmp);
-        (
-            values[values.len() / 2],
-            values[0],
-            values[values.len() - 1],
-        )
-    };
     println!(
         "| configuration | Mpps median | min | max | copies per packet | ns per packet | ns per copy (median of rounds) |"
     );
     println!("|---|--:|--:|--:|--:|--:|--:|");
     for (index, (name, _)) in CONFIGURATIONS.iter().enumerate() {
-        let (mpps, min, max) = median(results[index].iter().map(|r| r.0).collect());
-        let (copies, _, _) = median(results[index].iter().map(|r| r.1).collect());
-        let (ns, _, _) = median(results[index].iter().map(|r| r.2).collect());
+        let (mpps, min, max) = median_min_max(results[index].iter().map(|r| r.0).collect());
+        let (copies, _, _) = median_min_max(results[index].iter().map(|r| r.1).collect());
+        let (ns, _, _) = median_min_max(results[index].iter().map(|r| r.2).collect());
         let per_copy = if index == 0 {
             "".to_string()
         } else {
@@ -134,7 +106,7 @@ pub fn run(args: &Args) -> Result<(), String> {
                 .zip(&results[0])
                 .map(|(mirrored, plain)| (mirrored.2 - plain.2) / mirrored.1.max(f64::EPSILON))
                 .collect();
-            format!("{:.0}", median(costs).0)
+            format!("{:.0}", median_min_max(costs).0)
         };
         println!(
             "| {name} | {mpps:.2} | {min:.2} | {max:.2} | {copies:.2} | {ns:.0} | {per_copy} |"

@@ -120,6 +120,57 @@ pub(crate) fn trace_flows(tuples: &[crate::rulesets::Tuple], count: usize) -> Ve
     frames
 }
 
+/// The options of the benchmarks that compare configurations of the in-memory pipeline on
+/// synthetic flows round by round (`vfn-perf handoff`, `vfn-perf mirror`).
+#[derive(clap::Args)]
+pub struct ComparisonArgs {
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 1.0)]
+    pub seconds: f64,
+    /// Concurrent flows (synthetic UDP flows from as many sources, up to 32,765).
+    #[arg(long, default_value_t = 1000)]
+    pub flows: usize,
+    /// Rounds; each measures every configuration once, the order changing from round to round.
+    #[arg(long, default_value_t = 7)]
+    pub rounds: usize,
+    /// CPU to pin to.
+    #[arg(long, default_value_t = 1)]
+    pub core: usize,
+}
+
+impl ComparisonArgs {
+    /// Pins this thread to the chosen core (a warning if it cannot).
+    pub fn pin(&self) {
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: self.core }) {
+            eprintln!("warning: could not pin to core {}", self.core);
+        }
+    }
+
+    /// A measurement of the synthetic flows, with a table that holds them all.
+    pub fn setup<'a>(&self, policy: Option<&'a RuleSetSpec>, telemetry: bool) -> Setup<'a> {
+        let flows = self.flows.max(1);
+        Setup {
+            templates: synthetic(flows),
+            policy,
+            telemetry,
+            table_flows: flows.next_power_of_two().max(1024),
+            seconds: self.seconds,
+            two_workers: None,
+            mirror_sessions: Vec::new(),
+        }
+    }
+}
+
+/// Median, min and max of `values` (at least one).
+pub(crate) fn median_min_max(mut values: Vec<f64>) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    (
+        values[values.len() / 2],
+        values[0],
+        values[values.len() - 1],
+    )
+}
+
 /// One measurement of [`measure`]: the traffic, the router's configuration, and how long.
 pub(crate) struct Setup<'a> {
     /// Frames the generating port copies, round robin: one per flow.
