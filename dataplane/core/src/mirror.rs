@@ -172,7 +172,7 @@ pub struct CopiedFrame<'a> {
 }
 
 /// Bytes the encapsulation adds in front of the copied frame, outer Ethernet header excluded.
-pub fn tunnel_overhead(tunnel: Tunnel, remote: IpAddr) -> usize {
+fn tunnel_overhead(tunnel: Tunnel, remote: IpAddr) -> usize {
     let ip = if remote.is_ipv4() {
         IPV4_HEADER_LEN
     } else {
