@@ -7,8 +7,9 @@
 //! is in use (a rule set, dynamic entries or flow telemetry), the worker that receives an IP
 //! packet computes the worker that owns its flow and, when that is another worker, copies the
 //! packet into a batch for the owner and frees its own frame; a batch goes to the owner when it
-//! is full or at the end of the sender's loop iteration (as VPP's handoff queues carry frames of
-//! buffers, not buffers: one queue operation per batch). The owner takes handed batches once per
+//! is full, or at the end of the sender's loop iteration if the owner has taken every batch sent
+//! before (as VPP's handoff queues carry frames of buffers, not buffers: one queue operation per
+//! batch). The owner takes handed batches once per
 //! loop iteration, copies each packet into a frame of its own pool and processes it as if it had
 //! received it on the same port (ports have the same index on every worker).
 //!
@@ -293,11 +294,14 @@ impl WorkerHandoff {
         true
     }
 
-    /// Sends every batch begun for another worker: once per loop iteration, so that handed
-    /// packets wait at most one iteration of the sender.
+    /// Sends the batches begun for other workers that have taken everything sent to them
+    /// before; once per loop iteration. A worker that is busy, or blocked in `poll(2)`, gets its
+    /// packets in full batches instead, so that a few packets per iteration do not use up its
+    /// batches while it is away.
     pub fn flush(&mut self) {
         for peer in &mut self.peers {
-            if peer.open.as_ref().is_some_and(|batch| !batch.is_empty()) {
+            if peer.open.as_ref().is_some_and(|batch| !batch.is_empty()) && peer.inbound.is_empty()
+            {
                 Self::send_open(peer);
             }
         }
