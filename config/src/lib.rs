@@ -40,8 +40,8 @@ pub use model::{
     ApiConfig, ApiRole, ApiTls, ApiToken, CollectorConfig, Config, DEFAULT_PORT_MTU,
     DEFAULT_PORT_QUEUES, DataplaneConfig, FlowSteering, IcmpConfig, InterfaceRef, MetricsConfig,
     MirrorConfig, MirrorDestinationConfig, MirrorDirection, MirrorSessionConfig, PortConfig,
-    RouteConfig, RpFilter, StateConfig, TableConfig, TelemetryConfig, VlanConfig, WithoutPolicy,
-    WorkerConfig, XdpMode, ZeroCopy,
+    RouteConfig, RpFilter, ScoringAction, ScoringConfig, StateConfig, TableConfig, TelemetryConfig,
+    ThreatWeightsConfig, VlanConfig, WithoutPolicy, WorkerConfig, XdpMode, ZeroCopy,
 };
 pub use policy::{PolicySource, load_policy_file, parse_prefix, policy_to_toml, rate_limit_spec};
 

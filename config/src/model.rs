@@ -33,6 +33,93 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Mirror sessions (`[[mirror.sessions]]`), which rules and dynamic entries copy to.
     pub mirror: MirrorConfig,
+    /// Anomaly scoring (`[scoring]`): the models, the threat score and the action it leads to.
+    pub scoring: ScoringConfig,
+}
+
+/// Anomaly scoring (`[scoring]`, `docs/models.md`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoringConfig {
+    /// Off (the default): no snapshot is taken and no model is loaded. Needs telemetry on.
+    pub enabled: bool,
+    /// The model bundle's folder (`manifest.json` and the ONNX files it names); a relative path
+    /// is relative to the config file. `None` (the default): the bundle built into the router,
+    /// `models/trained/datasets-base`.
+    pub models: Option<PathBuf>,
+    /// The core the scorer thread is pinned to; default: none (the scheduler places it).
+    pub core: Option<usize>,
+    /// A flow record's first snapshot is taken at this packet, 1..=1000000 (default 4).
+    pub nth_packet: u32,
+    /// Snapshots waiting for the scorer, all workers together, 64..=1048576 (default 4096).
+    pub queue: u32,
+    /// Flows scored per model run at most, 1..=256 (default 64).
+    pub batch: u32,
+    /// The threat at which a flow counts against its source, 0..=1 (default 0.8).
+    pub threshold: f64,
+    pub weights: ThreatWeightsConfig,
+    /// Thresholds of their own for named segments of the rule set in force.
+    pub segment_thresholds: Vec<(String, f64)>,
+    /// Flows of one source over the threshold within `window_ms` before it is acted on,
+    /// 1..=100000 (default 5).
+    pub flows_to_act: u32,
+    /// 1..=3600000 ms (default 10 s).
+    pub window_ms: u32,
+    pub action: ScoringAction,
+    /// How long an action lasts, 1000..=86400000 ms (default 300 s).
+    pub action_ttl_ms: u32,
+    /// Sources followed at most, 16..=1048576 (default 65536).
+    pub sources: u32,
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            models: None,
+            core: None,
+            nth_packet: 4,
+            queue: 4_096,
+            batch: 64,
+            threshold: 0.8,
+            weights: ThreatWeightsConfig::default(),
+            segment_thresholds: Vec::new(),
+            flows_to_act: 5,
+            window_ms: 10_000,
+            action: ScoringAction::Isolate,
+            action_ttl_ms: 300_000,
+            sources: 65_536,
+        }
+    }
+}
+
+/// The weights of the threat score's terms; each 0..=1, together 1.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreatWeightsConfig {
+    pub anomaly: f64,
+    pub impact: f64,
+    pub confidence: f64,
+}
+
+impl Default for ThreatWeightsConfig {
+    fn default() -> Self {
+        Self {
+            anomaly: 0.6,
+            impact: 0.1,
+            confidence: 0.3,
+        }
+    }
+}
+
+/// What scoring does to a source it acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScoringAction {
+    /// Drop every packet from or to the source.
+    Isolate,
+    /// Copy the source's packets to a mirror session.
+    Mirror { session: String },
+    /// At most so many packets per second from the source, with a burst.
+    RateLimit { packets_per_second: u64, burst: u64 },
 }
 
 /// Mirroring (`[mirror]`).

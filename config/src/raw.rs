@@ -4,6 +4,7 @@
 //! range or a malformed address reaches semantic validation, which names it by its path instead
 //! of failing the whole parse. Defaults come from the typed model, their single source.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -11,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::model::{
     ApiConfig, ApiRole, Config, DEFAULT_PORT_MTU, DEFAULT_PORT_QUEUES, DataplaneConfig,
     FlowSteering, IcmpConfig, MetricsConfig, MirrorConfig, MirrorDestinationConfig,
-    MirrorDirection, PortConfig, RouteConfig, RpFilter, StateConfig, TableConfig, TelemetryConfig,
-    VlanConfig, WithoutPolicy, XdpMode, ZeroCopy,
+    MirrorDirection, PortConfig, RouteConfig, RpFilter, ScoringAction, ScoringConfig, StateConfig,
+    TableConfig, TelemetryConfig, ThreatWeightsConfig, VlanConfig, WithoutPolicy, XdpMode,
+    ZeroCopy,
 };
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -38,6 +40,8 @@ pub(crate) struct RawConfig {
     pub metrics: RawMetrics,
     #[serde(default)]
     pub telemetry: RawTelemetry,
+    #[serde(default)]
+    pub scoring: RawScoring,
     #[serde(default, skip_serializing_if = "RawMirror::is_empty")]
     pub mirror: RawMirror,
 }
@@ -147,6 +151,73 @@ pub(crate) struct RawTelemetry {
     pub queue: i64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub collectors: Vec<RawCollector>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawScoring {
+    pub enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub models: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub core: Option<i64>,
+    pub nth_packet: i64,
+    pub queue: i64,
+    pub batch: i64,
+    pub threshold: f64,
+    pub weights: ThreatWeightsConfig,
+    pub segment_thresholds: BTreeMap<String, f64>,
+    pub flows_to_act: i64,
+    pub window_ms: i64,
+    /// `isolate`, `mirror` or `rate_limit`.
+    pub action: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub mirror_session: String,
+    pub rate_limit_pps: i64,
+    pub rate_limit_burst: i64,
+    pub action_ttl_ms: i64,
+    pub sources: i64,
+}
+
+impl Default for RawScoring {
+    fn default() -> Self {
+        Self::from(&ScoringConfig::default())
+    }
+}
+
+/// The rate limit `[scoring]` takes when `action = "rate_limit"` names none.
+const DEFAULT_SCORING_RATE: (u64, u64) = (100, 20);
+
+impl From<&ScoringConfig> for RawScoring {
+    fn from(scoring: &ScoringConfig) -> Self {
+        let (action, mirror_session, (pps, burst)) = match &scoring.action {
+            ScoringAction::Isolate => ("isolate", String::new(), DEFAULT_SCORING_RATE),
+            ScoringAction::Mirror { session } => ("mirror", session.clone(), DEFAULT_SCORING_RATE),
+            ScoringAction::RateLimit {
+                packets_per_second,
+                burst,
+            } => ("rate_limit", String::new(), (*packets_per_second, *burst)),
+        };
+        Self {
+            enabled: scoring.enabled,
+            models: scoring.models.as_ref().map(|p| p.display().to_string()),
+            core: scoring.core.map(|core| core as i64),
+            nth_packet: scoring.nth_packet.into(),
+            queue: scoring.queue.into(),
+            batch: scoring.batch.into(),
+            threshold: scoring.threshold,
+            weights: scoring.weights,
+            segment_thresholds: scoring.segment_thresholds.iter().cloned().collect(),
+            flows_to_act: scoring.flows_to_act.into(),
+            window_ms: scoring.window_ms.into(),
+            action: action.into(),
+            mirror_session,
+            rate_limit_pps: pps as i64,
+            rate_limit_burst: burst as i64,
+            action_ttl_ms: scoring.action_ttl_ms.into(),
+            sources: scoring.sources.into(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -452,6 +523,7 @@ impl From<&Config> for RawConfig {
             metrics: RawMetrics::from(&config.metrics),
             telemetry: RawTelemetry::from(&config.telemetry),
             mirror: RawMirror::from(&config.mirror),
+            scoring: RawScoring::from(&config.scoring),
         }
     }
 }

@@ -7,7 +7,8 @@ use proptest::prelude::*;
 use crate::{
     ApiConfig, Config, ConfigError, DataplaneConfig, FieldError, FlowSteering, IcmpConfig,
     InterfaceRef, MirrorDestinationConfig, MirrorDirection, MirrorSessionConfig, PortConfig,
-    RouteConfig, RpFilter, StateConfig, TableConfig, VlanConfig, WorkerConfig, XdpMode, ZeroCopy,
+    RouteConfig, RpFilter, ScoringAction, ScoringConfig, StateConfig, TableConfig,
+    ThreatWeightsConfig, VlanConfig, WorkerConfig, XdpMode, ZeroCopy,
 };
 
 /// The smallest valid file; tests append sections to it.
@@ -1046,39 +1047,167 @@ fn config() -> impl Strategy<Value = Config> {
         ),
         (1u8..=4).prop_flat_map(|count| (0..count).map(port_config).collect::<Vec<_>>()),
         proptest::collection::vec(any::<(bool, bool)>(), 0..=8),
+        scoring(),
     )
         .prop_map(
-            |(dataplane, tables, icmp, (cores, steer_by_nic), ports, route_choices)| Config {
-                dataplane,
-                tables: TableConfig {
-                    neighbours: tables.0,
-                    pending_per_neighbour: tables.1,
-                    max_routes_v4: tables.2,
-                    max_routes_v6: tables.3,
-                    flows: tables.4,
-                },
-                icmp: IcmpConfig {
-                    errors_per_second: icmp.0,
-                    errors_burst: icmp.1,
-                },
-                workers: WorkerConfig {
-                    cores: cores.into_iter().collect(),
-                    flow_steering: if steer_by_nic {
-                        FlowSteering::Nic
-                    } else {
-                        FlowSteering::Handoff
+            |(dataplane, tables, icmp, (cores, steer_by_nic), ports, route_choices, scoring)| {
+                Config {
+                    dataplane,
+                    tables: TableConfig {
+                        neighbours: tables.0,
+                        pending_per_neighbour: tables.1,
+                        max_routes_v4: tables.2,
+                        max_routes_v6: tables.3,
+                        flows: tables.4,
                     },
-                },
-                routes: routes_over(&ports, &route_choices),
-                ports,
-                policy: None,
-                api: ApiConfig::default(),
-                state: StateConfig::default(),
-                metrics: crate::MetricsConfig::default(),
-                telemetry: crate::TelemetryConfig::default(),
-                mirror: crate::MirrorConfig::default(),
+                    icmp: IcmpConfig {
+                        errors_per_second: icmp.0,
+                        errors_burst: icmp.1,
+                    },
+                    workers: WorkerConfig {
+                        cores: cores.into_iter().collect(),
+                        flow_steering: if steer_by_nic {
+                            FlowSteering::Nic
+                        } else {
+                            FlowSteering::Handoff
+                        },
+                    },
+                    routes: routes_over(&ports, &route_choices),
+                    ports,
+                    policy: None,
+                    api: ApiConfig::default(),
+                    state: StateConfig::default(),
+                    metrics: crate::MetricsConfig::default(),
+                    telemetry: crate::TelemetryConfig::default(),
+                    mirror: crate::MirrorConfig::default(),
+                    scoring,
+                }
             },
         )
+}
+
+/// Scoring settings in range; thresholds and weights are multiples of 1/8 (exact in TOML and
+/// adding up to 1 exactly).
+fn scoring() -> impl Strategy<Value = ScoringConfig> {
+    (
+        any::<bool>(),
+        proptest::option::of("[a-z/]{1,20}"),
+        (1u32..=1_000_000, 64u32..=1_048_576, 1u32..=256, 0u8..=8),
+        (0u8..=8, 0u8..=8),
+        proptest::collection::btree_map("[a-z]{1,8}", 0u8..=8, 0..=3),
+        (
+            1u32..=100_000,
+            1u32..=3_600_000,
+            1_000u32..=86_400_000,
+            16u32..=1_048_576,
+        ),
+        proptest::option::of((1u64..=1000, 1u64..=1000)),
+    )
+        .prop_map(
+            |(enabled, models, (nth, queue, batch, threshold), (a, i), segments, counts, rate)| {
+                let (anomaly, impact) = (a.min(8), i.min(8 - a.min(8)));
+                ScoringConfig {
+                    enabled,
+                    models: models.map(Into::into),
+                    core: None,
+                    nth_packet: nth,
+                    queue,
+                    batch,
+                    threshold: f64::from(threshold) / 8.0,
+                    weights: ThreatWeightsConfig {
+                        anomaly: f64::from(anomaly) / 8.0,
+                        impact: f64::from(impact) / 8.0,
+                        confidence: f64::from(8 - anomaly - impact) / 8.0,
+                    },
+                    segment_thresholds: segments
+                        .into_iter()
+                        .map(|(name, t)| (name, f64::from(t) / 8.0))
+                        .collect(),
+                    flows_to_act: counts.0,
+                    window_ms: counts.1,
+                    action_ttl_ms: counts.2,
+                    sources: counts.3,
+                    action: match rate {
+                        Some((packets_per_second, burst)) => ScoringAction::RateLimit {
+                            packets_per_second,
+                            burst,
+                        },
+                        None => ScoringAction::Isolate,
+                    },
+                }
+            },
+        )
+}
+
+#[test]
+fn scoring_settings_out_of_range_are_named() {
+    let text = with(
+        r#"
+[scoring]
+enabled = true
+threshold = 1.5
+action = "mirror"
+mirror_session = "nowhere"
+[scoring.weights]
+anomaly = 0.5
+impact = 0.5
+confidence = 0.5
+[scoring.segment_thresholds]
+db = -1.0
+"#,
+    );
+    let rendered: Vec<String> = field_errors(&text)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        rendered,
+        [
+            "scoring.weights: the weights add up to 1.5, not 1",
+            "scoring.segment_thresholds.db: -1 is not in 0..=1",
+            "scoring.mirror_session: \"nowhere\" is not a mirror session",
+            "scoring.threshold: 1.5 is not in 0..=1",
+        ]
+    );
+    assert_error_at(
+        &with("[telemetry]\nenabled = false\n[scoring]\nenabled = true\n"),
+        "scoring.enabled",
+        "scoring needs flow telemetry",
+    );
+    assert_error_at(
+        &with("[scoring]\naction = \"quarantine\"\n"),
+        "scoring.action",
+        "is not isolate, mirror or rate_limit",
+    );
+}
+
+#[test]
+fn scoring_is_off_by_default_and_takes_its_settings() {
+    assert_eq!(parse(BASE).scoring, ScoringConfig::default());
+    let config = parse(&with(
+        r#"
+[scoring]
+enabled = true
+models = "bundles/lab"
+nth_packet = 2
+action = "rate_limit"
+rate_limit_pps = 50
+rate_limit_burst = 5
+[scoring.segment_thresholds]
+db = 0.5
+"#,
+    ));
+    assert!(config.scoring.enabled);
+    assert_eq!(config.scoring.models, Some("bundles/lab".into()));
+    assert_eq!(config.scoring.nth_packet, 2);
+    assert_eq!(
+        config.scoring.action,
+        ScoringAction::RateLimit {
+            packets_per_second: 50,
+            burst: 5
+        }
+    );
+    assert_eq!(config.scoring.segment_thresholds, [("db".to_owned(), 0.5)]);
 }
 
 proptest! {

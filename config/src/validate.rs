@@ -15,12 +15,12 @@ use crate::error::{ConfigError, FieldError};
 use crate::model::{
     ApiConfig, ApiTls, ApiToken, CollectorConfig, Config, DataplaneConfig, IcmpConfig,
     InterfaceRef, MetricsConfig, MirrorConfig, MirrorDestinationConfig, MirrorSessionConfig,
-    PortConfig, RouteConfig, RpFilter, StateConfig, TableConfig, TelemetryConfig, VlanConfig,
-    WorkerConfig,
+    PortConfig, RouteConfig, RpFilter, ScoringAction, ScoringConfig, StateConfig, TableConfig,
+    TelemetryConfig, ThreatWeightsConfig, VlanConfig, WorkerConfig,
 };
 use crate::raw::{
     RawApi, RawConfig, RawDataplane, RawIcmp, RawMirror, RawMirrorSession, RawPort, RawRoute,
-    RawState, RawTables, RawTelemetry, RawTunnel, RawVlan,
+    RawScoring, RawState, RawTables, RawTelemetry, RawTunnel, RawVlan,
 };
 
 const BURST_SIZE: RangeInclusive<u32> = 1..=64;
@@ -74,6 +74,7 @@ pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let state = state(&mut errors, &raw.state);
     let telemetry = telemetry(&mut errors, &raw.telemetry);
     let mirror = mirror(&mut errors, &raw.mirror, &ports);
+    let scoring = scoring(&mut errors, &raw.scoring, &telemetry, &mirror);
     let metrics = MetricsConfig {
         enabled: raw.metrics.enabled,
         listen: raw.metrics.listen.parse().unwrap_or_else(|_| {
@@ -98,6 +99,7 @@ pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             metrics,
             telemetry,
             mirror,
+            scoring,
         })
     } else {
         Err(ConfigError::Invalid(errors.0))
@@ -318,6 +320,114 @@ fn api_tokens(errors: &mut Errors, raw: &RawApi) -> Vec<ApiToken> {
         })
         .collect()
 }
+
+/// A value of 0..=1 at `path`, or an error naming it.
+fn unit_interval(errors: &mut Errors, path: &str, value: f64) -> f64 {
+    if (0.0..=1.0).contains(&value) {
+        value
+    } else {
+        errors.push(path, format!("{value} is not in 0..=1"));
+        0.0
+    }
+}
+
+fn scoring(
+    errors: &mut Errors,
+    raw: &RawScoring,
+    telemetry: &TelemetryConfig,
+    mirror: &MirrorConfig,
+) -> ScoringConfig {
+    if raw.enabled && !telemetry.enabled {
+        errors.push(
+            "scoring.enabled",
+            "scoring needs flow telemetry: [telemetry] enabled = true",
+        );
+    }
+    let weights = ThreatWeightsConfig {
+        anomaly: unit_interval(errors, "scoring.weights.anomaly", raw.weights.anomaly),
+        impact: unit_interval(errors, "scoring.weights.impact", raw.weights.impact),
+        confidence: unit_interval(errors, "scoring.weights.confidence", raw.weights.confidence),
+    };
+    let total = weights.anomaly + weights.impact + weights.confidence;
+    if (total - 1.0).abs() > 1e-6 {
+        errors.push(
+            "scoring.weights",
+            format!("the weights add up to {total}, not 1"),
+        );
+    }
+    if raw.segment_thresholds.len() > SEGMENT_THRESHOLDS_MAX {
+        errors.push(
+            "scoring.segment_thresholds",
+            format!("more than {SEGMENT_THRESHOLDS_MAX} segments"),
+        );
+    }
+    let segment_thresholds = raw
+        .segment_thresholds
+        .iter()
+        .map(|(segment, &threshold)| {
+            let path = format!("scoring.segment_thresholds.{segment}");
+            (segment.clone(), unit_interval(errors, &path, threshold))
+        })
+        .collect();
+    let action = match raw.action.as_str() {
+        "isolate" => ScoringAction::Isolate,
+        "mirror" => {
+            if !mirror.sessions.iter().any(|s| s.name == raw.mirror_session) {
+                errors.push(
+                    "scoring.mirror_session",
+                    format!("{:?} is not a mirror session", raw.mirror_session),
+                );
+            }
+            ScoringAction::Mirror {
+                session: raw.mirror_session.clone(),
+            }
+        }
+        "rate_limit" => ScoringAction::RateLimit {
+            packets_per_second: errors
+                .ranged("scoring.rate_limit_pps", raw.rate_limit_pps, 1..=u32::MAX)
+                .into(),
+            burst: errors
+                .ranged(
+                    "scoring.rate_limit_burst",
+                    raw.rate_limit_burst,
+                    1..=u32::MAX,
+                )
+                .into(),
+        },
+        other => {
+            errors.push(
+                "scoring.action",
+                format!("{other:?} is not isolate, mirror or rate_limit"),
+            );
+            ScoringAction::Isolate
+        }
+    };
+    ScoringConfig {
+        enabled: raw.enabled,
+        models: raw.models.as_ref().map(PathBuf::from),
+        core: raw
+            .core
+            .map(|core| usize::from(errors.ranged("scoring.core", core, CORE_ID))),
+        nth_packet: errors.ranged("scoring.nth_packet", raw.nth_packet, 1..=1_000_000),
+        queue: errors.ranged("scoring.queue", raw.queue, TELEMETRY_QUEUE),
+        batch: errors.ranged("scoring.batch", raw.batch, 1..=256),
+        threshold: unit_interval(errors, "scoring.threshold", raw.threshold),
+        weights,
+        segment_thresholds,
+        flows_to_act: errors.ranged("scoring.flows_to_act", raw.flows_to_act, 1..=100_000),
+        window_ms: errors.ranged("scoring.window_ms", raw.window_ms, 1..=3_600_000),
+        action,
+        action_ttl_ms: errors.ranged(
+            "scoring.action_ttl_ms",
+            raw.action_ttl_ms,
+            1_000..=86_400_000,
+        ),
+        sources: errors.ranged("scoring.sources", raw.sources, 16..=1_048_576),
+    }
+}
+
+/// Segments with a threshold of their own at most.
+const SEGMENT_THRESHOLDS_MAX: usize = 1024;
 
 const TELEMETRY_TIMEOUT_MS: RangeInclusive<u32> = 100..=86_400_000;
 const ACTIVITY_TIMEOUT_MS: RangeInclusive<u32> = 1..=3_600_000;

@@ -20,11 +20,13 @@ use vfn_dataplane::iface::IfIndex;
 use vfn_dataplane::neigh::{NeighbourError, NeighbourKey};
 use vfn_dataplane::overlay::{DynamicAction, OverlayError};
 use vfn_dataplane::router::Router;
+use vfn_models::{ModelBundle, ModelError, Segment, SegmentImpact, ThreatAction};
 use vfn_rules::{CompileError, CompileLimits, DefaultAction, RuleSetSpec};
 
 use prometheus_client::metrics::histogram::Histogram;
 
 use crate::events::Events;
+use crate::scorer::{ScoringShared, ThreatReport};
 use crate::stats::Sources;
 use vfn_control::proto::event::Kind;
 
@@ -84,7 +86,19 @@ pub struct Controller {
     apply_duration: Histogram,
     /// Whether the API changed the routes: they are persisted then, and win at the next start.
     routes_changed: bool,
+    /// The anomaly scorer's shared state, when scoring is on.
+    pub scoring: Option<Scoring>,
 }
+
+/// Scoring as the controller sees it: the scorer's shared state, and the config's thresholds of
+/// segments, which it publishes with each rule set's segments.
+pub struct Scoring {
+    pub shared: ScoringShared,
+    pub segment_thresholds: Vec<(String, f64)>,
+}
+
+/// The principal of the scorer's actions in the audit log and events.
+const SCORER: &str = "scorer";
 
 /// How long a route or neighbour change may wait for the slow path.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -183,6 +197,7 @@ impl Controller {
                 slow_path: Arc::default(),
                 mirror_sessions: Vec::new(),
                 mirrors: Vec::new(),
+                scorer: None,
             },
             applied: None,
             audit: AuditLog::open(&audit_path, head)?,
@@ -197,6 +212,7 @@ impl Controller {
             events,
             apply_duration,
             routes_changed: persisted.as_ref().is_some_and(|state| state.routes_changed),
+            scoring: None,
         };
         if let Some(spec) = persisted.as_ref().and_then(|state| state.rule_set.as_ref()) {
             let spec = convert::rule_set_from_proto(spec).map_err(StartError::PersistedInvalid)?;
@@ -443,6 +459,7 @@ impl Controller {
             spec,
             applied_by: principal.into(),
         });
+        self.publish_segments();
         response.apply_micros = u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.apply_duration
             .observe(received.elapsed().as_secs_f64());
@@ -552,27 +569,271 @@ impl Controller {
         let (Some(host), Some(action), true) = (host, action, violations.is_empty()) else {
             return Err(self.refuse(event, ControlError::Invalid(violations)));
         };
-        let described = describe(host, &action, request.ttl_millis, &request.reason);
-        let now = self.router.epoch.elapsed();
-        let reason = format!("{principal}: {}", request.reason);
-        let ttl = Duration::from_millis(request.ttl_millis);
-        let id = match self.router.overlay.add(host, action, ttl, reason, now) {
-            Ok(id) => id,
-            Err(error @ OverlayError::UnknownSession(_)) => {
+        let id = self.install_dynamic(
+            event,
+            principal,
+            host,
+            action,
+            request.ttl_millis,
+            &request.reason,
+        )?;
+        Ok(proto::AddDynamicEntryResponse { id })
+    }
+
+    /// Starts scoring: the scorer's state, and the segments of the rule set in force.
+    pub fn start_scoring(&mut self, scoring: Scoring) {
+        self.scoring = Some(scoring);
+        self.publish_segments();
+    }
+
+    /// Publishes the segments of the rule set in force, with their criticality and thresholds,
+    /// to the scorer.
+    fn publish_segments(&self) {
+        let Some(scoring) = &self.scoring else {
+            return;
+        };
+        let segments = self
+            .applied
+            .as_ref()
+            .map_or(&[][..], |a| &a.spec.segments[..]);
+        let impact = SegmentImpact::new(segments.iter().map(|segment| {
+            let threshold = scoring
+                .segment_thresholds
+                .iter()
+                .find(|(name, _)| *name == segment.name)
+                .map(|(_, threshold)| *threshold);
+            let scored = Segment {
+                name: segment.name.clone(),
+                criticality: segment.criticality,
+                threshold,
+            };
+            (scored, segment.prefixes.clone())
+        }));
+        scoring.shared.segments.store(Arc::new(impact));
+    }
+
+    /// Installs the action the scorer decided on as a dynamic entry, as principal `scorer`:
+    /// audited, logged and announced like any dynamic entry, plus a `ThreatDetected` event.
+    pub fn act_on_threat(&mut self, report: ThreatReport) {
+        let decision = &report.decision;
+        let (action, action_name) = match &decision.action {
+            ThreatAction::Isolate => (DynamicAction::Quarantine, "isolate"),
+            ThreatAction::Mirror { session } => (
+                DynamicAction::Mirror {
+                    session: session.clone(),
+                },
+                "mirror",
+            ),
+            ThreatAction::RateLimit {
+                packets_per_second,
+                burst,
+            } => (
+                DynamicAction::RateLimit {
+                    packets_per_second: *packets_per_second,
+                    burst: *burst,
+                },
+                "rate_limit",
+            ),
+        };
+        let (flow, terms) = (&decision.flow, &decision.terms);
+        let reason = format!(
+            "threat {:.3} over {:.3} (anomaly {:.3}, impact {:.3}, confidence {:.3}), persona {}, \
+             {} flows, model {}, flow {} {}:{} -> {}:{}",
+            decision.threat,
+            decision.threshold,
+            terms.anomaly,
+            terms.impact,
+            terms.confidence,
+            report.persona,
+            decision.evidence,
+            report.model,
+            flow.proto,
+            flow.src,
+            flow.sport,
+            flow.dst,
+            flow.dport,
+        );
+        let event = AuditEvent {
+            principal: SCORER.into(),
+            action: "ThreatDetected".into(),
+            version_before: self.version().into(),
+            version_after: self.version().into(),
+            ..AuditEvent::default()
+        };
+        let ttl_millis = u64::try_from(decision.ttl.as_millis()).unwrap_or(u64::MAX);
+        match self.install_dynamic(event, SCORER, decision.source, action, ttl_millis, &reason) {
+            Ok(entry_id) => {
+                tracing::warn!(
+                    source = %decision.source,
+                    action = action_name,
+                    entry_id,
+                    threat = decision.threat,
+                    persona = %report.persona,
+                    %reason,
+                    "threat detected: acting on the source"
+                );
+                self.events
+                    .emit(Kind::ThreatDetected(proto::ThreatDetected {
+                        source: decision.source.to_string(),
+                        action: action_name.into(),
+                        entry_id,
+                        ttl_millis,
+                        threat: decision.threat,
+                        threshold: decision.threshold,
+                        anomaly: terms.anomaly,
+                        impact: terms.impact,
+                        confidence: terms.confidence,
+                        persona: report.persona.clone(),
+                        segment: decision.segment.clone().unwrap_or_default(),
+                        evidence: decision.evidence,
+                        model: report.model.clone(),
+                        flow_src: flow.src.to_string(),
+                        flow_dst: flow.dst.to_string(),
+                        flow_sport: flow.sport.into(),
+                        flow_dport: flow.dport.into(),
+                        flow_protocol: flow.proto.into(),
+                    }));
+            }
+            Err(error) => {
+                tracing::error!(%error, source = %decision.source, "the scorer's action was refused");
+            }
+        }
+    }
+
+    /// Validates a model bundle whole and swaps it in for the scorer's next batch.
+    pub fn load_models(
+        &mut self,
+        principal: &str,
+        request: proto::LoadModelsRequest,
+    ) -> Result<proto::LoadModelsResponse, ControlError> {
+        // The request's encoding holds the three parts, each with its length.
+        let sha256 = convert::sha256_hex(&prost::Message::encode_to_vec(&request));
+        let event = AuditEvent {
+            principal: principal.into(),
+            action: "LoadModels".into(),
+            version_before: self.version().into(),
+            version_after: self.version().into(),
+            ..AuditEvent::default()
+        };
+        let Some(scoring) = &self.scoring else {
+            let error = ControlError::Precondition(
+                "scoring is off: [scoring] enabled = false in the config".into(),
+            );
+            return Err(self.refuse(event, error));
+        };
+        let shared = scoring.shared.clone();
+        let bundle = match ModelBundle::from_bytes(
+            &request.manifest,
+            &request.autoencoder,
+            &request.personas,
+        ) {
+            Ok(bundle) => bundle,
+            Err(error) => {
                 let violation = FieldViolation {
-                    field: "action.mirror_session".into(),
+                    field: model_error_field(&error),
                     reason: error.to_string(),
                 };
                 return Err(self.refuse(event, ControlError::Invalid(vec![violation])));
             }
-            Err(error) => {
-                let violation = FieldViolation {
-                    field: "host".into(),
-                    reason: error.to_string(),
-                };
-                return Err(self.refuse(event, ControlError::OverLimit(vec![violation])));
-            }
         };
+        let response = proto::LoadModelsResponse {
+            name: bundle.name().into(),
+            features: bundle.block().name().into(),
+            personas: bundle.persona_names().to_vec(),
+            sha256: sha256.clone(),
+        };
+        let accepted = AuditEvent {
+            result: "ok".into(),
+            reason: format!(
+                "models {} (features {}), sha256 {sha256}",
+                response.name, response.features
+            ),
+            ..event
+        };
+        self.record(accepted, None)?;
+        shared.models.store(Arc::new(bundle));
+        tracing::info!(name = %response.name, principal, sha256, "models loaded");
+        self.events.emit(Kind::ModelsLoaded(proto::ModelsLoaded {
+            principal: principal.into(),
+            name: response.name.clone(),
+            sha256,
+        }));
+        Ok(response)
+    }
+
+    /// The scorer's models, counters and sources.
+    pub fn get_scoring(&self) -> proto::GetScoringResponse {
+        let Some(scoring) = &self.scoring else {
+            return proto::GetScoringResponse::default();
+        };
+        let shared = &scoring.shared;
+        let models = shared.models.load();
+        let counters = &shared.counters;
+        let workers = &self.sources.rules;
+        proto::GetScoringResponse {
+            enabled: true,
+            model: models.name().into(),
+            features: models.block().name().into(),
+            personas: models.persona_names().to_vec(),
+            flows_scored: counters.flows_scored.get(),
+            batches: counters.batches.get(),
+            failures: counters.failures.get(),
+            decisions: counters.decisions.get(),
+            decisions_lost: counters.decisions_lost.get(),
+            snapshots_queued: workers.iter().map(|(_, w)| w.snapshots_queued.get()).sum(),
+            snapshots_lost: workers.iter().map(|(_, w)| w.snapshots_lost.get()).sum(),
+            sources: shared
+                .sources
+                .load()
+                .iter()
+                .map(|source| proto::ScoredSource {
+                    address: source.address.to_string(),
+                    personas: source.personas.clone(),
+                    flows_scored: source.flows_scored,
+                    last_threat: source.last_threat,
+                    evidence: source.evidence,
+                    acting: source.acting,
+                })
+                .collect(),
+        }
+    }
+
+    /// Adds a dynamic entry that passed validation: audited (refused if the log cannot take
+    /// it), logged and announced.
+    fn install_dynamic(
+        &mut self,
+        event: AuditEvent,
+        principal: &str,
+        host: IpAddr,
+        action: DynamicAction,
+        ttl_millis: u64,
+        reason: &str,
+    ) -> Result<u64, ControlError> {
+        let described = describe(host, &action, ttl_millis, reason);
+        let now = self.router.epoch.elapsed();
+        let ttl = Duration::from_millis(ttl_millis);
+        let id =
+            match self
+                .router
+                .overlay
+                .add(host, action, ttl, format!("{principal}: {reason}"), now)
+            {
+                Ok(id) => id,
+                Err(error @ OverlayError::UnknownSession(_)) => {
+                    let violation = FieldViolation {
+                        field: "action.mirror_session".into(),
+                        reason: error.to_string(),
+                    };
+                    return Err(self.refuse(event, ControlError::Invalid(vec![violation])));
+                }
+                Err(error) => {
+                    let violation = FieldViolation {
+                        field: "host".into(),
+                        reason: error.to_string(),
+                    };
+                    return Err(self.refuse(event, ControlError::OverLimit(vec![violation])));
+                }
+            };
         let accepted = AuditEvent {
             result: "ok".into(),
             reason: described,
@@ -587,7 +848,7 @@ impl Controller {
         if let Some(entry) = self.list_dynamic().entries.into_iter().find(|e| e.id == id) {
             self.events.emit(Kind::DynamicEntryAdded(entry));
         }
-        Ok(proto::AddDynamicEntryResponse { id })
+        Ok(id)
     }
 
     pub fn list_dynamic(&self) -> proto::ListDynamicEntriesResponse {
@@ -1115,6 +1376,18 @@ fn change_error<E: std::fmt::Display + OverLimit>(
 }
 
 /// A dynamic entry in words, for the audit log.
+/// The request field a refused model bundle's error is about.
+fn model_error_field(error: &ModelError) -> String {
+    match error {
+        ModelError::Onnx { model, .. }
+        | ModelError::Shape { model, .. }
+        | ModelError::Run { model, .. } => (*model).into(),
+        ModelError::TestVector { index, .. } => format!("manifest.test_vectors[{index}]"),
+        ModelError::Definition(_) | ModelError::UnknownBlock(_) => "manifest.features".into(),
+        ModelError::Manifest(_) | ModelError::Read { .. } => "manifest".into(),
+    }
+}
+
 fn describe(host: IpAddr, action: &DynamicAction, ttl_millis: u64, reason: &str) -> String {
     let what = match action {
         DynamicAction::Quarantine => "quarantine".to_owned(),

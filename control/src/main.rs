@@ -9,6 +9,7 @@ mod policy;
 mod replay;
 mod routes;
 mod run;
+mod scorer;
 mod server;
 mod spec;
 mod stats;
@@ -160,7 +161,16 @@ fn main() -> ExitCode {
             run::run(&loaded, &options).map_err(|e| e.to_string())
         }),
         Command::Check { config } => load(&config).and_then(|loaded| {
-            let summary = policy::check(&loaded, &config).map_err(|e| e.to_string())?;
+            let mut summary = policy::check(&loaded, &config).map_err(|e| e.to_string())?;
+            if loaded.scoring.enabled {
+                let models = scorer::load_models(&loaded, &config)
+                    .map_err(|e| format!("scoring.models: {e}"))?;
+                summary += &format!(
+                    ", models {} ({} features)",
+                    models.name(),
+                    models.block().name()
+                );
+            }
             println!("{}: valid{summary}", config.display());
             Ok(())
         }),

@@ -225,6 +225,7 @@ pub fn flows_from_pcap(
             // end (one per expiry step, a few for the packet itself) and for the last records,
             // one per flow.
             queue_capacity: flows + limits.expiry_budget + BURST_MAX,
+            ..TelemetryConfig::default()
         },
         ..limits
     });

@@ -15,12 +15,14 @@ use vfn_dataplane::neigh::NeighbourChange;
 use vfn_dataplane::policy::{ActivePolicy, RuleMatch};
 use vfn_dataplane::router::{Router, RouterError};
 use vfn_dataplane::wire;
+use vfn_models::Engine;
 use vfn_xdp::{XdpError, XdpIo};
 
-use crate::controller::{Call, Controller};
+use crate::controller::{Call, Controller, Scoring};
 use crate::endpoint::MetricsEndpoint;
 use crate::events::{DropReports, Events};
 use crate::exporter::{FlowExporter, WATCH_CAPACITY};
+use crate::scorer::{Scorer, ScoringShared};
 use crate::server::{ApiServer, CALL_QUEUE_CAPACITY, DataplaneView};
 use crate::spec::{self, PlanError};
 use crate::stats::{self, Metrics, Sources};
@@ -42,6 +44,8 @@ pub enum RunError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Router(#[from] RouterError),
+    #[error("scoring.models: {0}")]
+    Models(vfn_models::ModelError),
     #[error("worker {worker} (core {core}): {source}")]
     Xdp {
         worker: usize,
@@ -192,6 +196,14 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
         }
     }
 
+    // The models are validated before anything starts, like the ports.
+    let models = config
+        .scoring
+        .enabled
+        .then(|| crate::scorer::load_models(config, &options.config_path))
+        .transpose()
+        .map_err(RunError::Models)?;
+
     let epoch = Instant::now();
     let events = Events::new();
     let neighbour_events = events.clone();
@@ -211,6 +223,22 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
         apply_duration.clone(),
     )?;
     let (calls, call_queue) = crossbeam_channel::bounded(CALL_QUEUE_CAPACITY);
+    let scorer = models.map(|models| {
+        let shared = ScoringShared::new(models);
+        controller.start_scoring(Scoring {
+            shared: shared.clone(),
+            segment_thresholds: config.scoring.segment_thresholds.clone(),
+        });
+        tracing::info!(models = %shared.models.load().name(), "scoring on");
+        Scorer::new(
+            controller.router.feature_snapshots(),
+            shared,
+            Engine::new(crate::scorer::engine_config(config)),
+            calls.clone(),
+            config.scoring.batch as usize,
+            epoch,
+        )
+    });
     let epoch_unix = std::time::SystemTime::now() - epoch.elapsed();
     let (flow_watchers, _) = tokio::sync::broadcast::channel(WATCH_CAPACITY);
     let exporter = FlowExporter::new(
@@ -262,6 +290,10 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
             .map(|session| session.name.clone())
             .collect(),
         mirrors: controller.router.mirror_counters().to_vec(),
+        scorer: controller
+            .scoring
+            .as_ref()
+            .map(|scoring| scoring.shared.counters.clone()),
     };
     let metrics = Arc::new(Metrics::new(
         controller.sources.clone(),
@@ -305,6 +337,21 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
     if spawned.is_ok() {
         let stop = stop.clone();
         spawned = spawn("vfn-exporter".into(), Box::new(move || exporter.run(&stop)));
+    }
+    if let (true, Some(scorer)) = (spawned.is_ok(), scorer) {
+        let stop = stop.clone();
+        let core = config.scoring.core;
+        spawned = spawn(
+            "vfn-scorer".into(),
+            Box::new(move || {
+                if let Some(core) = core
+                    && !core_affinity::set_for_current(core_affinity::CoreId { id: core })
+                {
+                    tracing::warn!(core, "could not pin the scorer");
+                }
+                scorer.run(&stop)
+            }),
+        );
     }
     if spawned.is_ok() {
         let stop = stop.clone();

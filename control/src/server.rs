@@ -702,6 +702,23 @@ impl Control for Api {
         self.admit(&request, ApiRole::Reader)?;
         self.call(|c| Ok(c.stats())).await
     }
+
+    async fn load_models(
+        &self,
+        request: Request<proto::LoadModelsRequest>,
+    ) -> Result<Response<proto::LoadModelsResponse>, Status> {
+        let principal = self.admit(&request, ApiRole::Writer)?;
+        let message = request.into_inner();
+        self.call(move |c| c.load_models(&principal, message)).await
+    }
+
+    async fn get_scoring(
+        &self,
+        request: Request<proto::GetScoringRequest>,
+    ) -> Result<Response<proto::GetScoringResponse>, Status> {
+        self.admit(&request, ApiRole::Reader)?;
+        self.call(|c| Ok(c.get_scoring())).await
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

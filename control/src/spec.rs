@@ -14,7 +14,7 @@ use vfn_dataplane::mirror::{MirrorDestination, MirrorDirection, MirrorSession, T
 use vfn_dataplane::neigh::NeighbourTimers;
 use vfn_dataplane::policy::PolicyLimits;
 use vfn_dataplane::router::RouterSpec;
-use vfn_dataplane::telemetry::{RecordTimeouts, TelemetryConfig};
+use vfn_dataplane::telemetry::{RecordTimeouts, ScoringFeed, TelemetryConfig};
 use vfn_dataplane::worker::WorkerConfig;
 use vfn_xdp::{XdpMode, XdpOptions, XdpPort, ZeroCopy};
 
@@ -217,6 +217,11 @@ pub fn plan(
                     activity: Duration::from_millis(config.telemetry.activity_timeout_ms.into()),
                 },
                 queue_capacity: config.telemetry.queue as usize,
+                scoring: ScoringFeed {
+                    enabled: config.scoring.enabled,
+                    nth_packet: config.scoring.nth_packet.into(),
+                    queue_capacity: config.scoring.queue as usize,
+                },
             },
             ..PolicyLimits::default()
         },

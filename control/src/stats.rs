@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::scorer::ScorerCounters;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -35,6 +36,8 @@ pub struct Sources {
     pub mirror_sessions: Vec<String>,
     /// Per worker: its mirroring counters, by session.
     pub mirrors: Vec<Arc<MirrorCounters>>,
+    /// The anomaly scorer's counters, when scoring is on.
+    pub scorer: Option<Arc<ScorerCounters>>,
 }
 
 /// Packets and bytes.
@@ -329,7 +332,7 @@ impl Collected {
 
     fn policy(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
         type PolicyField = fn(&PolicyCounters) -> u64;
-        let fields: [(&str, &str, PolicyField); 11] = [
+        let fields: [(&str, &str, PolicyField); 13] = [
             (
                 "vfn_flows_evicted",
                 "Flows evicted from a full flow table for a new one (their records exported).",
@@ -382,6 +385,16 @@ impl Collected {
                 "vfn_rule_log_events_lost",
                 "Matches of rules that log not queued (queue full).",
                 |p| p.log_events_lost.get(),
+            ),
+            (
+                "vfn_scoring_snapshots_queued",
+                "Feature snapshots of flows queued for the anomaly scorer.",
+                |p| p.snapshots_queued.get(),
+            ),
+            (
+                "vfn_scoring_snapshots_lost",
+                "Feature snapshots lost to the scorer's full queue.",
+                |p| p.snapshots_lost.get(),
             ),
         ];
         for (name, help, field) in fields {
@@ -470,7 +483,52 @@ impl Collector for Collected {
         self.workers(&mut encoder)?;
         self.policy(&mut encoder)?;
         self.mirrors(&mut encoder)?;
+        self.scoring(&mut encoder)?;
         self.slow_path(&mut encoder)
+    }
+}
+
+impl Collected {
+    fn scoring(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let Some(scorer) = &self.sources.scorer else {
+            return Ok(());
+        };
+        for (name, help, value) in [
+            (
+                "vfn_scoring_flows_scored",
+                "Flow snapshots the models scored.",
+                scorer.flows_scored.get(),
+            ),
+            (
+                "vfn_scoring_batches",
+                "Batches of snapshots run through the models.",
+                scorer.batches.get(),
+            ),
+            (
+                "vfn_scoring_failures",
+                "Batches the models failed to score (their flows got no score).",
+                scorer.failures.get(),
+            ),
+            (
+                "vfn_scoring_decisions",
+                "Sources the scorer decided to act on.",
+                scorer.decisions.get(),
+            ),
+            (
+                "vfn_scoring_decisions_lost",
+                "Decisions the controller's full queue could not take.",
+                scorer.decisions_lost.get(),
+            ),
+            (
+                "vfn_scoring_sources_untracked",
+                "Scored flows whose source the scorer's full table could not follow.",
+                scorer.sources_untracked.get(),
+            ),
+        ] {
+            let no_labels: Labels<0> = [];
+            counters(encoder, name, help, [(no_labels, value)])?;
+        }
+        Ok(())
     }
 }
 

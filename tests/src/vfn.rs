@@ -92,6 +92,7 @@ pub fn lab_config(topology: &Topology) -> Result<Config, LabError> {
         metrics: MetricsConfig::default(),
         telemetry: TelemetryConfig::default(),
         mirror: vfn_config::MirrorConfig::default(),
+        scoring: vfn_config::ScoringConfig::default(),
     };
     config
         .validate()

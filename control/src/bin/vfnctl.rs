@@ -87,6 +87,19 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Anomaly scoring: the models in force, counters, the sources followed.
+    #[command(subcommand)]
+    Scoring(ScoringCommand),
+}
+
+#[derive(Subcommand)]
+enum ScoringCommand {
+    /// The models in force, the scorer's counters and the sources it follows (the highest last
+    /// threat first), with each source's persona mix.
+    Show,
+    /// Load the model bundle in DIR (manifest.json and the ONNX files it names): validated
+    /// whole by the router, then swapped in atomically.
+    Load { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -638,6 +651,27 @@ fn event_text(event: &proto::Event) -> String {
             "neighbour {} on interface {} {} {}",
             e.address, e.interface, e.change, e.mac
         ),
+        Some(Kind::ThreatDetected(e)) => format!(
+            "threat {:.3} from {} ({}, persona {}, {} flows; flow {} {}:{} -> {}:{}): {} for \
+             {:.1}s (dynamic entry {})",
+            e.threat,
+            e.source,
+            e.model,
+            e.persona,
+            e.evidence,
+            e.flow_protocol,
+            e.flow_src,
+            e.flow_sport,
+            e.flow_dst,
+            e.flow_dport,
+            e.action,
+            e.ttl_millis as f64 / 1e3,
+            e.entry_id
+        ),
+        Some(Kind::ModelsLoaded(e)) => format!(
+            "models {} loaded by {} (sha256 {})",
+            e.name, e.principal, e.sha256
+        ),
         Some(Kind::EventsLost(e)) => {
             format!("{} events lost (this watcher read too slowly)", e.count)
         }
@@ -1022,6 +1056,81 @@ async fn run(cli: Cli) -> Result<(), String> {
             });
         }
         Command::Capture(args) => capture(&mut client, args, output).await?,
+        Command::Scoring(ScoringCommand::Load { dir }) => {
+            let read = |name: &str| {
+                let path = dir.join(name);
+                std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
+            };
+            let manifest = read("manifest.json")?;
+            let (autoencoder, personas) =
+                vfn_models::manifest_files(&manifest).map_err(|e| e.to_string())?;
+            let response = client
+                .load_models(proto::LoadModelsRequest {
+                    autoencoder: read(&autoencoder)?,
+                    personas: read(&personas)?,
+                    manifest,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            show(&response, output, |response| {
+                println!(
+                    "models {} loaded ({} features, personas {}), sha256 {}",
+                    response.name,
+                    response.features,
+                    response.personas.join(", "),
+                    response.sha256
+                );
+            });
+        }
+        Command::Scoring(ScoringCommand::Show) => {
+            let response = client
+                .get_scoring(proto::GetScoringRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            show(&response, output, |response| {
+                if !response.enabled {
+                    println!("scoring is off");
+                    return;
+                }
+                println!(
+                    "models {} ({} features); {} flows scored in {} batches, {} failed; {} \
+                     decisions ({} lost); snapshots {} queued, {} lost",
+                    response.model,
+                    response.features,
+                    response.flows_scored,
+                    response.batches,
+                    response.failures,
+                    response.decisions,
+                    response.decisions_lost,
+                    response.snapshots_queued,
+                    response.snapshots_lost
+                );
+                print!(
+                    "{:<40} {:>8} {:>7} {:>8} {:>6}",
+                    "SOURCE", "FLOWS", "THREAT", "EVIDENCE", "ACTING"
+                );
+                for persona in &response.personas {
+                    print!(" {persona:>14}");
+                }
+                println!();
+                for source in &response.sources {
+                    print!(
+                        "{:<40} {:>8} {:>7.3} {:>8} {:>6}",
+                        source.address,
+                        source.flows_scored,
+                        source.last_threat,
+                        source.evidence,
+                        if source.acting { "yes" } else { "no" }
+                    );
+                    for share in &source.personas {
+                        print!(" {share:>14.3}");
+                    }
+                    println!();
+                }
+            });
+        }
         Command::Stats => {
             let response = client
                 .get_stats(proto::GetStatsRequest {})

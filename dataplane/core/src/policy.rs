@@ -24,7 +24,7 @@ use vfn_rules::{Action, DefaultAction, Key, RateLimitSpec, RuleSet};
 use crate::counters::{Counter, DropReason};
 use crate::overlay::{DynamicAction, Overlay};
 use crate::ratelimit::TokenBucket;
-use crate::telemetry::{FlowExportRecord, FlowExporter, TelemetryConfig};
+use crate::telemetry::{FeatureSnapshot, FlowExportRecord, FlowExporter, TelemetryConfig};
 
 /// The flow classes' idle timeouts ([`PolicyLimits::timeouts`]) and their upper bound.
 pub use vfn_flow::{TIMEOUT_MAX, Timeouts};
@@ -312,6 +312,10 @@ pub struct PolicyCounters {
     pub flow_records_exported: Counter,
     /// Flow records lost because the exporter's queue was full.
     pub flow_records_lost: Counter,
+    /// Feature snapshots queued for the anomaly scorer.
+    pub snapshots_queued: Counter,
+    /// Feature snapshots lost because the scorer's queue was full.
+    pub snapshots_lost: Counter,
     /// Forwarded packets telemetry could not count in a flow: later fragments, packets of a
     /// flow that arrived on an unexpected interface, and packets refused by a full table.
     pub packets_untracked: Counter,
@@ -487,6 +491,17 @@ impl PolicyState {
             exporter: FlowExporter::new(records, worker),
             ..self
         }
+    }
+
+    /// Sends snapshots of flows to the anomaly scorer's `snapshots` queue, the first at a
+    /// record's `nth_packet` (`ScoringFeed`).
+    pub fn with_feature_snapshots(
+        mut self,
+        snapshots: crossbeam_channel::Sender<FeatureSnapshot>,
+        nth_packet: u64,
+    ) -> PolicyState {
+        self.exporter = std::mem::take(&mut self.exporter).with_snapshots(snapshots, nth_packet);
+        self
     }
 
     /// Whether every forwarded packet's flow is tracked, with a rule set or without one.
@@ -710,6 +725,14 @@ impl PolicyState {
             .record_statistics(flow.slot, &sample, flow.ends_connection, |ended| {
                 exporter.export(&ended, counters)
             });
+        // A packet that ended its connection ended the record too: the record's end snapshot
+        // covers it.
+        if exporter.takes_snapshots()
+            && !flow.ends_connection
+            && let Some(stats) = self.flows.statistics(flow.slot)
+        {
+            exporter.snapshot_if_due(self.flows.entry(flow.slot), stats, counters);
+        }
     }
 
     fn judge_overlay(

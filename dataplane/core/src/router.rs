@@ -33,7 +33,7 @@ use crate::slowpath::{
     CONTROL_CAPACITY, ControlRequest, OUTBOUND_CAPACITY, Outbound, SlowPath, TO_SLOW_PATH_CAPACITY,
     ToSlowPath,
 };
-use crate::telemetry::FlowExportRecord;
+use crate::telemetry::{FeatureSnapshot, FlowExportRecord};
 use crate::worker::{SlowPathLink, Worker, WorkerConfig, WorkerPolicy};
 
 /// Rule-match events waiting for the control side at most.
@@ -106,6 +106,7 @@ pub struct Router {
     rule_matches: (Sender<RuleMatch>, Receiver<RuleMatch>),
     /// Records of flows from every worker, for the exporter.
     flow_exports: (Sender<FlowExportRecord>, Receiver<FlowExportRecord>),
+    feature_snapshots: (Sender<FeatureSnapshot>, Receiver<FeatureSnapshot>),
     /// Workers built so far; the next one's number.
     worker_count: u16,
     capture: CaptureHub,
@@ -167,6 +168,12 @@ impl Router {
         } else {
             0
         });
+        let scoring = telemetry.scoring;
+        let feature_snapshots = bounded(if telemetry.enabled && scoring.enabled {
+            scoring.queue_capacity
+        } else {
+            0
+        });
         let fib = publisher.shared();
         let handoff = (spec.policy.workers > 1
             && spec.worker.flow_steering == FlowSteering::Handoff)
@@ -201,6 +208,7 @@ impl Router {
             outbound,
             rule_matches: bounded(RULE_MATCHES_CAPACITY),
             flow_exports,
+            feature_snapshots,
             worker_count: 0,
             capture: CaptureHub::new(spec.port_count, epoch),
             flow_snapshots: FlowSnapshots::new(spec.policy.flows),
@@ -214,13 +222,21 @@ impl Router {
 
     /// A worker over `io`, which must serve the router's ports in order.
     pub fn worker<P: PacketIo>(&mut self, io: P) -> Result<Worker<P>, RouterError> {
+        let mut state = PolicyState::new(self.policy_limits)?
+            .with_events(self.rule_matches.0.clone())
+            .with_flow_exports(self.flow_exports.0.clone(), self.worker_count);
+        let telemetry = self.policy_limits.telemetry;
+        if telemetry.enabled && telemetry.scoring.enabled {
+            state = state.with_feature_snapshots(
+                self.feature_snapshots.0.clone(),
+                telemetry.scoring.nth_packet,
+            );
+        }
         let policy = WorkerPolicy {
             shared: self.policy.shared(),
             seen: self.policy.register_worker(),
             overlay: self.overlay.shared(),
-            state: PolicyState::new(self.policy_limits)?
-                .with_events(self.rule_matches.0.clone())
-                .with_flow_exports(self.flow_exports.0.clone(), self.worker_count),
+            state,
             snapshots: self.flow_snapshots.register_worker(),
         };
         let capture = self.capture.register_worker(io.frame_capacity());
@@ -284,6 +300,13 @@ impl Router {
     /// `PolicyCounters::flow_records_lost`. Nothing comes when telemetry is off.
     pub fn flow_exports(&self) -> Receiver<FlowExportRecord> {
         self.flow_exports.1.clone()
+    }
+
+    /// Snapshots of young flows from every worker (`ScoringFeed`), for the anomaly scorer: a
+    /// bounded queue that workers never wait for; what it cannot take is counted per worker in
+    /// `PolicyCounters::snapshots_lost`. Nothing comes unless scoring is on.
+    pub fn feature_snapshots(&self) -> Receiver<FeatureSnapshot> {
+        self.feature_snapshots.1.clone()
     }
 
     /// The slow path, to run on its own thread (or step by hand); there is one.

@@ -33,6 +33,8 @@ pub struct TelemetryConfig {
     /// Records waiting for the exporter at most, all workers together (496 bytes each,
     /// allocated when the router is built).
     pub queue_capacity: usize,
+    /// Snapshots of young flows for the anomaly scorer.
+    pub scoring: ScoringFeed,
 }
 
 impl Default for TelemetryConfig {
@@ -41,8 +43,61 @@ impl Default for TelemetryConfig {
             enabled: true,
             timeouts: RecordTimeouts::default(),
             queue_capacity: 16_384,
+            scoring: ScoringFeed::default(),
         }
     }
+}
+
+/// When workers hand a flow's statistics to the anomaly scorer (`docs/models.md`): at the
+/// record's Nth packet, so that a verdict can come while the flow is young; each time the
+/// record's packets double after that; and when the record ends (which, for a long flow, is at
+/// least every active timeout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScoringFeed {
+    /// Off: no snapshot is taken. Needs telemetry on.
+    pub enabled: bool,
+    /// The record's packet, of either direction, at which its first snapshot is taken.
+    pub nth_packet: u64,
+    /// Snapshots waiting for the scorer at most, all workers together (allocated when the
+    /// router is built).
+    pub queue_capacity: usize,
+}
+
+impl Default for ScoringFeed {
+    fn default() -> Self {
+        ScoringFeed {
+            enabled: false,
+            nth_packet: 4,
+            queue_capacity: 4_096,
+        }
+    }
+}
+
+/// Why a worker took a flow's snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotTrigger {
+    /// The record reached [`ScoringFeed::nth_packet`] packets.
+    NthPacket,
+    /// The record's packets doubled since its last snapshot.
+    Doubled,
+    /// The record ended.
+    RecordEnd(EndReason),
+}
+
+/// A flow's statistics so far, for the anomaly scorer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FeatureSnapshot {
+    pub worker: u16,
+    /// The initiator's address.
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// As in [`FlowExportRecord`].
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub trigger: SnapshotTrigger,
+    /// The record's statistics when the snapshot was taken.
+    pub stats: FlowStats,
 }
 
 /// One record of a flow, as a worker exports it: the flow as its initiator sent it, where it
@@ -87,16 +142,15 @@ impl FlowExportRecord {
         stats: &FlowStats,
         reason: EndReason,
     ) -> Self {
-        let key = entry.key();
-        let ((src, sport), (dst, dport)) = key.endpoints(entry.initiator());
+        let (src, sport, dst, dport, proto) = initiator_tuple(entry);
         let verdict = entry.value;
         FlowExportRecord {
             worker,
-            src: unmapped_address(src),
-            dst: unmapped_address(dst),
+            src,
+            dst,
             sport,
             dport,
-            proto: key.proto(),
+            proto,
             ingress: verdict.ingress(),
             egress: stats.initiator_egress(),
             flow_start_ns: entry.first_seen_ns(),
@@ -109,11 +163,27 @@ impl FlowExportRecord {
     }
 }
 
-/// A worker's end of the export queue.
+/// A flow's initiator address and port, responder address and port, and protocol.
+fn initiator_tuple(entry: &FlowEntry<FlowVerdict>) -> (IpAddr, u16, IpAddr, u16, u8) {
+    let key = entry.key();
+    let ((src, sport), (dst, dport)) = key.endpoints(entry.initiator());
+    (
+        unmapped_address(src),
+        sport,
+        unmapped_address(dst),
+        dport,
+        key.proto(),
+    )
+}
+
+/// A worker's end of the export queue and of the scorer's queue.
 #[derive(Debug, Default)]
 pub(crate) struct FlowExporter {
     /// `None`: records have nowhere to go and count as lost.
     records: Option<Sender<FlowExportRecord>>,
+    /// `None`: no snapshot is taken.
+    snapshots: Option<Sender<FeatureSnapshot>>,
+    nth_packet: u64,
     worker: u16,
 }
 
@@ -122,10 +192,25 @@ impl FlowExporter {
         FlowExporter {
             records: Some(records),
             worker,
+            ..FlowExporter::default()
         }
     }
 
-    /// Queues the record of `ended` unless it is empty; a full queue loses it, counted.
+    /// Also sends snapshots to the scorer, the first at a record's `nth_packet`.
+    pub(crate) fn with_snapshots(
+        self,
+        snapshots: Sender<FeatureSnapshot>,
+        nth_packet: u64,
+    ) -> FlowExporter {
+        FlowExporter {
+            snapshots: Some(snapshots),
+            nth_packet: nth_packet.max(1),
+            ..self
+        }
+    }
+
+    /// Queues the record of `ended` unless it is empty, and its last snapshot; a full queue
+    /// loses them, counted.
     pub(crate) fn export(&self, ended: &FlowEnd<'_, FlowVerdict>, counters: &PolicyCounters) {
         let Some(stats) = ended.stats.filter(|stats| !stats.is_empty()) else {
             return;
@@ -137,5 +222,63 @@ impl FlowExporter {
             }
             _ => counters.flow_records_lost.add(1),
         }
+        self.snapshot(
+            ended.entry,
+            stats,
+            SnapshotTrigger::RecordEnd(ended.reason),
+            counters,
+        );
+    }
+
+    /// Takes the snapshot of a record that has just counted a packet, if its count is due: the
+    /// Nth packet, 2N, 4N and so on.
+    pub(crate) fn snapshot_if_due(
+        &self,
+        entry: &FlowEntry<FlowVerdict>,
+        stats: &FlowStats,
+        counters: &PolicyCounters,
+    ) {
+        let packets = stats.packets();
+        let due = packets.is_multiple_of(self.nth_packet)
+            && (packets / self.nth_packet).is_power_of_two();
+        if !due {
+            return;
+        }
+        let trigger = match packets == self.nth_packet {
+            true => SnapshotTrigger::NthPacket,
+            false => SnapshotTrigger::Doubled,
+        };
+        self.snapshot(entry, stats, trigger, counters);
+    }
+
+    fn snapshot(
+        &self,
+        entry: &FlowEntry<FlowVerdict>,
+        stats: &FlowStats,
+        trigger: SnapshotTrigger,
+        counters: &PolicyCounters,
+    ) {
+        let Some(snapshots) = &self.snapshots else {
+            return;
+        };
+        let (src, sport, dst, dport, proto) = initiator_tuple(entry);
+        let snapshot = FeatureSnapshot {
+            worker: self.worker,
+            src,
+            dst,
+            sport,
+            dport,
+            proto,
+            trigger,
+            stats: *stats,
+        };
+        match snapshots.try_send(snapshot) {
+            Ok(()) => counters.snapshots_queued.add(1),
+            Err(_) => counters.snapshots_lost.add(1),
+        }
+    }
+
+    pub(crate) fn takes_snapshots(&self) -> bool {
+        self.snapshots.is_some()
     }
 }

@@ -1,6 +1,7 @@
 //! Flow telemetry on the whole router in memory: features of hand-made flows with known timings
 //! and sizes, the end of TCP connections, idle and active record timeouts, the export queue when
-//! it is full, a flood of new flows, keying of ICMP, and tracking without a rule set.
+//! it is full, a flood of new flows, keying of ICMP, tracking without a rule set, and the
+//! snapshots of young flows for the anomaly scorer.
 
 mod common;
 
@@ -13,7 +14,8 @@ use etherparse::{IcmpEchoHeader, Icmpv4Type, PacketBuilder};
 use vfn_dataplane::checksum;
 use vfn_dataplane::policy::PolicyLimits;
 use vfn_dataplane::telemetry::{
-    EndReason, FlowExportRecord, RecordTimeouts, RunningStats, TcpState, TelemetryConfig,
+    EndReason, FeatureSnapshot, FlowExportRecord, RecordTimeouts, RunningStats, ScoringFeed,
+    SnapshotTrigger, TcpState, TelemetryConfig,
 };
 use vfn_rules::{Action, AddressMatch, DefaultAction, PortRange, Protocol, RuleSetSpec, RuleSpec};
 
@@ -736,4 +738,141 @@ fn a_later_fragment_counts_as_untracked_and_its_first_in_the_flow() {
         ),
         (53, 1, 44)
     );
+}
+
+/// Limits with the scorer's feed on: first snapshot at the record's 4th packet, `queue`
+/// snapshots waiting at most.
+fn scoring_limits(queue: usize) -> PolicyLimits {
+    let mut limits = limits(RecordTimeouts::default(), 64);
+    limits.telemetry.scoring = ScoringFeed {
+        enabled: true,
+        nth_packet: 4,
+        queue_capacity: queue,
+    };
+    limits
+}
+
+fn snapshots(bench: &Bench) -> Vec<FeatureSnapshot> {
+    bench.router.feature_snapshots().try_iter().collect()
+}
+
+#[test]
+fn a_flow_is_snapshot_at_its_4th_packet_then_at_8_and_16_and_at_its_end() {
+    let mut bench = bench_with(scoring_limits(64));
+    publish(&mut bench.router, &allow_web_and_dns());
+    let start = bench.now;
+    handshake(&mut bench, start);
+    for packet in 0..17u64 {
+        let from_client = packet % 2 == 0;
+        let offset = (3 + packet) * MS;
+        assert!(send_at(
+            &mut bench,
+            start,
+            offset,
+            &tcp(from_client, 40000, ACK, 1000, 100)
+        ));
+    }
+    assert!(send_at(
+        &mut bench,
+        start,
+        30 * MS,
+        &tcp(true, 40000, RST, 0, 0)
+    ));
+    let taken = snapshots(&bench);
+    let seen: Vec<(SnapshotTrigger, u64)> = taken
+        .iter()
+        .map(|snapshot| (snapshot.trigger, snapshot.stats.packets()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (SnapshotTrigger::NthPacket, 4),
+            (SnapshotTrigger::Doubled, 8),
+            (SnapshotTrigger::Doubled, 16),
+            (SnapshotTrigger::RecordEnd(EndReason::EndOfFlow), 21),
+        ]
+    );
+    let first = &taken[0];
+    assert_eq!(
+        (first.src, first.dst, first.sport, first.dport, first.proto),
+        (IpAddr::from(CLIENT), IpAddr::from(SERVER), 40000, 80, 6),
+        "the initiator's tuple"
+    );
+    // SYN, SYN+ACK, ACK and one data segment from the client.
+    assert_eq!(first.stats.forward().packets(), 3);
+    assert_eq!(first.stats.reverse().packets(), 1);
+    assert_eq!(
+        taken[3].stats,
+        records(&bench)[0].stats,
+        "the end is the exported record"
+    );
+    bench.assert_balanced();
+}
+
+#[test]
+fn a_connection_refused_in_two_packets_is_snapshot_at_its_end_only() {
+    let mut bench = bench_with(scoring_limits(64));
+    let start = bench.now;
+    assert!(send_at(
+        &mut bench,
+        start,
+        0,
+        &tcp(true, 40001, SYN, 1000, 0)
+    ));
+    assert!(send_at(
+        &mut bench,
+        start,
+        MS,
+        &tcp(false, 40001, RST | ACK, 0, 0)
+    ));
+    let taken = snapshots(&bench);
+    assert_eq!(taken.len(), 1);
+    assert_eq!(
+        (taken[0].trigger, taken[0].stats.packets()),
+        (SnapshotTrigger::RecordEnd(EndReason::EndOfFlow), 2)
+    );
+    bench.assert_balanced();
+}
+
+#[test]
+fn snapshots_the_full_queue_cannot_take_are_counted_and_forwarding_goes_on() {
+    let mut bench = bench_with(scoring_limits(2));
+    let start = bench.now;
+    for flow in 0..5 {
+        for packet in 0..4 {
+            assert!(
+                send_at(&mut bench, start, packet * MS, &udp(true, 7000 + flow, 10)),
+                "forwarded whatever the queue"
+            );
+        }
+    }
+    assert_eq!(snapshots(&bench).len(), 2);
+    let (_, counters) = bench.worker.policy_counters();
+    assert_eq!(
+        (
+            counters.snapshots_queued.get(),
+            counters.snapshots_lost.get()
+        ),
+        (2, 3)
+    );
+    bench.assert_balanced();
+}
+
+#[test]
+fn no_snapshot_is_taken_with_the_feed_off() {
+    let mut bench = bench_with(limits(RecordTimeouts::default(), 64));
+    let start = bench.now;
+    for packet in 0..8 {
+        assert!(send_at(
+            &mut bench,
+            start,
+            packet * MS,
+            &udp(true, 7100, 10)
+        ));
+    }
+    expire_at(&mut bench, start, 61 * SECOND);
+    assert_eq!(records(&bench).len(), 1);
+    assert!(snapshots(&bench).is_empty());
+    let (_, counters) = bench.worker.policy_counters();
+    assert_eq!(counters.snapshots_queued.get(), 0);
 }
