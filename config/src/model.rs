@@ -69,6 +69,12 @@ pub struct ScoringConfig {
     pub action_ttl_ms: u32,
     /// Sources followed at most, 16..=1048576 (default 65536).
     pub sources: u32,
+    /// A CSV file the scorer appends every snapshot's features to (the `cic` block, raw), to
+    /// train models on traffic recorded through the VFN; `None` (default): nothing recorded.
+    /// A relative path is relative to the config file.
+    pub record: Option<PathBuf>,
+    /// Rows recorded at most, 1..=10000000 (default 1000000); later snapshots are not written.
+    pub record_rows: u32,
 }
 
 impl Default for ScoringConfig {
@@ -88,6 +94,8 @@ impl Default for ScoringConfig {
             action: ScoringAction::Isolate,
             action_ttl_ms: 300_000,
             sources: 65_536,
+            record: None,
+            record_rows: 1_000_000,
         }
     }
 }

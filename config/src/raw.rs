@@ -177,6 +177,9 @@ pub(crate) struct RawScoring {
     pub rate_limit_burst: i64,
     pub action_ttl_ms: i64,
     pub sources: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    pub record_rows: i64,
 }
 
 impl Default for RawScoring {
@@ -216,6 +219,8 @@ impl From<&ScoringConfig> for RawScoring {
             rate_limit_burst: burst as i64,
             action_ttl_ms: scoring.action_ttl_ms.into(),
             sources: scoring.sources.into(),
+            record: scoring.record.as_ref().map(|p| p.display().to_string()),
+            record_rows: scoring.record_rows.into(),
         }
     }
 }

@@ -1102,9 +1102,19 @@ fn scoring() -> impl Strategy<Value = ScoringConfig> {
             16u32..=1_048_576,
         ),
         proptest::option::of((1u64..=1000, 1u64..=1000)),
+        proptest::option::of("[a-z/]{1,20}.csv"),
     )
         .prop_map(
-            |(enabled, models, (nth, queue, batch, threshold), (a, i), segments, counts, rate)| {
+            |(
+                enabled,
+                models,
+                (nth, queue, batch, threshold),
+                (a, i),
+                segments,
+                counts,
+                rate,
+                record,
+            )| {
                 let (anomaly, impact) = (a.min(8), i.min(8 - a.min(8)));
                 ScoringConfig {
                     enabled,
@@ -1127,6 +1137,8 @@ fn scoring() -> impl Strategy<Value = ScoringConfig> {
                     window_ms: counts.1,
                     action_ttl_ms: counts.2,
                     sources: counts.3,
+                    record: record.map(Into::into),
+                    record_rows: 1_000,
                     action: match rate {
                         Some((packets_per_second, burst)) => ScoringAction::RateLimit {
                             packets_per_second,

@@ -423,6 +423,8 @@ fn scoring(
             1_000..=86_400_000,
         ),
         sources: errors.ranged("scoring.sources", raw.sources, 16..=1_048_576),
+        record: raw.record.as_ref().map(PathBuf::from),
+        record_rows: errors.ranged("scoring.record_rows", raw.record_rows, 1..=10_000_000),
     }
 }
 

@@ -20,13 +20,14 @@ use vfn_dataplane::iface::IfIndex;
 use vfn_dataplane::neigh::{NeighbourError, NeighbourKey};
 use vfn_dataplane::overlay::{DynamicAction, OverlayError};
 use vfn_dataplane::router::Router;
-use vfn_models::{ModelBundle, ModelError, Segment, SegmentImpact, ThreatAction};
+use vfn_models::{
+    ModelBundle, ModelError, ScoringShared, Segment, SegmentImpact, ThreatAction, ThreatReport,
+};
 use vfn_rules::{CompileError, CompileLimits, DefaultAction, RuleSetSpec};
 
 use prometheus_client::metrics::histogram::Histogram;
 
 use crate::events::Events;
-use crate::scorer::{ScoringShared, ThreatReport};
 use crate::stats::Sources;
 use vfn_control::proto::event::Kind;
 

@@ -2,7 +2,7 @@
 //! path on its own thread, counters written to the stats file; SIGINT or SIGTERM stop everything
 //! and the XDP programs are detached as the workers' ports close.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -15,14 +15,13 @@ use vfn_dataplane::neigh::NeighbourChange;
 use vfn_dataplane::policy::{ActivePolicy, RuleMatch};
 use vfn_dataplane::router::{Router, RouterError};
 use vfn_dataplane::wire;
-use vfn_models::Engine;
+use vfn_models::{Engine, FeatureRecorder, Scorer, ScoringShared};
 use vfn_xdp::{XdpError, XdpIo};
 
 use crate::controller::{Call, Controller, Scoring};
 use crate::endpoint::MetricsEndpoint;
 use crate::events::{DropReports, Events};
 use crate::exporter::{FlowExporter, WATCH_CAPACITY};
-use crate::scorer::{Scorer, ScoringShared};
 use crate::server::{ApiServer, CALL_QUEUE_CAPACITY, DataplaneView};
 use crate::spec::{self, PlanError};
 use crate::stats::{self, Metrics, Sources};
@@ -46,6 +45,8 @@ pub enum RunError {
     Router(#[from] RouterError),
     #[error("scoring.models: {0}")]
     Models(vfn_models::ModelError),
+    #[error("scoring.record: {0}")]
+    Record(String),
     #[error("worker {worker} (core {core}): {source}")]
     Xdp {
         worker: usize,
@@ -234,11 +235,24 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
             controller.router.feature_snapshots(),
             shared,
             Engine::new(crate::scorer::engine_config(config)),
-            calls.clone(),
+            crate::scorer::decisions_to(calls.clone()),
             config.scoring.batch as usize,
             epoch,
         )
     });
+    let scorer = match (scorer, &config.scoring.record) {
+        (Some(scorer), Some(path)) => {
+            let base = options.config_path.parent().unwrap_or(Path::new("."));
+            let recorder = FeatureRecorder::create(
+                &base.join(path),
+                config.scoring.record_rows,
+                std::time::SystemTime::now() - epoch.elapsed(),
+            )
+            .map_err(RunError::Record)?;
+            Some(scorer.with_recorder(recorder))
+        }
+        (scorer, _) => scorer,
+    };
     let epoch_unix = std::time::SystemTime::now() - epoch.elapsed();
     let (flow_watchers, _) = tokio::sync::broadcast::channel(WATCH_CAPACITY);
     let exporter = FlowExporter::new(

@@ -9,7 +9,6 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::scorer::ScorerCounters;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -23,6 +22,7 @@ use vfn_dataplane::policy::{
     ActivePolicy, PolicyCounters, RuleCounter, RuleCounters, SharedPolicy,
 };
 use vfn_dataplane::slowpath::SlowPathCounters;
+use vfn_models::ScorerCounters;
 
 /// What is counted, and the names to show it by.
 #[derive(Clone, Debug, Default)]

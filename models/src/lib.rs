@@ -1,11 +1,13 @@
 //! The VFN's anomaly models: the feature vectors of `models/features.json`, a bundle of ONNX
-//! models (an autoencoder and behavioural clusters) run with tract, threat scores and the
-//! decisions they lead to. No I/O but reading a bundle's files: the scorer thread that runs
-//! this lives in the router (`control/src/scorer.rs`); `docs/models.md` explains it all.
+//! models (an autoencoder and behavioural clusters) run with tract, threat scores, the decisions
+//! they lead to, and the scorer's loop that feeds them from the workers' snapshots. No network
+//! I/O: files are read for bundles and written for recordings only. `docs/models.md` explains
+//! it all.
 
 mod bundle;
 mod engine;
 mod features;
+mod scorer;
 mod threat;
 
 pub use bundle::{
@@ -17,6 +19,10 @@ pub use engine::{
     SourceView, ThreatAction,
 };
 pub use features::{FEATURES_MAX, Feature, FeatureBlock, Transform};
+pub use scorer::{
+    DecisionSink, FeatureRecorder, SOURCES_REPORTED_MAX, Scorer, ScorerCounters, ScoringShared,
+    SourceReport, ThreatReport,
+};
 pub use threat::{ThreatConfig, ThreatTerms, ThreatWeights};
 
 /// Why a model bundle, or the definition of its features, is refused.

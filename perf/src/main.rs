@@ -3,8 +3,9 @@
 //! `pipeline` (the whole worker in memory), `telemetry` (what flow telemetry costs it),
 //! `handoff` (what handing packets between workers costs), `mirror` (what mirroring costs),
 //! `classbench` (the classifier against DPDK's rte_acl), `lab` (routers between lab namespaces,
-//! with an XDP generator and sink) and `apply` (rule-set apply latency through the control API,
-//! under traffic, against `nft -f`); each module says what it measures.
+//! with an XDP generator and sink), `apply` (rule-set apply latency through the control API,
+//! under traffic, against `nft -f`) and `scoring` (the anomaly models' throughput and a flow's
+//! Nth packet to action); each module says what it measures.
 
 mod apply;
 mod classify;
@@ -13,6 +14,7 @@ mod lab;
 mod mirror;
 mod pipeline;
 mod rulesets;
+mod scoring;
 mod telemetry;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +42,8 @@ enum Command {
     Lab(lab::Args),
     /// Rule-set apply latency through the control API under traffic, against `nft -f` (root).
     Apply(apply::Args),
+    /// The anomaly models: flows scored per second per core, and a flow's Nth packet to action.
+    Scoring(scoring::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +58,7 @@ fn main() -> std::process::ExitCode {
         Command::Mirror(args) => mirror::run(&args),
         Command::Lab(args) => lab::run_all(&args),
         Command::Apply(args) => apply::run(&args),
+        Command::Scoring(args) => scoring::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
