@@ -10,10 +10,13 @@ cd "$(dirname "$0")/.."
 # ethtool, sysctl, ping and python3 (raw frames through AF_PACKET, standard library only);
 # `vfn-perf lab` loads nftables rule sets into its router namespace; the API tests run vfnctl as
 # other users (setpriv, util-linux) and a Python gRPC client from a virtual environment, and
-# read captures back with tshark; the IPFIX export is checked by nfcapd/nfdump and tshark.
+# read captures back with tshark; the IPFIX export is checked by nfcapd/nfdump and tshark; the
+# traffic scenarios (tests/src/scenarios.rs, vfn-record-lab) run curl against python3's
+# http.server, sshpass and ssh against an sshd of their own, nmap, hping3 and socat.
 PACKAGES=(clang llvm libelf-dev zlib1g-dev libpcap-dev m4 pkg-config make gcc
           libbpf-dev linux-libc-dev iproute2 procps ethtool iputils-ping python3 python3-venv
-          nftables util-linux tshark nfdump)
+          nftables util-linux tshark nfdump curl socat nmap hping3 sshpass openssh-client
+          openssh-server)
 
 # The Python client of the API tests: grpcio and friends, pinned, in target/py-venv.
 python_environment() {

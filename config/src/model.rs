@@ -124,8 +124,10 @@ impl Default for ThreatWeightsConfig {
 pub enum ScoringAction {
     /// Drop every packet from or to the source.
     Isolate,
-    /// Copy the source's packets to a mirror session.
-    Mirror { session: String },
+    /// Copy the flow that tipped the decision (both directions) to a mirror session.
+    MirrorFlow { session: String },
+    /// Copy every packet from or to the source to a mirror session.
+    MirrorSource { session: String },
     /// At most so many packets per second from the source, with a burst.
     RateLimit { packets_per_second: u64, burst: u64 },
 }

@@ -169,7 +169,7 @@ pub(crate) struct RawScoring {
     pub segment_thresholds: BTreeMap<String, f64>,
     pub flows_to_act: i64,
     pub window_ms: i64,
-    /// `isolate`, `mirror` or `rate_limit`.
+    /// `isolate`, `mirror_flow`, `mirror_source` or `rate_limit`.
     pub action: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub mirror_session: String,
@@ -195,7 +195,12 @@ impl From<&ScoringConfig> for RawScoring {
     fn from(scoring: &ScoringConfig) -> Self {
         let (action, mirror_session, (pps, burst)) = match &scoring.action {
             ScoringAction::Isolate => ("isolate", String::new(), DEFAULT_SCORING_RATE),
-            ScoringAction::Mirror { session } => ("mirror", session.clone(), DEFAULT_SCORING_RATE),
+            ScoringAction::MirrorFlow { session } => {
+                ("mirror_flow", session.clone(), DEFAULT_SCORING_RATE)
+            }
+            ScoringAction::MirrorSource { session } => {
+                ("mirror_source", session.clone(), DEFAULT_SCORING_RATE)
+            }
             ScoringAction::RateLimit {
                 packets_per_second,
                 burst,

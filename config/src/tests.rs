@@ -1158,7 +1158,7 @@ fn scoring_settings_out_of_range_are_named() {
 [scoring]
 enabled = true
 threshold = 1.5
-action = "mirror"
+action = "mirror_flow"
 mirror_session = "nowhere"
 [scoring.weights]
 anomaly = 0.5
@@ -1189,7 +1189,7 @@ db = -1.0
     assert_error_at(
         &with("[scoring]\naction = \"quarantine\"\n"),
         "scoring.action",
-        "is not isolate, mirror or rate_limit",
+        "is not isolate, mirror_flow, mirror_source or rate_limit",
     );
 }
 

@@ -371,15 +371,17 @@ fn scoring(
         .collect();
     let action = match raw.action.as_str() {
         "isolate" => ScoringAction::Isolate,
-        "mirror" => {
+        "mirror_flow" | "mirror_source" => {
             if !mirror.sessions.iter().any(|s| s.name == raw.mirror_session) {
                 errors.push(
                     "scoring.mirror_session",
                     format!("{:?} is not a mirror session", raw.mirror_session),
                 );
             }
-            ScoringAction::Mirror {
-                session: raw.mirror_session.clone(),
+            let session = raw.mirror_session.clone();
+            match raw.action.as_str() {
+                "mirror_flow" => ScoringAction::MirrorFlow { session },
+                _ => ScoringAction::MirrorSource { session },
             }
         }
         "rate_limit" => ScoringAction::RateLimit {
@@ -397,7 +399,7 @@ fn scoring(
         other => {
             errors.push(
                 "scoring.action",
-                format!("{other:?} is not isolate, mirror or rate_limit"),
+                format!("{other:?} is not isolate, mirror_flow, mirror_source or rate_limit"),
             );
             ScoringAction::Isolate
         }

@@ -617,24 +617,11 @@ impl Controller {
     /// audited, logged and announced like any dynamic entry, plus a `ThreatDetected` event.
     pub fn act_on_threat(&mut self, report: ThreatReport) {
         let decision = &report.decision;
-        let (action, action_name) = match &decision.action {
-            ThreatAction::Isolate => (DynamicAction::Quarantine, "isolate"),
-            ThreatAction::Mirror { session } => (
-                DynamicAction::Mirror {
-                    session: session.clone(),
-                },
-                "mirror",
-            ),
-            ThreatAction::RateLimit {
-                packets_per_second,
-                burst,
-            } => (
-                DynamicAction::RateLimit {
-                    packets_per_second: *packets_per_second,
-                    burst: *burst,
-                },
-                "rate_limit",
-            ),
+        let action_name = match &decision.action {
+            ThreatAction::Isolate => "isolate",
+            ThreatAction::MirrorFlow { .. } => "mirror_flow",
+            ThreatAction::MirrorSource { .. } => "mirror_source",
+            ThreatAction::RateLimit { .. } => "rate_limit",
         };
         let (flow, terms) = (&decision.flow, &decision.terms);
         let reason = format!(
@@ -654,15 +641,8 @@ impl Controller {
             flow.dst,
             flow.dport,
         );
-        let event = AuditEvent {
-            principal: SCORER.into(),
-            action: "ThreatDetected".into(),
-            version_before: self.version().into(),
-            version_after: self.version().into(),
-            ..AuditEvent::default()
-        };
         let ttl_millis = u64::try_from(decision.ttl.as_millis()).unwrap_or(u64::MAX);
-        match self.install_dynamic(event, SCORER, decision.source, action, ttl_millis, &reason) {
+        match self.install_threat_action(&decision.action, decision, ttl_millis, &reason) {
             Ok(entry_id) => {
                 tracing::warn!(
                     source = %decision.source,
@@ -699,6 +679,61 @@ impl Controller {
                 tracing::error!(%error, source = %decision.source, "the scorer's action was refused");
             }
         }
+    }
+
+    /// Installs a decision's action: a dynamic entry for the source, or, to mirror the flow, a
+    /// mirror policy matching it in both directions. Returns the entry's or the policy's id.
+    fn install_threat_action(
+        &mut self,
+        action: &ThreatAction,
+        decision: &vfn_models::Decision,
+        ttl_millis: u64,
+        reason: &str,
+    ) -> Result<u64, ControlError> {
+        let entry = match action {
+            ThreatAction::MirrorFlow { session } => {
+                let flow = &decision.flow;
+                let single = |port: u16| proto::PortRange {
+                    first: port.into(),
+                    last: port.into(),
+                };
+                let request = proto::AddMirrorPolicyRequest {
+                    policy: Some(proto::MirrorPolicy {
+                        session: session.clone(),
+                        source_prefixes: vec![flow.src.to_string()],
+                        destination_prefixes: vec![flow.dst.to_string()],
+                        protocol: Some(flow.proto.into()),
+                        source_ports: vec![single(flow.sport)],
+                        destination_ports: vec![single(flow.dport)],
+                        reason: reason.into(),
+                        ..proto::MirrorPolicy::default()
+                    }),
+                    ttl_millis,
+                };
+                return self
+                    .add_mirror_policy(SCORER, request)
+                    .map(|response| response.id);
+            }
+            ThreatAction::Isolate => DynamicAction::Quarantine,
+            ThreatAction::MirrorSource { session } => DynamicAction::Mirror {
+                session: session.clone(),
+            },
+            ThreatAction::RateLimit {
+                packets_per_second,
+                burst,
+            } => DynamicAction::RateLimit {
+                packets_per_second: *packets_per_second,
+                burst: *burst,
+            },
+        };
+        let event = AuditEvent {
+            principal: SCORER.into(),
+            action: "ThreatDetected".into(),
+            version_before: self.version().into(),
+            version_after: self.version().into(),
+            ..AuditEvent::default()
+        };
+        self.install_dynamic(event, SCORER, decision.source, entry, ttl_millis, reason)
     }
 
     /// Validates a model bundle whole and swaps it in for the scorer's next batch.

@@ -49,7 +49,10 @@ pub fn engine_config(config: &Config) -> EngineConfig {
         window: Duration::from_millis(scoring.window_ms.into()),
         action: match &scoring.action {
             ScoringAction::Isolate => ThreatAction::Isolate,
-            ScoringAction::Mirror { session } => ThreatAction::Mirror {
+            ScoringAction::MirrorFlow { session } => ThreatAction::MirrorFlow {
+                session: session.clone(),
+            },
+            ScoringAction::MirrorSource { session } => ThreatAction::MirrorSource {
                 session: session.clone(),
             },
             ScoringAction::RateLimit {

@@ -18,8 +18,10 @@ pub const SOURCES_MAX_DEFAULT: usize = 65_536;
 /// What a decision does to its source, for the action's time to live.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ThreatAction {
-    /// Copy the source's packets to a mirror session.
-    Mirror { session: String },
+    /// Copy the flow that tipped the decision, both directions, to a mirror session.
+    MirrorFlow { session: String },
+    /// Copy every packet from or to the source to a mirror session.
+    MirrorSource { session: String },
     /// At most so many packets per second from the source (per worker), with a burst.
     RateLimit { packets_per_second: u64, burst: u64 },
     /// Drop every packet from or to the source.

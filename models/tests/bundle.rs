@@ -159,3 +159,17 @@ fn a_manifest_wrong_in_any_field_is_refused_naming_it() {
         "{error}"
     );
 }
+
+#[test]
+fn every_committed_bundle_loads_and_reproduces_its_test_vectors() {
+    let trained = Path::new(env!("CARGO_MANIFEST_DIR")).join("trained");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&trained).expect("models/trained") {
+        let dir = entry.expect("entry").path();
+        let bundle = ModelBundle::load_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        names.push(bundle.name().to_owned());
+    }
+    names.sort();
+    assert_eq!(names, ["datasets-base", "lab-cic"]);
+}

@@ -119,7 +119,9 @@ fn a_scanner_is_acted_on_within_a_second_and_a_web_client_is_not() {
         std::thread::spawn(move || scorer.run(&stop))
     };
     for sport in 0..50 {
-        snapshots.try_send(web_flow(50_000 + sport)).expect("queued");
+        snapshots
+            .try_send(web_flow(50_000 + sport))
+            .expect("queued");
     }
     let start = Instant::now();
     for port in 1..=100 {
@@ -133,11 +135,17 @@ fn a_scanner_is_acted_on_within_a_second_and_a_web_client_is_not() {
     stop.store(true, Ordering::Relaxed);
     thread.join().expect("scorer thread");
 
-    assert_eq!(report.decision.source, IpAddr::from(SCANNER), "{acted_after:?}");
+    assert_eq!(
+        report.decision.source,
+        IpAddr::from(SCANNER),
+        "{acted_after:?}"
+    );
     assert_eq!(report.model, "datasets-base");
     assert!(report.decision.threat >= report.decision.threshold);
     assert!(
-        decisions.try_iter().all(|r| r.decision.source != IpAddr::from(CLIENT)),
+        decisions
+            .try_iter()
+            .all(|r| r.decision.source != IpAddr::from(CLIENT)),
         "the web client is left alone"
     );
     let counters = &shared.counters;
@@ -160,7 +168,17 @@ fn a_scanner_is_acted_on_within_a_second_and_a_web_client_is_not() {
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len(), 150, "every snapshot recorded");
     let probe_row: Vec<&str> = rows[60].split(',').collect();
-    assert_eq!(&probe_row[2..8], ["198.18.1.2", "198.18.3.2", "40000", "11", "6", "end_of_flow"]);
+    assert_eq!(
+        &probe_row[2..8],
+        [
+            "198.18.1.2",
+            "198.18.3.2",
+            "40000",
+            "11",
+            "6",
+            "end_of_flow"
+        ]
+    );
     // fwd_packets, bwd_packets, fwd_bytes, bwd_bytes (raw), then rst_count.
     assert_eq!(&probe_row[9..13], ["1", "1", "44", "40"]);
     assert_eq!(probe_row[8 + 21], "1", "one RST");

@@ -52,15 +52,20 @@ class Block:
 
 
 def load_block(name, path=FEATURES_JSON):
+    """The block called `name`, with the features of the blocks it extends first (as the VFN's
+    FeatureBlock::named orders them)."""
     definition = json.loads(Path(path).read_text())
     blocks = {block["name"]: block for block in definition["blocks"]}
-    block = blocks[name]
-    # A block that extends another needs features (the cic block's) that no dataset here has.
-    if "extends" in block:
-        raise ValueError(
-            f"block {name!r} extends {block['extends']!r}: only self-contained blocks train here"
-        )
-    features = block["features"]
+    features = []
+    visited = []
+    next_name = name
+    while next_name is not None:
+        if next_name in visited:
+            raise ValueError(f"block {next_name!r} extends itself")
+        visited.append(next_name)
+        block = blocks[next_name]
+        features = block["features"] + features
+        next_name = block.get("extends")
     for feature in features:
         if feature["transform"] not in TRANSFORMS:
             raise ValueError(

@@ -161,8 +161,10 @@ class Models:
         }
 
 
-def fit_models(block, raw, labels, hidden_layer_sizes, clusters, seed):
-    """Both models fitted on one training split: the autoencoder on its benign rows only."""
+def fit_models(block, raw, labels, hidden_layer_sizes, clusters, seed, namer=None):
+    """Both models fitted on one training split: the autoencoder on its benign rows only.
+    `namer` names a persona from its centroid (default: persona_name's rules)."""
+    namer = namer or persona_name
     mean, std = standardisation(block.transform(raw))
     z = (block.transform(raw) - mean) / std
     benign = labels == 0
@@ -170,7 +172,7 @@ def fit_models(block, raw, labels, hidden_layer_sizes, clusters, seed):
     kmeans = fit_personas(z, clusters, seed)
     centroids = block.untransform(kmeans.cluster_centers_ * std + mean)
     names = unique_names(
-        [persona_name(dict(zip(block.feature_names, centroid))) for centroid in centroids]
+        [namer(dict(zip(block.feature_names, centroid))) for centroid in centroids]
     )
     return Models(
         block=block,

@@ -1,9 +1,14 @@
-"""Trains the VFN's anomaly models on the shared flow datasets and exports them for tract.
+"""Trains the VFN's anomaly model bundles and exports them for tract.
 
-Writes autoencoder.onnx, personas.onnx, manifest.json and report.md to --out. With --check it
+Two bundles, each into its own folder under --out (default models/trained):
+- datasets-base: the base block, on the shared flow datasets (../shared/datasets/flows);
+- lab-cic: the cic block, on flows recorded through the VFN in the lab (models/data/lab-flows.csv,
+  made by vfn-record-lab; lab.py).
+Each folder gets autoencoder.onnx, personas.onnx, manifest.json and report.md. With --check it
 trains into a temporary directory instead and fails if the test vectors' scores differ from
-those of the manifest in --out: the proof that the fixed seeds make training reproducible.
-Run it through run.sh, which sets up the pinned environment.
+those of the manifests under --out: the proof that the fixed seeds make training reproducible.
+--only NAME trains (or checks) one bundle. Run it through run.sh, which sets up the pinned
+environment.
 """
 
 import argparse
@@ -11,8 +16,11 @@ import json
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -20,11 +28,13 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
 import graphs
+import lab
 import models as fitting
 from features import REPOSITORY, load_block, load_sources
 from report import capture_section, write_report
 
 SHARED_DATASETS = REPOSITORY.parent / "shared" / "datasets"
+TRAINED = REPOSITORY / "models" / "trained"
 MODEL_NAME = "datasets-base"
 BLOCK = "base"
 SEED = 20240611
@@ -67,28 +77,30 @@ class Splits:
         return raw, labels
 
 
-def select_models(block, splits, seed):
+def select_models(block, splits, seed, autoencoder_candidates=None, persona_candidates=None):
     """The autoencoder shape and persona count with the best validation ROC AUC."""
+    autoencoder_candidates = autoencoder_candidates or AUTOENCODER_CANDIDATES
+    persona_candidates = persona_candidates or PERSONA_CANDIDATES
     raw_fit, labels_fit = splits.rows("fit")
     raw_validation, labels_validation = splits.rows("validation")
     mean, std = fitting.standardisation(block.transform(raw_fit))
     z_fit = (block.transform(raw_fit) - mean) / std
     z_validation = (block.transform(raw_validation) - mean) / std
     autoencoder_auc = {}
-    for hidden in AUTOENCODER_CANDIDATES:
+    for hidden in autoencoder_candidates:
         autoencoder = fitting.fit_autoencoder(z_fit[labels_fit == 0], hidden, seed)
         error = fitting.reconstruction_error(autoencoder, z_validation)
         autoencoder_auc[hidden] = roc_auc_score(labels_validation, error)
     persona_auc = {}
-    for clusters in PERSONA_CANDIDATES:
+    for clusters in persona_candidates:
         kmeans = fitting.fit_personas(z_fit, clusters, seed)
         temperature = np.median(kmeans.transform(z_fit).min(axis=1))
         probabilities = fitting.closeness_softmax(kmeans.transform(z_validation), temperature)
         risk = probabilities @ np.array(fitting.hostile_shares(kmeans, labels_fit))
         persona_auc[clusters] = roc_auc_score(labels_validation, risk)
     # max keeps the first of equal scores: the candidates are listed smallest first.
-    hidden = max(AUTOENCODER_CANDIDATES, key=lambda candidate: autoencoder_auc[candidate])
-    clusters = max(PERSONA_CANDIDATES, key=lambda candidate: persona_auc[candidate])
+    hidden = max(autoencoder_candidates, key=lambda candidate: autoencoder_auc[candidate])
+    clusters = max(persona_candidates, key=lambda candidate: persona_auc[candidate])
     rows = []
     for candidate, auc in autoencoder_auc.items():
         rows.append(
@@ -101,8 +113,8 @@ def select_models(block, splits, seed):
     return hidden, clusters, rows
 
 
-def pick_test_vectors(splits, scores_by_source, rng):
-    """TEST_VECTOR_COUNT held-out rows: one per (source, label) group, the largest groups more.
+def pick_test_vectors(splits, scores_by_source, rng, count=TEST_VECTOR_COUNT):
+    """`count` held-out rows: one per (source, label) group, the largest groups more.
 
     A group's first row is its most common vector (a port scan's probe, say); further rows are
     drawn among those whose persona no test vector has yet, so that every persona is exercised.
@@ -114,24 +126,22 @@ def pick_test_vectors(splits, scores_by_source, rng):
             members = np.flatnonzero(source.label[held_out] == label)
             if len(members):
                 groups.append((source_index, label, members))
-    if len(groups) > TEST_VECTOR_COUNT:
-        raise SystemExit(
-            f"{len(groups)} (source, label) groups, more than {TEST_VECTOR_COUNT} test vectors"
-        )
+    if len(groups) > count:
+        raise SystemExit(f"{len(groups)} (source, label) groups, more than {count} test vectors")
     slots = [1] * len(groups)
     by_size = sorted(range(len(groups)), key=lambda g: -len(groups[g][2]))
-    for extra in range(TEST_VECTOR_COUNT - len(groups)):
+    for extra in range(count - len(groups)):
         slots[by_size[extra % len(by_size)]] += 1
     covered = set()
     picks = []
-    for (source_index, label, members), count in zip(groups, slots):
+    for (source_index, label, members), slot in zip(groups, slots):
         source = splits.sources[source_index]
         held_out = splits.held_out[source_index]
         personas = scores_by_source[source_index]["persona"]
         raw = source.raw[held_out]
         _, first, counts = np.unique(raw[members], axis=0, return_index=True, return_counts=True)
         chosen = [members[first[np.argmax(counts)]]]
-        while len(chosen) < count:
+        while len(chosen) < slot:
             taken = covered | {personas[member] for member in chosen}
             remaining = np.setdiff1d(members, chosen)
             fresh = [member for member in remaining if personas[member] not in taken]
@@ -187,13 +197,36 @@ def differences(committed, retrained):
     return found
 
 
-def train(out_dir, args):
-    block = load_block(BLOCK)
-    sources = load_sources(block, args.flows)
+@dataclass(frozen=True)
+class BundleSpec:
+    """What differs between the bundles: data, candidates, persona names and the report."""
+
+    name: str
+    block: str
+    # (block, args) -> the sources, each split on its own
+    load_sources: Callable
+    autoencoder_candidates: list
+    persona_candidates: list
+    # centroid in raw units (a dict by feature name) -> persona name
+    persona_name: Callable
+    # (path, fitted, args) -> summaries to print
+    write_report: Callable
+    test_vectors: int = TEST_VECTOR_COUNT
+
+
+def fit_bundle(spec, args):
+    """Everything a bundle holds, fitted and checked: the models, graphs, test vectors and the
+    scores the report needs."""
+    block = load_block(spec.block)
+    sources = spec.load_sources(block, args)
     splits = Splits(sources, SEED)
-    hidden, clusters, selection_rows = select_models(block, splits, SEED)
+    hidden, clusters, selection_rows = select_models(
+        block, splits, SEED, spec.autoencoder_candidates, spec.persona_candidates
+    )
     raw_train, labels_train = splits.rows("train")
-    models = fitting.fit_models(block, raw_train, labels_train, hidden, clusters, SEED)
+    models = fitting.fit_models(
+        block, raw_train, labels_train, hidden, clusters, SEED, spec.persona_name
+    )
 
     training_scores = models.score(raw_train)
     scores_by_source = [
@@ -201,7 +234,9 @@ def train(out_dir, args):
     ]
     raw_held_out, labels_held_out = splits.rows("held_out")
     held_out_scores = models.score(raw_held_out)
-    picks = pick_test_vectors(splits, scores_by_source, np.random.default_rng(SEED))
+    picks = pick_test_vectors(
+        splits, scores_by_source, np.random.default_rng(SEED), spec.test_vectors
+    )
     test_vectors = [test_vector(models, name, label, raw) for name, label, raw in picks]
 
     autoencoder_model = graphs.autoencoder_graph(models.autoencoder)
@@ -214,17 +249,13 @@ def train(out_dir, args):
     )
     # A tenth of the VFN's tolerance: tract sums in another order than the reference runtime.
     if max(test_deviation.values()) > graphs.VFN_TOLERANCE / 10:
-        raise SystemExit(f"the float32 graphs miss the test vectors: {test_deviation}")
+        raise SystemExit(f"{spec.name}: the float32 graphs miss the test vectors: {test_deviation}")
     held_out_deviation = graphs.float32_deviation(
         models, autoencoder_model, personas_model, raw_held_out, held_out_scores
     )
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    onnx.save(autoencoder_model, out_dir / "autoencoder.onnx")
-    onnx.save(personas_model, out_dir / "personas.onnx")
     versions = {package: version(package) for package in PACKAGES}
     manifest = {
-        "name": MODEL_NAME,
+        "name": spec.name,
         "features": block.name,
         "feature_names": list(block.feature_names),
         "mean": [float(value) for value in models.mean],
@@ -275,20 +306,57 @@ def train(out_dir, args):
             },
         },
     }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-
-    capture_lines, capture_summaries = capture_section(args.vfn_bin, args.pcaps, models)
     held_out = []
     start = 0
     for source, index in zip(sources, splits.held_out):
         held_out.append((source.name, source.label[index], slice(start, start + len(index))))
         start += len(index)
+    return SimpleNamespace(
+        spec=spec,
+        block=block,
+        sources=sources,
+        splits=splits,
+        clusters=clusters,
+        selection_rows=selection_rows,
+        models=models,
+        raw_train=raw_train,
+        labels_train=labels_train,
+        training_scores=training_scores,
+        raw_held_out=raw_held_out,
+        labels_held_out=labels_held_out,
+        held_out_scores=held_out_scores,
+        held_out=held_out,
+        autoencoder_model=autoencoder_model,
+        personas_model=personas_model,
+        held_out_deviation=held_out_deviation,
+        versions=versions,
+        manifest=manifest,
+    )
+
+
+def train(out_dir, args, spec):
+    """Fits `spec`'s bundle and writes it to `out_dir`; returns its manifest and the report's
+    summaries."""
+    fitted = fit_bundle(spec, args)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx.save(fitted.autoencoder_model, out_dir / "autoencoder.onnx")
+    onnx.save(fitted.personas_model, out_dir / "personas.onnx")
+    (out_dir / "manifest.json").write_text(json.dumps(fitted.manifest, indent=1) + "\n")
+    summaries = spec.write_report(out_dir / "report.md", fitted, args)
+    return fitted.manifest, summaries
+
+
+def datasets_base_report(path, fitted, args):
+    """report.md of datasets-base, with the shared captures replayed; returns their verdicts."""
+    models, labels_train = fitted.models, fitted.labels_train
+    capture_lines, capture_summaries = capture_section(args.vfn_bin, args.pcaps, models)
+    sources, splits = fitted.sources, fitted.splits
     write_report(
-        out_dir / "report.md",
+        path,
         {
-            "name": MODEL_NAME,
+            "name": fitted.spec.name,
             "command": args.command,
-            "versions": versions,
+            "versions": fitted.versions,
             "seed": SEED,
             "models": models,
             "data_rows": [
@@ -300,71 +368,127 @@ def train(out_dir, args):
                 ]
                 for source, train, held in zip(sources, splits.train, splits.held_out)
             ],
-            "selection_rows": selection_rows,
+            "selection_rows": fitted.selection_rows,
             "benign_training_rows": int((labels_train == 0).sum()),
-            "held_out": held_out,
-            "held_out_scores": held_out_scores,
-            "assigned_sizes": np.bincount(models.kmeans.labels_, minlength=clusters).tolist(),
-            "float32_deviation": held_out_deviation,
+            "held_out": fitted.held_out,
+            "held_out_scores": fitted.held_out_scores,
+            "assigned_sizes": np.bincount(
+                models.kmeans.labels_, minlength=fitted.clusters
+            ).tolist(),
+            "float32_deviation": fitted.held_out_deviation,
             "benign_percentiles": {
                 key: tuple(
                     float(value)
-                    for value in np.quantile(training_scores[key][labels_train == 0], [0.95, 0.99])
+                    for value in np.quantile(
+                        fitted.training_scores[key][labels_train == 0], [0.95, 0.99]
+                    )
                 )
                 for key in ("anomaly", "persona_risk", "combined")
             },
             "graph_rows": [
-                ["autoencoder.onnx", ", ".join(graphs.operators(autoencoder_model)), graphs.OPSET],
-                ["personas.onnx", ", ".join(graphs.operators(personas_model)), graphs.OPSET],
+                [
+                    "autoencoder.onnx",
+                    ", ".join(graphs.operators(fitted.autoencoder_model)),
+                    graphs.OPSET,
+                ],
+                [
+                    "personas.onnx",
+                    ", ".join(graphs.operators(fitted.personas_model)),
+                    graphs.OPSET,
+                ],
             ],
             "capture_lines": capture_lines,
         },
     )
-    return manifest, capture_summaries
+    summaries = []
+    for capture in capture_summaries:
+        flagged = f"{capture['detected']} of {capture['attack_flows']} attack flows"
+        summaries.append(
+            f"{capture['capture']}: {capture['verdict']} ({flagged} at anomaly >= 0.95)"
+        )
+    return summaries
+
+
+BUNDLES = {
+    MODEL_NAME: BundleSpec(
+        name=MODEL_NAME,
+        block=BLOCK,
+        load_sources=lambda block, args: load_sources(block, args.flows),
+        autoencoder_candidates=AUTOENCODER_CANDIDATES,
+        persona_candidates=PERSONA_CANDIDATES,
+        persona_name=fitting.persona_name,
+        write_report=datasets_base_report,
+    ),
+    lab.MODEL_NAME: BundleSpec(
+        name=lab.MODEL_NAME,
+        block=lab.BLOCK,
+        load_sources=lambda block, args: lab.load_lab_sources(block, args.lab_flows),
+        autoencoder_candidates=lab.AUTOENCODER_CANDIDATES,
+        persona_candidates=lab.PERSONA_CANDIDATES,
+        persona_name=lab.persona_name,
+        write_report=lab.write_lab_report,
+    ),
+}
+
+
+def check(spec, out_dir, args):
+    """Retrains `spec` in a temporary directory and compares its test vectors with out_dir's."""
+    committed_path = out_dir / "manifest.json"
+    if not committed_path.is_file():
+        raise SystemExit(f"--check: no manifest at {committed_path} to compare with")
+    committed = json.loads(committed_path.read_text())
+    workdir = Path(tempfile.mkdtemp(prefix="models-check-"))
+    try:
+        retrained, _ = train(workdir, args, spec)
+    finally:
+        shutil.rmtree(workdir)
+    found = differences(committed, retrained)
+    if found:
+        print(f"{spec.name}: training is not reproducible:", *found, sep="\n  ", file=sys.stderr)
+        return False
+    vectors = len(retrained["test_vectors"])
+    print(
+        f"{spec.name}: reproducible: {vectors} test vectors match {committed_path} "
+        f"within {REPRODUCIBLE_RELATIVE} relative"
+    )
+    return True
 
 
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, default=REPOSITORY / "models" / "trained" / MODEL_NAME)
     parser.add_argument(
-        "--check", action="store_true", help="retrain elsewhere and compare with --out's manifest"
+        "--out", type=Path, default=TRAINED, help="the folder of the bundles' folders"
+    )
+    parser.add_argument(
+        "--only", choices=list(BUNDLES), action="append", help="this bundle only (repeatable)"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="retrain elsewhere and compare with --out's manifests"
     )
     parser.add_argument("--flows", type=Path, default=SHARED_DATASETS / "flows")
     parser.add_argument("--pcaps", type=Path, default=SHARED_DATASETS / "pcaps")
+    parser.add_argument("--lab-flows", type=Path, default=lab.LAB_FLOWS)
     parser.add_argument("--vfn-bin", type=Path, default=REPOSITORY / "target" / "release" / "vfn")
     parser.add_argument(
         "--command", default="python models/train/train.py", help="the command to name in report.md"
     )
     args = parser.parse_args()
+    names = args.only or list(BUNDLES)
 
     if not args.check:
-        manifest, captures = train(args.out, args)
-        print(f"wrote {args.out}")
-        print("held-out ROC AUC:", json.dumps(manifest["training"]["held_out_roc_auc"]))
-        for capture in captures:
-            flagged = f"{capture['detected']} of {capture['attack_flows']} attack flows"
-            print(f"{capture['capture']}: {capture['verdict']} ({flagged} at anomaly >= 0.95)")
+        for name in names:
+            out_dir = args.out / name
+            manifest, summaries = train(out_dir, args, BUNDLES[name])
+            print(f"wrote {out_dir}")
+            print("held-out ROC AUC:", json.dumps(manifest["training"]["held_out_roc_auc"]))
+            for summary in summaries:
+                print(summary)
         return
-    committed_path = args.out / "manifest.json"
-    if not committed_path.is_file():
-        raise SystemExit(f"--check: no manifest at {committed_path} to compare with")
-    committed = json.loads(committed_path.read_text())
-    workdir = Path(tempfile.mkdtemp(prefix="models-check-"))
-    try:
-        retrained, _ = train(workdir, args)
-    finally:
-        shutil.rmtree(workdir)
-    found = differences(committed, retrained)
-    if found:
-        print("training is not reproducible:", *found, sep="\n  ", file=sys.stderr)
+    reproducible = [check(BUNDLES[name], args.out / name, args) for name in names]
+    if not all(reproducible):
         sys.exit(1)
-    vectors = len(retrained["test_vectors"])
-    print(
-        f"reproducible: {vectors} test vectors match {committed_path} "
-        f"within {REPRODUCIBLE_RELATIVE} relative"
-    )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,13 @@ pub enum LabError {
     #[error("the lab needs root (creating network namespaces); effective uid is {euid}")]
     NotRoot { euid: u32 },
 
+    /// An external tool that a scenario runs is not installed.
+    #[error("`{program}` not found; install {package}: apt-get install {package}")]
+    MissingTool {
+        program: &'static str,
+        package: &'static str,
+    },
+
     #[error("could not start `{command}`: {source}")]
     Spawn { command: String, source: io::Error },
 

@@ -41,6 +41,11 @@
 //! - [`Lab`] deletes its namespaces on drop; [`remove_stale`] deletes those of crashed runs;
 //!   [`install_interrupt_flag`] turns Ctrl-C into an orderly return so that drop runs.
 //! - [`ChildGuard`] stops processes it started by PID, never by name.
+//!
+//! # Scenarios
+//! [`scenarios`] drives real tools between the hosts (curl against python3's `http.server`,
+//! sshpass and ssh against an `sshd` of the lab's own, nmap, hping3, socat): the benign and
+//! hostile traffic that the anomaly models are trained on and tested against.
 
 mod address;
 mod command;
@@ -48,6 +53,7 @@ mod error;
 mod interrupt;
 mod lab;
 mod netns;
+pub mod scenarios;
 mod setup;
 mod topology;
 mod traffic;

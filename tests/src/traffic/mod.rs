@@ -1,7 +1,7 @@
 //! Traffic primitives. Each is bounded in time (an explicit deadline) and count, refuses
 //! destinations outside the lab ranges, and returns a structured result.
 
-mod pattern;
+pub(crate) mod pattern;
 mod ping;
 mod probe;
 mod raw;
@@ -23,7 +23,7 @@ use crate::LabError;
 pub const TRAFFIC_DEADLINE_MAX: Duration = Duration::from_secs(600);
 
 /// When a primitive given `deadline` must be done; rejects zero and overlong deadlines.
-fn deadline_from_now(deadline: Duration) -> Result<Instant, LabError> {
+pub(crate) fn deadline_from_now(deadline: Duration) -> Result<Instant, LabError> {
     if deadline.is_zero() || deadline > TRAFFIC_DEADLINE_MAX {
         return Err(LabError::invalid_argument(
             "deadline",
