@@ -59,6 +59,9 @@ test)
     cargo clippy --workspace --all-targets -- -D warnings
     # The documentation's links resolve (a renamed item breaks them silently otherwise).
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+    # The anomaly models retrain from scratch to the committed bundles' test vectors (fixed
+    # seeds, pinned packages in target/models-venv); the Rust tests then check tract's scores.
+    bash models/train/run.sh --check
     # Root tests (namespaces, AF_XDP) live in their own test binaries, which cargo runs one
     # after another; inside a binary they take a lock, so none overlap.
     cargo test --workspace

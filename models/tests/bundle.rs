@@ -166,8 +166,8 @@ fn every_committed_bundle_loads_and_reproduces_its_test_vectors() {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(&trained).expect("models/trained") {
         let dir = entry.expect("entry").path();
-        let bundle = ModelBundle::load_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let bundle =
+            ModelBundle::load_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         names.push(bundle.name().to_owned());
     }
     names.sort();
