@@ -46,7 +46,8 @@ pub struct ScoringConfig {
     /// is relative to the config file. `None` (the default): the bundle built into the router,
     /// `models/trained/datasets-base`.
     pub models: Option<PathBuf>,
-    /// The core the scorer thread is pinned to; default: none (the scheduler places it).
+    /// The core the scorer thread is pinned to; default: the first core no worker polls (none
+    /// left: not pinned, and the log says so).
     pub core: Option<usize>,
     /// A flow record's first snapshot is taken at this packet, 1..=1000000 (default 4).
     pub nth_packet: u32,

@@ -354,14 +354,23 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<(), RunError> {
     }
     if let (true, Some(scorer)) = (spawned.is_ok(), scorer) {
         let stop = stop.clone();
-        let core = config.scoring.core;
+        // The configured core, else the first one no worker polls: never a worker's.
+        let core = config.scoring.core.or_else(|| {
+            available
+                .iter()
+                .copied()
+                .find(|core| plan.workers.iter().all(|(worker, _)| worker != core))
+        });
         spawned = spawn(
             "vfn-scorer".into(),
             Box::new(move || {
-                if let Some(core) = core
-                    && !core_affinity::set_for_current(core_affinity::CoreId { id: core })
-                {
-                    tracing::warn!(core, "could not pin the scorer");
+                match core {
+                    Some(core)
+                        if core_affinity::set_for_current(core_affinity::CoreId { id: core }) =>
+                    {
+                        tracing::info!(core, "scorer running");
+                    }
+                    _ => tracing::warn!(?core, "the scorer runs unpinned: no core of its own"),
                 }
                 scorer.run(&stop)
             }),

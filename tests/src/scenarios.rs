@@ -999,18 +999,23 @@ fn wait_listening(
 
 /// A directory of this process's own under the system's temporary directory, removed on drop.
 #[derive(Debug)]
-struct ScratchDir {
+pub struct ScratchDir {
     path: PathBuf,
 }
 
 impl ScratchDir {
-    fn create(what: &str) -> Result<ScratchDir, LabError> {
+    /// A new directory, named after `what`, this process and a sequence number.
+    pub fn create(what: &str) -> Result<ScratchDir, LabError> {
         let sequence = SCRATCH_SEQUENCE.fetch_add(1, Ordering::Relaxed);
         let name = format!("vfn-lab-{what}-{}-{sequence}", std::process::id());
         let path = std::env::temp_dir().join(name);
         // create_dir fails on anything already there, a planted symlink included.
         std::fs::create_dir(&path).map_err(LabError::io(format!("creating {}", path.display())))?;
         Ok(ScratchDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 

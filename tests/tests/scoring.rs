@@ -2,9 +2,9 @@
 //! lab recordings (`models/trained/lab-cic`). c1 scans srv with nmap while c2 goes on with its
 //! normal traffic (web, pings, UDP exchanges, uploads); the scorer isolates c1 within a bounded
 //! time (a dynamic entry, announced on WatchEvents and audited), c2's traffic is untouched, and
-//! the isolation expires on time. Models are swapped through the API, and a bundle that does not
-//! fit is refused. Needs root, nmap and curl; the tests run one at a time and fail loudly
-//! without them.
+//! the isolation expires on time. With `mirror_flow`, the flow that tipped the decision gets a
+//! mirror policy instead. Models are swapped through the API, and a bundle that does not fit is
+//! refused. Needs root, nmap and curl; the tests run one at a time and fail loudly without them.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use vfn_config::{Config, ScoringAction};
+use vfn_config::{
+    Config, MirrorDestinationConfig, MirrorDirection, MirrorSessionConfig, ScoringAction,
+};
 use vfn_lab::scenarios::{HttpServer, ScanKind, nmap_scan, normal_client};
 use vfn_lab::{ChildGuard, Connect, Lab, RunningVfn, TopologySpec};
 
@@ -42,7 +44,8 @@ struct Setup {
     lab: Lab,
 }
 
-fn setup(prefix: &str) -> Setup {
+/// The lab with scoring on (the lab-cic bundle, isolating for [`ISOLATION`]), `tune`d.
+fn setup(prefix: &str, tune: impl FnOnce(&mut Config)) -> Setup {
     vfn_lab::remove_stale(prefix).expect("remove namespaces of crashed runs");
     let lab = Lab::create(&TopologySpec::default_lab(prefix)).expect("lab");
     let mut config: Config = vfn_lab::lab_config(lab.topology()).expect("config");
@@ -50,6 +53,7 @@ fn setup(prefix: &str) -> Setup {
     config.scoring.models = Some(bundle("lab-cic"));
     config.scoring.action = ScoringAction::Isolate;
     config.scoring.action_ttl_ms = ISOLATION.as_millis() as u32;
+    tune(&mut config);
     let binary = vfn_lab::vfn_binary().expect("vfn binary");
     let vfn = RunningVfn::start(&lab, &binary, &config, READY).expect("router starts");
     Setup { vfn, lab }
@@ -122,7 +126,7 @@ fn until<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> 
 #[test]
 fn a_port_scan_gets_its_source_isolated_while_the_other_client_goes_on() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let s = setup("vfnscore1");
+    let s = setup("vfnscore1", |_| {});
     let files = tempfile::tempdir().expect("temporary folder");
     let watched = files.path().join("events.jsonl");
     let _watcher = s.watch(&watched, 60);
@@ -231,7 +235,7 @@ fn a_port_scan_gets_its_source_isolated_while_the_other_client_goes_on() {
 #[test]
 fn models_are_swapped_through_the_api_and_a_bundle_that_does_not_fit_is_refused() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let s = setup("vfnscore2");
+    let s = setup("vfnscore2", |_| {});
     assert_eq!(s.json(&["scoring", "show"])["model"], "lab-cic");
 
     let loaded = s.vfnctl(&[
@@ -280,5 +284,62 @@ fn models_are_swapped_through_the_api_and_a_bundle_that_does_not_fit_is_refused(
             .count(),
         2,
         "the load and the refusal are audited"
+    );
+}
+
+#[test]
+fn mirror_flow_copies_the_flow_that_tipped_the_decision_for_a_time() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = setup("vfnscore3", |config| {
+        config.mirror.sessions = vec![MirrorSessionConfig {
+            name: "analyzer".into(),
+            direction: MirrorDirection::Received,
+            destination: MirrorDestinationConfig::Gre {
+                source: addr("198.18.2.1"),
+                remote: addr(C2),
+            },
+            snap_length: 0,
+            sample_every: 1,
+            packets_per_second: 0,
+            queue: 64,
+        }];
+        config.scoring.action = ScoringAction::MirrorFlow {
+            session: "analyzer".into(),
+        };
+    });
+    let files = tempfile::tempdir().expect("temporary folder");
+    let watched = files.path().join("events.jsonl");
+    let _watcher = s.watch(&watched, 30);
+    std::thread::sleep(Duration::from_secs(1));
+    let open = nmap_scan(&s.lab, "c1", addr(SRV), ScanKind::Syn, 1..=300).expect("nmap runs");
+    println!("open ports: {open:?}");
+    let detected = until(DETECTION_MAX, || {
+        events(&watched, "ThreatDetected")
+            .into_iter()
+            .find(|e| e["source"] == C1)
+    })
+    .expect("c1's scan is acted on");
+    assert_eq!(detected["action"], "mirror_flow");
+    let listed = s.json(&["mirror", "list"]);
+    let policy = listed["policies"]
+        .as_array()
+        .expect("policies")
+        .iter()
+        .map(|listed| &listed["policy"])
+        .find(|policy| policy["id"] == detected["entry_id"])
+        .unwrap_or_else(|| panic!("the policy is listed: {listed}"))
+        .clone();
+    assert_eq!(policy["session"], "analyzer");
+    assert_eq!(policy["source_prefixes"][0], format!("{C1}/32"));
+    assert_eq!(policy["destination_prefixes"][0], format!("{SRV}/32"));
+    assert_eq!(policy["protocol"], 6);
+    assert_eq!(
+        policy["destination_ports"][0]["first"],
+        detected["flow_dport"]
+    );
+    assert_eq!(
+        s.connect("c1"),
+        Connect::Connected,
+        "mirroring cuts nothing off"
     );
 }

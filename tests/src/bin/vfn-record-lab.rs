@@ -149,8 +149,8 @@ fn record(options: &Options) -> Result<(), Box<dyn Error>> {
     vfn_lab::remove_stale(PREFIX)?;
     // Declared first, so dropped last: everything in the lab stops before it goes.
     let lab = Lab::create(&TopologySpec::default_lab(PREFIX))?;
-    let scratch = Scratch::create()?;
-    let recording = scratch.path.join("features.csv");
+    let scratch = scenarios::ScratchDir::create("record")?;
+    let recording = scratch.path().join("features.csv");
     let mut config = vfn_lab::lab_config(lab.topology())?;
     config.telemetry.idle_timeout_ms = IDLE_TIMEOUT_MS;
     config.scoring.enabled = true;
@@ -506,30 +506,6 @@ fn unix_ms() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |since| since.as_secs_f64() * 1e3)
-}
-
-/// A directory of this run's own for the recording, removed on drop.
-struct Scratch {
-    path: PathBuf,
-}
-
-impl Scratch {
-    fn create() -> Result<Scratch, LabError> {
-        let path = std::env::temp_dir().join(format!("vfn-record-lab-{}", std::process::id()));
-        std::fs::create_dir(&path).map_err(|source| LabError::Io {
-            context: format!("creating {}", path.display()),
-            source,
-        })?;
-        Ok(Scratch { path })
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if let Err(error) = std::fs::remove_dir_all(&self.path) {
-            eprintln!("vfn-record-lab: removing {}: {error}", self.path.display());
-        }
-    }
 }
 
 #[cfg(test)]
