@@ -1187,6 +1187,11 @@ db = -1.0
         "scoring needs flow telemetry",
     );
     assert_error_at(
+        &with("[scoring]\ncore = 1\n"),
+        "scoring.core",
+        "core 1 is a worker's",
+    );
+    assert_error_at(
         &with("[scoring]\naction = \"quarantine\"\n"),
         "scoring.action",
         "is not isolate, mirror_flow, mirror_source or rate_limit",

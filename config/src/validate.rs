@@ -75,6 +75,17 @@ pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let telemetry = telemetry(&mut errors, &raw.telemetry);
     let mirror = mirror(&mut errors, &raw.mirror, &ports);
     let scoring = scoring(&mut errors, &raw.scoring, &telemetry, &mirror);
+    if let Some(core) = scoring.core
+        && workers
+            .cores
+            .iter()
+            .any(|&worker| usize::from(worker) == core)
+    {
+        errors.push(
+            "scoring.core",
+            format!("core {core} is a worker's (workers.cores): the scorer never runs on one"),
+        );
+    }
     let metrics = MetricsConfig {
         enabled: raw.metrics.enabled,
         listen: raw.metrics.listen.parse().unwrap_or_else(|_| {

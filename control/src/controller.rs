@@ -693,9 +693,16 @@ impl Controller {
         let entry = match action {
             ThreatAction::MirrorFlow { session } => {
                 let flow = &decision.flow;
-                let single = |port: u16| proto::PortRange {
-                    first: port.into(),
-                    last: port.into(),
+                // Ports where the protocol has them (an ICMP flow's are its identifier or type).
+                let has_ports = matches!(flow.proto, 6 | 17 | 132);
+                let single = |port: u16| {
+                    has_ports
+                        .then(|| proto::PortRange {
+                            first: port.into(),
+                            last: port.into(),
+                        })
+                        .into_iter()
+                        .collect()
                 };
                 let request = proto::AddMirrorPolicyRequest {
                     policy: Some(proto::MirrorPolicy {
@@ -703,8 +710,8 @@ impl Controller {
                         source_prefixes: vec![flow.src.to_string()],
                         destination_prefixes: vec![flow.dst.to_string()],
                         protocol: Some(flow.proto.into()),
-                        source_ports: vec![single(flow.sport)],
-                        destination_ports: vec![single(flow.dport)],
+                        source_ports: single(flow.sport),
+                        destination_ports: single(flow.dport),
                         reason: reason.into(),
                         ..proto::MirrorPolicy::default()
                     }),
@@ -713,6 +720,16 @@ impl Controller {
                 return self
                     .add_mirror_policy(SCORER, request)
                     .map(|response| response.id);
+            }
+            // An entry an operator made for the host wins: the scorer's would replace it.
+            _ if self.router.overlay.entries().iter().any(|entry| {
+                entry.host == decision.source && !entry.reason.starts_with(SCORER)
+            }) =>
+            {
+                return Err(ControlError::Precondition(format!(
+                    "{} has a dynamic entry of an operator's; the scorer leaves it",
+                    decision.source
+                )));
             }
             ThreatAction::Isolate => DynamicAction::Quarantine,
             ThreatAction::MirrorSource { session } => DynamicAction::Mirror {
@@ -1411,7 +1428,6 @@ fn change_error<E: std::fmt::Display + OverLimit>(
     }
 }
 
-/// A dynamic entry in words, for the audit log.
 /// The request field a refused model bundle's error is about.
 fn model_error_field(error: &ModelError) -> String {
     match error {
@@ -1424,6 +1440,7 @@ fn model_error_field(error: &ModelError) -> String {
     }
 }
 
+/// A dynamic entry in words, for the audit log.
 fn describe(host: IpAddr, action: &DynamicAction, ttl_millis: u64, reason: &str) -> String {
     let what = match action {
         DynamicAction::Quarantine => "quarantine".to_owned(),

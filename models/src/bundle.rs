@@ -182,6 +182,14 @@ impl ModelBundle {
         personas: &[u8],
     ) -> Result<ModelBundle, ModelError> {
         let manifest = parse_manifest(manifest)?;
+        for (model, bytes) in [("autoencoder", autoencoder), ("personas", personas)] {
+            if bytes.len() as u64 > ONNX_BYTES_MAX {
+                return Err(ModelError::Onnx {
+                    model,
+                    reason: format!("{} bytes, more than {ONNX_BYTES_MAX}", bytes.len()),
+                });
+            }
+        }
         let block = FeatureBlock::named(&manifest.features)?;
         let width = block.len();
         let names: Vec<&str> = block.features().map(|f| f.name()).collect();
@@ -379,7 +387,10 @@ impl ModelBundle {
                 ));
             }
             for (what, expected, found) in expected {
-                if (found - expected).abs() > TEST_VECTOR_TOLERANCE * expected.abs().max(1.0) {
+                // Written so that a NaN fails too.
+                let close =
+                    (found - expected).abs() <= TEST_VECTOR_TOLERANCE * expected.abs().max(1.0);
+                if !close {
                     return Err(fail(TestVectorMismatch {
                         what,
                         expected,
@@ -510,15 +521,21 @@ fn load_graph(
         .map_err(|e| onnx_error(e.to_string()))?
         .shape
         .clone();
+    let declared_type = graph
+        .input_fact(0)
+        .map_err(|e| onnx_error(e.to_string()))?
+        .datum_type
+        .concretize();
     let declared_width = declared.dims().nth(1).and_then(|dim| dim.concretize());
     let width_fits = declared_width
         .as_ref()
         .is_none_or(|width| width.as_i64() == i64::try_from(inputs).ok());
-    if declared.rank().concretize().is_some_and(|rank| rank != 2) || !width_fits {
+    let type_fits = declared_type.is_none_or(|datum| datum == f32::datum_type());
+    if declared.rank().concretize().is_some_and(|rank| rank != 2) || !width_fits || !type_fits {
         return Err(ModelError::Shape {
             model,
             what: "its input",
-            found: format!("{declared:?}"),
+            found: format!("{declared:?} of {declared_type:?}"),
             expected: format!("[rows, {inputs}] of f32"),
         });
     }
@@ -596,6 +613,11 @@ fn run(
             "output shape {:?}, expected [{rows}, {columns}]",
             output.shape()
         )));
+    }
+    if output.iter().any(|value| !value.is_finite()) {
+        return Err(run_error(
+            "the output holds a value that is not a number".into(),
+        ));
     }
     Ok(output.iter().copied().collect())
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use hashbrown::HashMap;
 use ipnet::IpNet;
+use vfn_flow::mapped_address;
 
 use crate::bundle::{FlowScore, PERSONAS_MAX};
 use crate::threat::{ThreatConfig, ThreatTerms};
@@ -32,7 +33,8 @@ pub enum ThreatAction {
 pub struct EngineConfig {
     pub threat: ThreatConfig,
     /// Flows of one source whose threat reaches the threshold within `window` before the engine
-    /// acts: a single odd flow of a normal host does not, a scan's hundreds do.
+    /// acts (each flow counts once, whatever its snapshots): a single odd flow of a normal host
+    /// does not, a scan's hundreds do.
     pub flows_to_act: u32,
     pub window: Duration,
     pub action: ThreatAction,
@@ -83,13 +85,6 @@ pub struct SegmentImpact {
     segments: Vec<Segment>,
 }
 
-fn mapped(address: IpAddr) -> u128 {
-    match address {
-        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
-        IpAddr::V6(v6) => u128::from(v6),
-    }
-}
-
 fn masked(address: u128, length: u8) -> u128 {
     match length {
         0 => 0,
@@ -118,7 +113,7 @@ impl SegmentImpact {
                 let table = &mut impact.by_length[at].1;
                 // Where two segments hold the same prefix, the more critical one counts.
                 let entry = table
-                    .entry(masked(mapped(address), length))
+                    .entry(masked(mapped_address(address), length))
                     .or_insert(index);
                 if impact.segments[index].criticality > impact.segments[*entry].criticality {
                     *entry = index;
@@ -132,7 +127,7 @@ impl SegmentImpact {
     }
 
     pub fn segment_of(&self, address: IpAddr) -> Option<&Segment> {
-        let address = mapped(address);
+        let address = mapped_address(address);
         self.by_length
             .iter()
             .find_map(|(length, table)| table.get(&masked(address, *length)))
@@ -162,17 +157,46 @@ pub struct Decision {
 /// What the engine knows of a source.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SourceView {
-    /// The source's persona mix: the mean of its flows' persona probabilities, the last 32
+    /// The source's persona mix: the mean of its snapshots' persona probabilities, the last 32
     /// weighing most.
     pub personas: [f64; PERSONAS_MAX],
+    /// Snapshots scored (a flow gives several: `ScoringFeed`).
     pub flows_scored: u64,
     pub last_threat: f64,
-    /// High-threat flows in the current window.
-    pub evidence: u32,
+    /// High-threat flows in the window that started at `window_start`.
+    evidence: u32,
     window_start: Duration,
+    /// The last flows that counted as evidence, so that a flow's later snapshots (2N, 4N, its
+    /// end) do not count again.
+    evidence_flows: [u64; EVIDENCE_FLOWS],
+    /// Where the next flow goes in `evidence_flows`.
+    evidence_next: usize,
     /// Until when the last decision's action lasts.
     pub acting_until: Duration,
     last_seen: Duration,
+}
+
+/// Flows remembered per source to count each once: more than the snapshots one flow gives
+/// while other flows of the source are scored in between, in practice.
+const EVIDENCE_FLOWS: usize = 8;
+
+impl SourceView {
+    /// High-threat flows in the current window at `now`: 0 once the window has passed.
+    pub fn evidence(&self, now: Duration, window: Duration) -> u32 {
+        if now.saturating_sub(self.window_start) >= window {
+            0
+        } else {
+            self.evidence
+        }
+    }
+}
+
+/// A flow's identity among its source's flows (its 5-tuple, hashed).
+fn flow_id(flow: &FlowContext) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default()
+        .hash_one((flow.dst, flow.sport, flow.dport, flow.proto))
+        | 1
 }
 
 /// Flows after which a source's persona mix becomes a moving average.
@@ -183,6 +207,8 @@ pub struct Engine {
     config: EngineConfig,
     segments: Arc<SegmentImpact>,
     sources: HashMap<IpAddr, SourceView>,
+    /// When the full table was last swept of quiet sources (at most once a window).
+    last_sweep: Option<Duration>,
     /// Flows whose source found the table full.
     pub sources_untracked: u64,
 }
@@ -194,12 +220,28 @@ impl Engine {
             config,
             segments: Arc::default(),
             sources,
+            last_sweep: None,
             sources_untracked: 0,
         }
     }
 
-    pub fn config(&self) -> &EngineConfig {
-        &self.config
+    pub fn window(&self) -> Duration {
+        self.config.window
+    }
+
+    /// Forgets every source's persona mix: the personas of another model are other clusters.
+    pub fn reset_personas(&mut self) {
+        for source in self.sources.values_mut() {
+            source.personas = [0.0; PERSONAS_MAX];
+            source.flows_scored = 0;
+        }
+    }
+
+    /// A decision that could not be carried out: its source may be acted on again at once.
+    pub fn undo_decision(&mut self, source: IpAddr) {
+        if let Some(view) = self.sources.get_mut(&source) {
+            view.acting_until = Duration::ZERO;
+        }
     }
 
     /// The segments of a newly published rule set.
@@ -226,7 +268,14 @@ impl Engine {
             .and_then(|s| s.threshold)
             .unwrap_or(self.config.threat.threshold);
         let segment = segment.map(|s| s.name.clone());
-        if !self.sources.contains_key(&flow.src) && self.sources.len() >= self.config.sources_max {
+        let sweep_due = self
+            .last_sweep
+            .is_none_or(|last| now.saturating_sub(last) >= self.config.window);
+        if !self.sources.contains_key(&flow.src)
+            && self.sources.len() >= self.config.sources_max
+            && sweep_due
+        {
+            self.last_sweep = Some(now);
             self.forget_quiet_sources(now);
         }
         if !self.sources.contains_key(&flow.src) && self.sources.len() >= self.config.sources_max {
@@ -247,10 +296,17 @@ impl Engine {
         if threat < threshold {
             return None;
         }
-        if now.saturating_sub(source.window_start) >= self.config.window || source.evidence == 0 {
+        if source.evidence(now, self.config.window) == 0 {
             source.window_start = now;
             source.evidence = 0;
+            source.evidence_flows = [0; EVIDENCE_FLOWS];
         }
+        let id = flow_id(flow);
+        if source.evidence_flows.contains(&id) {
+            return None;
+        }
+        source.evidence_flows[source.evidence_next] = id;
+        source.evidence_next = (source.evidence_next + 1) % EVIDENCE_FLOWS;
         source.evidence += 1;
         if source.evidence < self.config.flows_to_act || now < source.acting_until {
             return None;

@@ -235,6 +235,7 @@ impl Scorer {
         let mut scores = Vec::with_capacity(self.batch);
         let mut buffers = ScoreBuffers::default();
         let mut batch = Vec::with_capacity(self.batch);
+        let mut scoring_with = self.shared.models.load_full();
         let mut segments = self.shared.segments.load_full();
         self.engine.set_segments(segments.clone());
         let mut next_report = Instant::now();
@@ -252,6 +253,11 @@ impl Scorer {
                 self.engine.set_segments(segments.clone());
             }
             let models = self.shared.models.load_full();
+            if !Arc::ptr_eq(&models, &scoring_with) {
+                // Another model's personas are other clusters: the mixes start again.
+                self.engine.reset_personas();
+                scoring_with = models.clone();
+            }
             let block = models.block();
             raw.clear();
             flows.clear();
@@ -290,6 +296,7 @@ impl Scorer {
                 let Some(decision) = decision else {
                     continue;
                 };
+                let source = decision.source;
                 let report = ThreatReport {
                     model: models.name().to_owned(),
                     persona: models.persona_names()[decision.persona].clone(),
@@ -298,6 +305,8 @@ impl Scorer {
                 if (self.on_decision)(report) {
                     counters.decisions.add(1);
                 } else {
+                    // Not acted on: the source's next hostile flow may decide again.
+                    self.engine.undo_decision(source);
                     counters.decisions_lost.add(1);
                 }
             }
@@ -315,7 +324,7 @@ impl Scorer {
                 personas: view.personas[..personas].to_vec(),
                 flows_scored: view.flows_scored,
                 last_threat: view.last_threat,
-                evidence: view.evidence,
+                evidence: view.evidence(now, self.engine.window()),
                 acting: now < view.acting_until,
             })
             .collect();

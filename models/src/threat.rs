@@ -53,18 +53,6 @@ impl Default for ThreatWeights {
     }
 }
 
-impl ThreatWeights {
-    /// Why the weights are unusable, if they are.
-    pub fn invalid(&self) -> Option<String> {
-        let weights = [self.anomaly, self.impact, self.confidence];
-        if weights.iter().any(|w| !(w.is_finite() && *w >= 0.0)) {
-            return Some(format!("{weights:?}: every weight must be 0 or more"));
-        }
-        let total: f64 = weights.iter().sum();
-        ((total - 1.0).abs() > 1e-6).then(|| format!("{weights:?} add up to {total}, not 1"))
-    }
-}
-
 /// When a flow's threat score calls for an action.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ThreatConfig {

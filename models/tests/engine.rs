@@ -140,7 +140,7 @@ fn a_critical_segment_adds_impact_and_its_own_threshold_applies() {
             Segment {
                 name: "lab".into(),
                 criticality: 0,
-                threshold: Some(0.95),
+                threshold: Some(0.6),
             },
             vec!["198.18.0.0/15".parse().expect("prefix")],
         ),
@@ -156,19 +156,21 @@ fn a_critical_segment_adds_impact_and_its_own_threshold_applies() {
         .expect("a flow into db decides");
     assert_eq!(decision.segment.as_deref(), Some("db"));
     assert!((decision.terms.impact - 1.0).abs() < 1e-9);
-    // The same scores into the wider segment: 0.64, under its own threshold of 0.95.
-    assert_eq!(
-        engine.observe(
+    // The same scores into the wider segment: 0.64, under the default 0.7 but over the
+    // segment's own 0.6.
+    let decision = engine
+        .observe(
             &flow("198.18.0.12", "198.18.2.9", 80),
             &score(0.8),
             2,
-            SECOND
-        ),
-        None
-    );
+            SECOND,
+        )
+        .expect("the segment's own threshold decides");
+    assert_eq!(decision.segment.as_deref(), Some("lab"));
+    assert!((decision.threshold - 0.6).abs() < 1e-9);
     assert_eq!(
         engine.observe(
-            &flow("198.18.0.12", "2001:2::1", 80),
+            &flow("198.18.0.13", "2001:2::1", 80),
             &score(0.8),
             2,
             SECOND
@@ -211,4 +213,80 @@ fn a_full_source_table_forgets_quiet_sources_first() {
     );
     assert_eq!(engine.sources_untracked, 1, "quiet sources were forgotten");
     assert_eq!(engine.sources().count(), 1);
+}
+
+#[test]
+fn a_flow_counts_once_however_many_snapshots_it_gives() {
+    let mut engine = Engine::new(config());
+    let long = flow("198.18.0.10", "198.18.1.2", 443);
+    // Snapshots at 4, 8, 16, 32, 64 packets and the end: one flow.
+    for _ in 0..6 {
+        assert_eq!(engine.observe(&long, &score(0.99), 2, SECOND), None);
+    }
+    let (_, view) = engine.sources().next().expect("the source");
+    assert_eq!(view.evidence(SECOND, Duration::from_secs(10)), 1);
+    assert_eq!(
+        view.evidence(20 * SECOND, Duration::from_secs(10)),
+        0,
+        "the window passed"
+    );
+    // Two more flows make three: acted on.
+    assert_eq!(
+        engine.observe(
+            &flow("198.18.0.10", "198.18.1.2", 22),
+            &score(0.99),
+            2,
+            SECOND
+        ),
+        None
+    );
+    assert!(
+        engine
+            .observe(
+                &flow("198.18.0.10", "198.18.1.2", 23),
+                &score(0.99),
+                2,
+                SECOND
+            )
+            .is_some()
+    );
+}
+
+#[test]
+fn a_decision_not_carried_out_lets_the_next_hostile_flow_decide() {
+    let mut engine = Engine::new(EngineConfig {
+        flows_to_act: 1,
+        ..config()
+    });
+    let source = address("198.18.0.10");
+    assert!(
+        engine
+            .observe(
+                &flow("198.18.0.10", "198.18.1.2", 1),
+                &score(0.99),
+                2,
+                SECOND
+            )
+            .is_some()
+    );
+    assert_eq!(
+        engine.observe(
+            &flow("198.18.0.10", "198.18.1.2", 2),
+            &score(0.99),
+            2,
+            SECOND
+        ),
+        None
+    );
+    engine.undo_decision(source);
+    assert!(
+        engine
+            .observe(
+                &flow("198.18.0.10", "198.18.1.2", 3),
+                &score(0.99),
+                2,
+                SECOND
+            )
+            .is_some()
+    );
 }

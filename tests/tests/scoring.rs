@@ -311,14 +311,17 @@ fn mirror_flow_copies_the_flow_that_tipped_the_decision_for_a_time() {
     let watched = files.path().join("events.jsonl");
     let _watcher = s.watch(&watched, 30);
     std::thread::sleep(Duration::from_secs(1));
-    let open = nmap_scan(&s.lab, "c1", addr(SRV), ScanKind::Syn, 1..=300).expect("nmap runs");
-    println!("open ports: {open:?}");
-    let detected = until(DETECTION_MAX, || {
-        events(&watched, "ThreatDetected")
-            .into_iter()
-            .find(|e| e["source"] == C1)
-    })
-    .expect("c1's scan is acted on");
+    let detected = std::thread::scope(|scope| {
+        let scan = scope.spawn(|| nmap_scan(&s.lab, "c1", addr(SRV), ScanKind::Syn, 1..=300));
+        let detected = until(DETECTION_MAX, || {
+            events(&watched, "ThreatDetected")
+                .into_iter()
+                .find(|e| e["source"] == C1)
+        })
+        .expect("c1's scan is acted on while it runs");
+        scan.join().expect("scan thread").expect("nmap runs");
+        detected
+    });
     assert_eq!(detected["action"], "mirror_flow");
     let listed = s.json(&["mirror", "list"]);
     let policy = listed["policies"]

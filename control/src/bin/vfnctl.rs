@@ -653,7 +653,7 @@ fn event_text(event: &proto::Event) -> String {
         ),
         Some(Kind::ThreatDetected(e)) => format!(
             "threat {:.3} from {} ({}, persona {}, {} flows; flow {} {}:{} -> {}:{}): {} for \
-             {:.1}s (dynamic entry {})",
+             {:.1}s ({} {})",
             e.threat,
             e.source,
             e.model,
@@ -666,6 +666,11 @@ fn event_text(event: &proto::Event) -> String {
             e.flow_dport,
             e.action,
             e.ttl_millis as f64 / 1e3,
+            if e.action == "mirror_flow" {
+                "mirror policy"
+            } else {
+                "dynamic entry"
+            },
             e.entry_id
         ),
         Some(Kind::ModelsLoaded(e)) => format!(

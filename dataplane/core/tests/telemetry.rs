@@ -874,5 +874,12 @@ fn no_snapshot_is_taken_with_the_feed_off() {
     assert_eq!(records(&bench).len(), 1);
     assert!(snapshots(&bench).is_empty());
     let (_, counters) = bench.worker.policy_counters();
-    assert_eq!(counters.snapshots_queued.get(), 0);
+    assert_eq!(
+        (
+            counters.snapshots_queued.get(),
+            counters.snapshots_lost.get()
+        ),
+        (0, 0),
+        "none taken, so none lost either"
+    );
 }
