@@ -54,6 +54,8 @@ lab)
 test)
     install_packages
     python_environment
+    # One clean build: incremental state would only add gigabytes to a fresh clone's disk.
+    export CARGO_INCREMENTAL=0
     cargo fmt --all -- --check
     cargo build --workspace --all-targets
     cargo clippy --workspace --all-targets -- -D warnings

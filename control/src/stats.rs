@@ -93,6 +93,17 @@ struct Collected {
 type Labels<const N: usize> = [(&'static str, Cow<'static, str>); N];
 
 /// Encodes one counter family (`name` without `_total`, which the encoder adds).
+/// A counter family of one sample without labels.
+fn unlabelled_counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> fmt::Result {
+    let no_labels: Labels<0> = [];
+    counters(encoder, name, help, [(no_labels, value)])
+}
+
 fn counters<L: EncodeLabelSet>(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -324,8 +335,7 @@ impl Collected {
                 slow.local_output_unresolved.get(),
             ),
         ] {
-            let no_labels: Labels<0> = [];
-            counters(encoder, name, help, [(no_labels, value)])?;
+            unlabelled_counter(encoder, name, help, value)?;
         }
         Ok(())
     }
@@ -525,8 +535,7 @@ impl Collected {
                 scorer.sources_untracked.get(),
             ),
         ] {
-            let no_labels: Labels<0> = [];
-            counters(encoder, name, help, [(no_labels, value)])?;
+            unlabelled_counter(encoder, name, help, value)?;
         }
         Ok(())
     }
